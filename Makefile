@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` (set-up + the main job on the built-in default) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EDGEKIT := $(VENV)/bin/edgekit
+OUT ?= out/demo
+
+.PHONY: setup demo test test-heavy bench clean
+
+setup: $(VENV)/.edgekit-installed
+
+$(VENV)/.edgekit-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel; an unpinned torch would pull the CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $@
+
+# The main job on the built-in default: mobilevig_ti (random weights, nothing downloaded) compiled for
+# every target and verified against PyTorch; artifacts and manifests land in $(OUT).
+demo: setup
+	for t in onnx tflite executorch coreml; do $(EDGEKIT) compile mobilevig_ti --target $$t --out $(OUT) || exit $$?; done
+	$(EDGEKIT) zoo info mobilevig_ti
+
+test: setup
+	$(PY) -m pytest -q
+
+test-heavy: setup
+	$(PY) -m pytest -q -m heavy
+
+bench: setup
+	$(PY) bench/runtimes.py | tee bench/runtimes.txt
+
+clean:
+	rm -rf out .pytest_cache

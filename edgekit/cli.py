@@ -1,0 +1,184 @@
+"""The `edgekit` command: parsing and printing only; every command is a thin call into the package."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import EdgekitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="edgekit: vision models to phones, verified.")
+zoo_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
+app.add_typer(zoo_app, name="zoo")
+out = Console()
+err = Console(stderr=True)
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _fmt(x, unit="", digits=2) -> str:
+    return "—" if x is None else f"{x:.{digits}f}{unit}"
+
+
+@zoo_app.command("list")
+def zoo_list(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    count: bool = typer.Option(False, "--count", help="Also count params and MACs (slower)."),
+) -> None:
+    """List the zoo with the papers' numbers (and edgekit's counts with --count)."""
+    from .models import zoo_rows
+
+    rows = zoo_rows(count=count)
+    if json_out:
+        return _print_json(rows)
+    table = Table(title="edgekit zoo (ImageNet-1K numbers from the papers)")
+    table.add_column("model", no_wrap=True)
+    for col in ("input", "params", "GMACs", "top-1", "latency"):
+        table.add_column(f"{col}\n(paper)", no_wrap=True)
+    if count:
+        table.add_column("params\n(edgekit)", no_wrap=True)
+        table.add_column("GMACs\n(edgekit)", no_wrap=True)
+    for r in rows:
+        p = r["paper"]
+        cells = [r["name"], str(r["input_size"]), _fmt(p["params_m"], "M", 1), _fmt(p["gmacs"]),
+                 _fmt(p["top1"], "%", 1), _fmt(p["latency_ms"], " ms")]
+        if count:
+            cells += [_fmt(r["params_m"], "M"), _fmt(r["gmacs"])]
+        table.add_row(*cells)
+    out.print(table)
+
+
+@zoo_app.command("info")
+def zoo_info(
+    name: str,
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Count MACs at this input size."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """A model card: input, preprocessing, params and MACs counted by edgekit beside the paper's."""
+    from .models import model_info
+
+    info = model_info(name, input_size=input_size)
+    if json_out:
+        return _print_json(info)
+    p = info["paper"]
+    out.print(f"[bold]{info['name']}[/bold] ({info['family']})")
+    out.print(f"  input       1x3x{info['input_size']}x{info['input_size']} RGB")
+    out.print(f"  preprocess  x/255, mean {tuple(info['mean'])}, std {tuple(info['std'])}")
+    out.print(f"  classes     {info['num_classes']}")
+    out.print(f"  params      {info['params_m']:.2f} M counted by edgekit (deploy form) | paper {_fmt(p['params_m'], ' M', 1)}")
+    out.print(f"  MACs        {info['gmacs']:.3f} G counted at {info['input_size']} | paper {_fmt(p['gmacs'], ' G')}")
+    out.print(f"  top-1       paper {_fmt(p['top1'], ' %', 1)} (ImageNet-1K)")
+    where = f" ({p['latency_where']})" if p.get("latency_where") else ""
+    out.print(f"  latency     paper {_fmt(p['latency_ms'], ' ms')}{where}")
+    if p.get("source"):
+        out.print(f"  source      {p['source']}")
+    if info.get("notes"):
+        out.print(f"  notes       {info['notes']}")
+
+
+@app.command("compile")
+def compile_cmd(
+    model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class, package.module:factory or an edgekit checkpoint."),
+    target: str = typer.Option(..., "--target", "-t", help="coreml, tflite, executorch or onnx."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="State dict file (bare or under 'model'/'state_dict')."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input size (default: the model card's)."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classifier width (default: the model card's)."),
+    out_dir: Path = typer.Option(Path("out"), "--out", help="Directory for the artifact and its manifest."),
+    delegate: Optional[str] = typer.Option(None, "--delegate", help="ExecuTorch: xnnpack (default), coreml or none."),
+    precision: str = typer.Option("fp16", "--precision", help="Core ML compute precision: fp16 or fp32."),
+    min_target: str = typer.Option("iOS16", "--min-target", help="Core ML minimum deployment target, e.g. iOS16, macOS13."),
+    image_input: bool = typer.Option(False, "--image-input", help="Core ML: take an RGB image, preprocessing baked in."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the artifact against PyTorch (default on)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Compile MODEL for a target, verify it against PyTorch and write a manifest beside it."""
+    from .compile import compile as compile_model
+
+    with err.status(f"compiling {model} for {target}…", spinner="dots") if not json_out else _null():
+        result = compile_model(
+            model, target, weights=weights, input_size=input_size, num_classes=num_classes, out=out_dir,
+            delegate=delegate, precision=precision, min_deployment_target=min_target, image_input=image_input,
+            verify=verify,
+        )
+    m = result.manifest
+    if json_out:
+        return _print_json({"artifact": str(result.artifact), "manifest_path": str(result.manifest_path), **m})
+    v = m["verification"]
+    out.print(f"[green]wrote[/green] {result.artifact} ({m['bytes'] / 1e6:.2f} MB, sha256 {m['sha256'][:12]}…) "
+              f"in {m['compile_seconds']:.1f} s")
+    if "delegation" in m:
+        d = m["delegation"]
+        left = ", ".join(d["not_delegated_ops"]) or "none"
+        out.print(f"  delegation  {m['delegate']}: {d['coverage']:.1%} of nodes; not delegated: {left}")
+    if v["status"] == "passed":
+        out.print(f"  verified    {v['summary']}")
+    else:
+        out.print(f"  verify      {v['status']}: {v.get('reason', v.get('summary', ''))}")
+    out.print(f"  manifest    {result.manifest_path}")
+
+
+@app.command("verify")
+def verify_cmd(
+    artifact: Path = typer.Argument(..., help="A compiled artifact with its manifest beside it."),
+    model: Optional[str] = typer.Option(None, "--model", help="The PyTorch model it came from (default: the manifest's)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights for --model."),
+    samples: int = typer.Option(4, "--samples", help="Number of fixed inputs."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run ARTIFACT in its own runtime on fixed inputs and compare with PyTorch; exit 2 on a breach."""
+    from .verify import verify
+
+    result = verify(artifact, model, weights=weights, samples=samples, strict=False)
+    if json_out:
+        _print_json(result)
+    elif result["status"] == "passed":
+        out.print(f"[green]passed[/green] {result['summary']}")
+    elif result["status"] == "skipped":
+        out.print(f"[yellow]skipped[/yellow] {result['reason']}")
+    if result["status"] == "failed":
+        if not json_out:
+            err.print(f"error: {artifact} differs from PyTorch beyond tolerance: {result['summary']}", soft_wrap=True)
+        raise typer.Exit(2)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def main() -> None:
+    """Entry point: a user's mistake is one line on stderr and exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except EdgekitError as e:
+        err.print(f"error: {e}", soft_wrap=True, markup=False, highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing half-written was left behind", markup=False)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

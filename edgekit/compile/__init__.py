@@ -1,0 +1,222 @@
+"""Compile a model for a target: export, write atomically, verify, and describe it in a manifest."""
+
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..errors import EdgekitError, UnknownTargetError, VerificationError
+from ..io import atomic_path, sha256_of, size_of, write_json
+from ..models import LoadedModel, load_model
+from .base import Backend, CompileOptions
+
+TARGETS = ("coreml", "tflite", "executorch", "onnx")
+MANIFEST_SUFFIX = ".json"
+
+
+def get_backend(target: str) -> Backend:
+    if target == "onnx":
+        from .onnx import OnnxBackend
+
+        return OnnxBackend()
+    if target == "tflite":
+        from .tflite import TFLiteBackend
+
+        return TFLiteBackend()
+    if target == "executorch":
+        from .executorch import ExecuTorchBackend
+
+        return ExecuTorchBackend()
+    if target == "coreml":
+        from .coreml import CoreMLBackend
+
+        return CoreMLBackend()
+    import difflib
+
+    near = difflib.get_close_matches(str(target), TARGETS, n=1)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    raise UnknownTargetError(f"unknown target '{target}'{hint} (choose one of: {', '.join(TARGETS)})")
+
+
+def manifest_path(artifact: str | Path) -> Path:
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + MANIFEST_SUFFIX)
+
+
+class ExportWrapper(nn.Module):
+    """Gives exporters one tensor out: the first element where a model returns a tuple or list."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out
+
+
+def prepare_for_export(model: nn.Module) -> nn.Module:
+    """Evaluation mode, MobileOne-style branches fused to their deploy form, a single tensor output."""
+    from ..models.mobileone import reparameterize_model
+
+    model.eval()
+    reparameterize_model(model)
+    return ExportWrapper(model).eval()
+
+
+def example_input(opts: CompileOptions, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, opts.in_chans, opts.input_size, opts.input_size, generator=g)
+
+
+def _safe_stem(text: str) -> str:
+    text = Path(text.split(":")[-1] if ":" in text else text).stem if (":" in text or "/" in text) else text
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "model"
+
+
+@dataclass
+class CompileResult:
+    artifact: Path
+    manifest_path: Path
+    manifest: dict
+
+    @property
+    def verification(self) -> dict:
+        return self.manifest.get("verification", {})
+
+
+def compile(  # noqa: A001 - mirrors the CLI verb
+    model: str | nn.Module,
+    target: str,
+    *,
+    weights: str | Path | None = None,
+    input_size: int | None = None,
+    num_classes: int | None = None,
+    out: str | Path = "out",
+    name: str | None = None,
+    delegate: str | None = None,
+    precision: str = "fp16",
+    min_deployment_target: str = "iOS16",
+    image_input: bool = False,
+    verify: bool = True,
+    verify_samples: int = 4,
+) -> CompileResult:
+    """Compile `model` (a reference or an nn.Module) for `target`; write the artifact and its manifest in `out`."""
+    backend = get_backend(target)
+    if isinstance(model, nn.Module):
+        from ..models.registry import ModelCard
+
+        loaded = LoadedModel(model, ModelCard(name=name or type(model).__name__, family="user"), name or "<module>")
+        if input_size:
+            from dataclasses import replace
+
+            loaded.card = replace(loaded.card, input_size=int(input_size))
+        model.eval()
+    else:
+        loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
+    card = loaded.card
+    opts = CompileOptions(
+        input_size=card.input_size,
+        mean=tuple(card.mean),
+        std=tuple(card.std),
+        delegate=delegate,
+        precision=precision,
+        min_deployment_target=min_deployment_target,
+        image_input=image_input,
+    )
+    _check_options(target, opts)
+    stem = name or _safe_stem(card.name if card.family != "user" else loaded.reference)
+    out = Path(out)
+    artifact = out / f"{stem}{backend.artifact_suffix(opts)}"
+    created_out = not out.exists()
+    export_model = prepare_for_export(loaded.model)
+    example = example_input(opts)
+    try:
+        with atomic_path(artifact) as tmp_artifact, atomic_path(manifest_path(artifact)) as tmp_manifest:
+            t0 = time.perf_counter()
+            info = backend.export(export_model, example, tmp_artifact, opts)
+            compile_s = time.perf_counter() - t0
+            manifest = {
+                "edgekit_version": __version__,
+                "target": target,
+                "artifact": artifact.name,
+                "sha256": sha256_of(tmp_artifact),
+                "bytes": size_of(tmp_artifact),
+                "model": {
+                    "reference": loaded.reference,
+                    "name": card.name,
+                    "family": card.family,
+                    "weights": loaded.weights,
+                    "weights_sha256": sha256_of(loaded.weights) if loaded.weights else None,
+                    "num_classes": card.num_classes,
+                },
+                "inputs": info.inputs,
+                "outputs": info.outputs,
+                "preprocessing": {
+                    "size": card.input_size,
+                    "layout": "NCHW",
+                    "mean": list(card.mean),
+                    "std": list(card.std),
+                    "scale": 1 / 255.0,
+                    "color": "RGB",
+                    "baked_in": bool(opts.image_input and target == "coreml"),
+                },
+                "options": {k: v for k, v in vars(opts).items() if k not in ("mean", "std", "in_chans")},
+                **info.extra,
+                "compile_seconds": round(compile_s, 2),
+                "tool_versions": _versions(backend),
+            }
+            if verify:
+                from ..verify import verify_artifact
+
+                result = verify_artifact(
+                    tmp_artifact, manifest, export_model, samples=verify_samples, backend=backend
+                )
+                manifest["verification"] = result
+                if result["status"] == "failed":
+                    raise VerificationError(
+                        f"{target} artifact differs from PyTorch beyond tolerance ({result['summary']}); "
+                        "nothing was written"
+                    )
+            else:
+                manifest["verification"] = {"status": "not run", "reason": "verification was turned off"}
+            write_json(tmp_manifest, manifest)
+    except BaseException:
+        if created_out and out.is_dir() and not any(out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return CompileResult(artifact, manifest_path(artifact), manifest)
+
+
+def _check_options(target: str, opts: CompileOptions) -> None:
+    if opts.input_size < 16:
+        raise EdgekitError(f"--input-size {opts.input_size} is too small; use at least 16 (the zoo downsamples by 32)")
+    if target == "executorch" and opts.delegate not in (None, "xnnpack", "coreml", "none"):
+        raise EdgekitError(f"unknown ExecuTorch delegate '{opts.delegate}'; choose xnnpack, coreml or none")
+    if target != "executorch" and opts.delegate not in (None,):
+        raise EdgekitError(f"--delegate applies to --target executorch only, not '{target}'")
+    if opts.precision not in ("fp16", "fp32"):
+        raise EdgekitError(f"unknown precision '{opts.precision}'; choose fp16 or fp32")
+
+
+def _versions(backend: Backend) -> dict:
+    import numpy
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        **backend.versions(),
+    }

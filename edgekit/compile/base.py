@@ -1,0 +1,183 @@
+"""The interface every compile target implements: export, run, describe."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import platform
+import re
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UnsupportedOperatorError
+
+
+@dataclass
+class CompileOptions:
+    input_size: int = 224
+    in_chans: int = 3
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    delegate: str | None = None  # executorch: xnnpack (default), coreml, none
+    precision: str = "fp16"  # coreml compute precision: fp16 (default) or fp32
+    min_deployment_target: str = "iOS16"  # coreml
+    image_input: bool = False  # coreml: take an image, preprocessing baked in
+
+
+@dataclass
+class Tolerance:
+    """A breach of any bound fails verification. `atol + rtol * max|reference|` bounds the max abs error."""
+
+    atol: float
+    rtol: float
+    min_cosine: float
+    min_top1: float = 1.0  # over samples whose reference top-1 margin exceeds the error bound
+
+    def to_dict(self) -> dict:
+        return dict(atol=self.atol, rtol=self.rtol, min_cosine=self.min_cosine, min_top1=self.min_top1)
+
+
+FP32 = Tolerance(atol=1e-3, rtol=1e-3, min_cosine=0.9999)
+FP16 = Tolerance(atol=5e-2, rtol=2e-2, min_cosine=0.999, min_top1=0.9)
+
+
+@dataclass
+class ExportInfo:
+    """What a backend reports about the artifact it wrote, for the manifest."""
+
+    inputs: list[dict]
+    outputs: list[dict]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner:
+    """A loaded artifact: `run(x)` takes an NCHW float32 array and gives the first output as an array."""
+
+    def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Backend:
+    name: str = ""
+    suffix: str = ""
+    tolerance: Tolerance = FP32
+
+    def artifact_suffix(self, opts: CompileOptions) -> str:
+        return self.suffix
+
+    def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
+        raise NotImplementedError
+
+    def runnable(self, manifest: dict) -> str | None:
+        """None when the artifact can run here, else the reason it cannot."""
+        return None
+
+    def load(self, path: Path, manifest: dict, threads: int | None = None) -> Runner:
+        raise NotImplementedError
+
+    def tolerance_for(self, manifest: dict) -> Tolerance:
+        return self.tolerance
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+
+def tensor_spec(name: str, shape, dtype) -> dict:
+    return {"name": name, "shape": [int(s) for s in shape], "dtype": str(dtype).replace("torch.", "")}
+
+
+_OP_PATTERNS = [
+    r"(aten[.:]{1,2}[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)",
+    r"[Oo]perator[ :]+'?([A-Za-z0-9_:.]+)'?",
+    r"op(?:eration)?[ :]+'?([A-Za-z0-9_:.]+)'? (?:is )?not (?:supported|implemented)",
+    r"'([A-Za-z0-9_]+)' (?:is )?not (?:supported|implemented)",
+]
+
+
+def operator_from_error(text: str) -> str | None:
+    """The operator a converter's error message names, if it names one."""
+    for pat in _OP_PATTERNS:
+        m = re.search(pat, text)
+        if m:
+            return m.group(1).rstrip(".:'")
+    return None
+
+
+def lowering_error(target: str, exc: BaseException) -> UnsupportedOperatorError | None:
+    op = operator_from_error(f"{exc}")
+    if op is None:
+        return None
+    return UnsupportedOperatorError(target, op)
+
+
+def on_macos() -> bool:
+    return platform.system() == "Darwin"
+
+
+def graph_operators(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The ATen operators of the exported graph (after the core ATen decomposition)."""
+    ep = torch.export.export(model, (example,))
+    ep = ep.run_decompositions()
+    ops = []
+    for node in ep.graph.nodes:
+        if node.op == "call_function":
+            ops.append(str(node.target))
+    return ops
+
+
+class Captured:
+    """Text the converters printed while `quiet()` was active."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[Captured]:
+    """Silence converters: Python logging and warnings, progress bars, and C++ logs written to fd 1 / fd 2.
+
+    What they printed is kept in the yielded object, so an error can quote it.
+    """
+    captured = Captured()
+    loggers = [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]
+    levels = [(lg, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    old_tqdm = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        py_out, py_err = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = io.TextIOWrapper(open(os.dup(sink.fileno()), "wb"), write_through=True)
+        try:
+            yield captured
+        finally:
+            sys.stdout.flush()
+            sys.stdout, sys.stderr = py_out, py_err
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            for lg, level in levels:
+                lg.setLevel(level)
+            if old_tqdm is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = old_tqdm
+            sink.seek(0)
+            captured.text = sink.read().decode(errors="replace")

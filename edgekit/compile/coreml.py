@@ -1,0 +1,136 @@
+"""Core ML: ML Program `.mlpackage` via coremltools. Converts on Linux; runs (and verifies) on macOS only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import EdgekitError, UnsupportedOperatorError
+from .base import FP16, Backend, CompileOptions, ExportInfo, Runner, on_macos, operator_from_error, quiet
+
+DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
+
+
+def import_coremltools():
+    """coremltools prints warnings about untested torch / scikit-learn versions on import; keep them quiet."""
+    with quiet():
+        import coremltools
+
+    return coremltools
+
+
+class Normalize(nn.Module):
+    """Per-channel (x - mean) / std in front of the model, for an image input that delivers x in [0, 1]."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def _feature(f) -> dict:
+    kind = f.type.WhichOneof("Type")
+    if kind == "multiArrayType":
+        import coremltools as ct
+
+        dtype = ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(f.type.multiArrayType.dataType)
+        return {"name": f.name, "shape": list(f.type.multiArrayType.shape), "dtype": dtype.lower()}
+    if kind == "imageType":
+        t = f.type.imageType
+        return {"name": f.name, "shape": [1, 3, t.height, t.width], "dtype": "image_rgb_uint8"}
+    return {"name": f.name, "type": kind}
+
+
+class CoreMLRunner(Runner):
+    def __init__(self, path: Path, image_input: bool):
+        ct = import_coremltools()
+
+        self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.ALL)
+        spec = self.model.get_spec()
+        self.input_name = spec.description.input[0].name
+        self.output_name = spec.description.output[0].name
+        self.image_input = image_input
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.image_input:
+            from PIL import Image
+
+            x = Image.fromarray(x)
+        return np.asarray(self.model.predict({self.input_name: x})[self.output_name])
+
+
+class CoreMLBackend(Backend):
+    name = "coreml"
+    suffix = ".mlpackage"
+    tolerance = FP16
+
+    def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
+        ct = import_coremltools()
+
+        if opts.min_deployment_target not in DEPLOYMENT_TARGETS:
+            raise EdgekitError(
+                f"unknown minimum deployment target '{opts.min_deployment_target}'; "
+                f"choose one of {', '.join(DEPLOYMENT_TARGETS)}"
+            )
+        if opts.image_input:
+            model = Normalize(model, opts.mean, opts.std).eval()
+            example = torch.rand_like(example)
+            inputs = [ct.ImageType(name="image", shape=tuple(example.shape), scale=1 / 255.0,
+                                   color_layout=ct.colorlayout.RGB)]
+        else:
+            inputs = [ct.TensorType(name="input", shape=tuple(example.shape), dtype=np.float32)]
+        precision = ct.precision.FLOAT16 if opts.precision == "fp16" else ct.precision.FLOAT32
+        with quiet() as log, torch.no_grad():
+            try:
+                ep = torch.export.export(model, (example,)).run_decompositions({})
+                mlmodel = ct.convert(
+                    ep,
+                    inputs=inputs,
+                    outputs=[ct.TensorType(name="logits")],
+                    convert_to="mlprogram",
+                    compute_precision=precision,
+                    minimum_deployment_target=getattr(ct.target, opts.min_deployment_target),
+                    skip_model_load=True,
+                )
+            except Exception as e:
+                detail = f"{e}\n{log.text}"
+                raise UnsupportedOperatorError(self.name, operator_from_error(detail) or type(e).__name__) from None
+            mlmodel.short_description = "compiled by edgekit"
+            mlmodel.save(str(path))
+        spec = mlmodel.get_spec()
+        ops: dict[str, int] = {}
+        for fn in spec.mlProgram.functions.values():
+            for block in fn.block_specializations.values():
+                for op in block.operations:
+                    ops[op.type] = ops.get(op.type, 0) + 1
+        return ExportInfo(
+            inputs=[_feature(f) for f in spec.description.input],
+            outputs=[_feature(f) for f in spec.description.output],
+            extra={
+                "spec_version": spec.specificationVersion,
+                "compute_precision": opts.precision,
+                "compute_units": "ALL",
+                "op_types": dict(sorted(ops.items())),
+            },
+        )
+
+    def runnable(self, manifest: dict) -> str | None:
+        if not on_macos():
+            return "Core ML models run on macOS only; conversion and structure were checked, numerics were not"
+        return None
+
+    def load(self, path: Path, manifest: dict, threads: int | None = None) -> Runner:
+        return CoreMLRunner(path, manifest["preprocessing"].get("baked_in", False))
+
+    def tolerance_for(self, manifest: dict):
+        return FP16 if manifest.get("options", {}).get("precision", "fp16") == "fp16" else super().tolerance_for(manifest)
+
+    def versions(self) -> dict[str, str]:
+        return {"coremltools": import_coremltools().__version__}

@@ -1,0 +1,154 @@
+"""ExecuTorch: `.pte` programs, XNNPACK-delegated by default, or ExecuTorch's Core ML backend."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UnsupportedOperatorError
+from .base import Backend, CompileOptions, ExportInfo, Runner, on_macos, operator_from_error, quiet, tensor_spec
+
+
+def _partitioners(delegate: str, opts: CompileOptions) -> list:
+    if delegate == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        return [XnnpackPartitioner()]
+    if delegate == "coreml":
+        import coremltools as ct
+        from executorch.backends.apple.coreml.compiler import CoreMLBackend as ETCoreML
+        from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+
+        precision = ct.precision.FLOAT16 if opts.precision == "fp16" else ct.precision.FLOAT32
+        specs = ETCoreML.generate_compile_specs(
+            compute_precision=precision,
+            minimum_deployment_target=getattr(ct.target, opts.min_deployment_target),
+        )
+        return [CoreMLPartitioner(compile_specs=specs)]
+    return []
+
+
+def delegation_summary(graph_module) -> dict:
+    """Which operators were delegated and which run on ExecuTorch's portable kernels."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(graph_module)
+    by_op = {k: {"delegated": v.delegated, "not_delegated": v.non_delegated} for k, v in info.delegation_by_operator.items()}
+    delegated = sum(v["delegated"] for v in by_op.values())
+    total = delegated + sum(v["not_delegated"] for v in by_op.values())
+    return {
+        "delegated_subgraphs": info.num_delegated_subgraphs,
+        "delegated_nodes": delegated,
+        "not_delegated_nodes": total - delegated,
+        "coverage": round(delegated / total, 4) if total else 1.0,
+        "not_delegated_ops": sorted(k for k, v in by_op.items() if v["not_delegated"]),
+        "by_operator": dict(sorted(by_op.items())),
+    }
+
+
+def registered_kernels() -> set[str]:
+    from executorch.extension.pybindings import portable_lib
+
+    return set(portable_lib._get_operator_names())
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return lines[0][:200] if lines else type(e).__name__
+
+
+def set_threads(threads: int | None) -> None:
+    """Resize the runtime's thread pool (XNNPACK's and the portable kernels'): it is process-wide."""
+    if threads:
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(int(threads))
+
+
+class ExecuTorchRunner(Runner):
+    def __init__(self, path: Path, threads: int | None):
+        with quiet():
+            from executorch.runtime import Runtime
+
+            set_threads(threads)
+            self.method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.method.execute([torch.from_numpy(np.ascontiguousarray(x))])[0].numpy()
+
+
+class ExecuTorchBackend(Backend):
+    name = "executorch"
+    suffix = ".pte"
+
+    def artifact_suffix(self, opts: CompileOptions) -> str:
+        delegate = opts.delegate or "xnnpack"
+        return self.suffix if delegate == "xnnpack" else f".{delegate}{self.suffix}"
+
+    def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
+        delegate = opts.delegate or "xnnpack"
+        with quiet():
+            from executorch.exir import to_edge_transform_and_lower
+
+            try:
+                ep = torch.export.export(model, (example,))
+                edge = to_edge_transform_and_lower(ep, partitioner=_partitioners(delegate, opts))
+                delegation = delegation_summary(edge.exported_program().graph_module)
+                program = edge.to_executorch()
+            except Exception as e:
+                op = operator_from_error(str(e)) or type(e).__name__
+                raise UnsupportedOperatorError(self.name, op, _first_line(e)) from None
+        missing = self._missing_kernels(program)
+        if missing:
+            raise UnsupportedOperatorError(
+                self.name, missing[0], "no ExecuTorch kernel and no delegate for it"
+            )
+        path.write_bytes(program.buffer)
+        out = model(example)
+        return ExportInfo(
+            inputs=[tensor_spec("input", example.shape, example.dtype)],
+            outputs=[tensor_spec("logits", out.shape, out.dtype)],
+            extra={"delegate": delegate, "delegation": delegation},
+        )
+
+    @staticmethod
+    def _missing_kernels(program) -> list[str]:
+        """Operators left outside every delegate that the runtime has no kernel for (would fail at load)."""
+        try:
+            known = registered_kernels()
+        except Exception:  # pybindings unavailable: nothing to check against
+            return []
+        missing = []
+        for plan in program.executorch_program.execution_plan:
+            for op in plan.operators:
+                full = f"{op.name}.{op.overload}" if op.overload else op.name
+                if full not in known and op.name not in known and full not in missing:
+                    missing.append(full)
+        return missing
+
+    def runnable(self, manifest: dict) -> str | None:
+        if manifest.get("delegate") == "coreml" and not on_macos():
+            return "the Core ML delegate runs on Apple devices only; verify this artifact on macOS"
+        return None
+
+    def load(self, path: Path, manifest: dict, threads: int | None = None) -> Runner:
+        return ExecuTorchRunner(path, threads)
+
+    def tolerance_for(self, manifest: dict):
+        from .base import FP16
+
+        if manifest.get("delegate") == "coreml" and manifest.get("options", {}).get("precision") == "fp16":
+            return FP16
+        return self.tolerance
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        v = {"executorch": version("executorch")}
+        with contextlib.suppress(Exception):
+            v["coremltools"] = version("coremltools")
+        return v

@@ -1,0 +1,95 @@
+"""ONNX: `torch.onnx.export(dynamo=True)`, simplified with onnxslim, run with ONNX Runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UnsupportedOperatorError
+from .base import Backend, CompileOptions, ExportInfo, Runner, operator_from_error
+
+
+def _value_info(vi) -> dict:
+    import onnx
+
+    t = vi.type.tensor_type
+    shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+    return {"name": vi.name, "shape": shape, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name}
+
+
+def session_options(threads: int | None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
+class OnnxRunner(Runner):
+    def __init__(self, path: Path, threads: int | None):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+    suffix = ".onnx"
+
+    def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
+        import onnx
+        import onnxslim
+
+        for name in ("torch.onnx", "onnxscript", "onnx_ir"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                program = torch.onnx.export(
+                    model, (example,), dynamo=True, input_names=["input"], output_names=["logits"], verbose=False
+                )
+        except Exception as e:
+            op = operator_from_error(str(e)) or operator_from_error(sink.getvalue()) or "unknown"
+            raise UnsupportedOperatorError(self.name, op) from None
+        proto = program.model_proto
+        with contextlib.redirect_stdout(sink):
+            slim = onnxslim.slim(proto)
+        onnx.checker.check_model(slim)
+        onnx.save(slim, str(path))
+        graph = slim.graph
+        op_types: dict[str, int] = {}
+        for node in graph.node:
+            op_types[node.op_type] = op_types.get(node.op_type, 0) + 1
+        return ExportInfo(
+            inputs=[_value_info(v) for v in graph.input],
+            outputs=[_value_info(v) for v in graph.output],
+            extra={
+                "opset": max(o.version for o in slim.opset_import if o.domain in ("", "ai.onnx")),
+                "nodes_before_simplification": len(proto.graph.node),
+                "nodes": len(graph.node),
+                "op_types": dict(sorted(op_types.items())),
+            },
+        )
+
+    def load(self, path: Path, manifest: dict, threads: int | None = None) -> Runner:
+        return OnnxRunner(path, threads)
+
+    def versions(self) -> dict[str, str]:
+        import onnx
+        import onnxruntime
+        import onnxslim
+
+        return {"onnx": onnx.__version__, "onnxslim": onnxslim.__version__, "onnxruntime": onnxruntime.__version__}

@@ -1,0 +1,74 @@
+"""TFLite (LiteRT): converted by litert-torch, run by ai-edge-litert's `Interpreter` (XNNPACK on CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UnsupportedOperatorError
+from .base import Backend, CompileOptions, ExportInfo, Runner, operator_from_error, quiet
+
+
+def _spec(detail: dict, name: str) -> dict:
+    return {"name": name, "tensor_name": detail["name"], "shape": [int(s) for s in detail["shape"]],
+            "dtype": np.dtype(detail["dtype"]).name}
+
+
+def interpreter(path: Path, threads: int | None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet():
+        it = Interpreter(model_path=str(path), num_threads=threads or None)
+        it.allocate_tensors()
+    return it
+
+
+class TFLiteRunner(Runner):
+    def __init__(self, path: Path, threads: int | None):
+        self.it = interpreter(path, threads)
+        self.inp = self.it.get_input_details()[0]["index"]
+        self.out = self.it.get_output_details()[0]["index"]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        self.it.set_tensor(self.inp, np.ascontiguousarray(x, dtype=np.float32))
+        self.it.invoke()
+        return self.it.get_tensor(self.out).copy()
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+    suffix = ".tflite"
+
+    def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
+        import litert_torch
+
+        with quiet() as log:
+            try:
+                edge_model = litert_torch.convert(model, (example,))
+                edge_model.export(str(path))
+            except Exception as e:
+                detail = f"{e}\n{log.text}"
+                raise UnsupportedOperatorError(self.name, operator_from_error(detail) or type(e).__name__) from None
+        it = interpreter(path, 1)
+        ops: dict[str, int] = {}
+        try:
+            for op in it._get_ops_details():
+                ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
+        except Exception:  # private API: counts are informative only
+            ops = {}
+        return ExportInfo(
+            inputs=[_spec(d, "input") for d in it.get_input_details()],
+            outputs=[_spec(d, "logits") for d in it.get_output_details()],
+            extra={"op_types": dict(sorted(ops.items())), "layout_note": "input kept NCHW as in PyTorch"},
+        )
+
+    def load(self, path: Path, manifest: dict, threads: int | None = None) -> Runner:
+        return TFLiteRunner(path, threads)
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        return {"litert-torch": version("litert-torch"), "ai-edge-litert": version("ai-edge-litert")}

@@ -1,0 +1,66 @@
+"""Atomic writes: everything edgekit writes goes to a temporary name first and is renamed when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final` (file or directory); rename it over `final` on success only."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.partial-", suffix=final.suffix, dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()  # the writer creates it (a file or a directory such as .mlpackage)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to {tmp}")
+        if final.exists():
+            _remove(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            _remove(tmp)
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def sha256_of(path: str | Path) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents, sorted) for bundles."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if f is not path:
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def size_of(path: str | Path) -> int:
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -1,0 +1,139 @@
+"""The zoo and model references: a zoo name, `file.py:Class` / `package.module:factory`, or an edgekit checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UnknownModelError, WeightsError
+from . import zoo as _zoo  # noqa: F401  (registers the zoo)
+from .registry import ModelCard, build_user_model, build_zoo_model, is_user_reference, list_models, model_card
+from .stats import count_macs, count_params
+from .weights import extract_state_dict, load_state_dict_strict, load_weights, read_checkpoint
+
+CHECKPOINT_FORMAT = "edgekit-checkpoint/1"
+
+__all__ = [
+    "LoadedModel",
+    "ModelCard",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "list_models",
+    "load_model",
+    "model_card",
+    "save_checkpoint",
+]
+
+
+@dataclass
+class LoadedModel:
+    """A built model with what later stages need to know about it."""
+
+    model: nn.Module
+    card: ModelCard
+    reference: str
+    weights: str | None = None
+
+
+def _user_card(ref: str) -> ModelCard:
+    return ModelCard(name=ref, family="user")
+
+
+def load_model(
+    ref: str,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+) -> LoadedModel:
+    """Build the model a reference names, load `weights` if given, and put it in evaluation mode."""
+    if not isinstance(ref, str) or not ref:
+        raise UnknownModelError("no model given; name a zoo model (see `edgekit zoo list`) or path/to/file.py:Class")
+    path = Path(ref)
+    if path.suffix in (".pt", ".pth", ".ckpt") or (path.is_file() and not is_user_reference(ref)):
+        loaded = _load_edgekit_checkpoint(path)
+    elif is_user_reference(ref):
+        loaded = LoadedModel(build_user_model(ref), _user_card(ref), ref)
+    else:
+        card = model_card(ref)
+        if num_classes is not None:
+            card = replace(card, num_classes=num_classes)
+        loaded = LoadedModel(build_zoo_model(ref, num_classes=card.num_classes), card, ref)
+    if weights is not None:
+        load_weights(loaded.model, weights)
+        loaded.weights = str(weights)
+    if input_size is not None:
+        loaded.card = replace(loaded.card, input_size=int(input_size))
+    loaded.model.eval()
+    return loaded
+
+
+def create_model(
+    name: str, weights: str | Path | None = None, num_classes: int | None = None, pretrained: bool = False
+) -> nn.Module:
+    """`edgekit.create_model("mobilevig_ti", weights="mobilevig_ti.pth")` -> nn.Module in evaluation mode."""
+    if pretrained:
+        raise WeightsError("edgekit downloads nothing; pass weights=PATH to a checkpoint file you have")
+    return load_model(name, weights=weights, num_classes=num_classes).model
+
+
+def save_checkpoint(loaded: LoadedModel, path: str | Path, provenance: dict | None = None) -> Path:
+    """Write an edgekit checkpoint (plain tensors and containers only; loads with `weights_only=True`)."""
+    from ..io import atomic_path
+
+    path = Path(path)
+    blob = {
+        "format": CHECKPOINT_FORMAT,
+        "base": loaded.reference,
+        "num_classes": loaded.card.num_classes,
+        "input_size": loaded.card.input_size,
+        "plan": None,
+        "state_dict": loaded.model.state_dict(),
+        "provenance": provenance or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+    return path
+
+
+def _load_edgekit_checkpoint(path: Path) -> LoadedModel:
+    blob = read_checkpoint(path)
+    if blob.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(
+            f"'{path}' is not an edgekit checkpoint; to load plain weights give a model name and --weights {path}"
+        )
+    if blob.get("plan"):
+        raise WeightsError(f"'{path}' carries a pruning plan, which this version of edgekit cannot rebuild")
+    base = load_model(str(blob["base"]), num_classes=int(blob["num_classes"]))
+    load_state_dict_strict(base.model, extract_state_dict(blob, path), path)
+    card = replace(base.card, input_size=int(blob.get("input_size") or base.card.input_size))
+    return LoadedModel(base.model, card, str(path))
+
+
+def _deploy_form(model: nn.Module) -> nn.Module:
+    from .mobileone import reparameterize_model
+
+    return reparameterize_model(model.eval())
+
+
+def model_info(name: str, input_size: int | None = None) -> dict:
+    """The model card with params and MACs counted by edgekit (deploy form, at the card's input size)."""
+    loaded = load_model(name, input_size=input_size)
+    model = _deploy_form(loaded.model)
+    card = loaded.card
+    return {
+        **card.to_dict(),
+        "params_m": count_params(model) / 1e6,
+        "gmacs": count_macs(model, card.input_size) / 1e9,
+    }
+
+
+def zoo_rows(count: bool = False) -> list[dict]:
+    rows = []
+    for name in list_models():
+        row = model_info(name) if count else model_card(name).to_dict()
+        rows.append(row)
+    return rows

@@ -1,0 +1,77 @@
+"""Blocks shared by MobileViG and GreedyViG, named as in the official code so checkpoints load as they are."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Stem(nn.Module):
+    """conv3x3/2 (in -> out/2) BN GELU, conv3x3/2 (out/2 -> out) BN GELU."""
+
+    def __init__(self, in_chans: int, out_chans: int):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, out_chans // 2, 3, 2, 1),
+            nn.BatchNorm2d(out_chans // 2),
+            nn.GELU(),
+            nn.Conv2d(out_chans // 2, out_chans, 3, 2, 1),
+            nn.BatchNorm2d(out_chans),
+            nn.GELU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+
+class Downsample(nn.Module):
+    """conv3x3/2 + BN, no activation."""
+
+    def __init__(self, in_chans: int, out_chans: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(in_chans, out_chans, 3, 2, 1), nn.BatchNorm2d(out_chans))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def conv_bn(in_chans: int, out_chans: int) -> nn.Sequential:
+    """1x1 conv + BN (the official `fc1` / `fc2` of the graph blocks)."""
+    return nn.Sequential(nn.Conv2d(in_chans, out_chans, 1), nn.BatchNorm2d(out_chans))
+
+
+def roll_h(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Roll along H by `shift`, written as the official code writes it (slices concatenated on H)."""
+    return torch.cat([x[:, :, -shift:, :], x[:, :, :-shift, :]], dim=2)
+
+
+def roll_w(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Roll along W by `shift` (slices concatenated on W)."""
+    return torch.cat([x[:, :, :, -shift:], x[:, :, :, :-shift]], dim=3)
+
+
+class DistilledHeadMixin:
+    """Pool, 1x1 conv to the embedding width + BN + GELU, then `head` and `dist_head` (1x1 convs).
+
+    The modules sit on the model itself (`prediction`, `head`, `dist_head`) to keep the official names.
+    Training returns both heads' logits; evaluation returns their mean, as the official code does.
+    """
+
+    def _build_head(self, in_chans: int, emb_dims: int, num_classes: int, dropout: float) -> None:
+        self.prediction = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(in_chans, emb_dims, 1),
+            nn.BatchNorm2d(emb_dims),
+            nn.GELU(),
+            nn.Dropout(dropout),
+        )
+        self.head = nn.Conv2d(emb_dims, num_classes, 1)
+        self.dist_head = nn.Conv2d(emb_dims, num_classes, 1)
+
+    def forward_head(self, x: torch.Tensor):
+        x = self.prediction(x)
+        cls = self.head(x).flatten(1)
+        dist = self.dist_head(x).flatten(1)
+        if self.training:
+            return cls, dist
+        return (cls + dist) / 2

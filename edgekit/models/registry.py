@@ -1,0 +1,126 @@
+"""The zoo: every model by name, with its model card (input size, preprocessing, the papers' numbers)."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from ..errors import UnknownModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Paper:
+    """Numbers as the paper / official repository gives them (ImageNet-1K)."""
+
+    params_m: float | None = None
+    gmacs: float | None = None
+    top1: float | None = None
+    latency_ms: float | None = None
+    latency_where: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    family: str
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_classes: int = 1000
+    paper: Paper = field(default_factory=Paper)
+    official_names: bool = False  # module names follow the official code (published checkpoints load)
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    card: ModelCard
+    factory: Callable[..., nn.Module]  # factory(num_classes=..., in_chans=...)
+
+
+_ZOO: dict[str, ZooEntry] = {}
+
+
+def register(card: ModelCard, factory: Callable[..., nn.Module]) -> None:
+    _ZOO[card.name] = ZooEntry(card, factory)
+
+
+def list_models() -> list[str]:
+    return sorted(_ZOO)
+
+
+def _lookup(name: str) -> ZooEntry:
+    if name not in _ZOO:
+        near = difflib.get_close_matches(name, list(_ZOO), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(near)}?" if near else f"; known models: {', '.join(list_models())}"
+        raise UnknownModelError(f"unknown model '{name}'{hint} (see `edgekit zoo list`)")
+    return _ZOO[name]
+
+
+def model_card(name: str) -> ModelCard:
+    return _lookup(name).card
+
+
+def is_user_reference(ref: str) -> bool:
+    """`path/to/file.py:ClassName` or `package.module:factory`."""
+    return ":" in ref and not ref.startswith(("http://", "https://"))
+
+
+def _load_user_object(ref: str):
+    target, _, attr = ref.rpartition(":")
+    if not target or not attr:
+        raise UnknownModelError(f"bad model reference '{ref}'; use path/to/file.py:ClassName or package.module:factory")
+    if target.endswith(".py") or "/" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise UnknownModelError(f"model file '{target}' does not exist; give path/to/file.py:ClassName")
+        mod_name = f"edgekit_user_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # the user's file itself is broken
+            sys.modules.pop(mod_name, None)
+            raise UnknownModelError(f"could not import '{target}': {type(e).__name__}: {e}") from None
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise UnknownModelError(f"could not import module '{target}': {e}") from None
+    if not hasattr(module, attr):
+        names = [n for n in dir(module) if not n.startswith("_")]
+        near = difflib.get_close_matches(attr, names, n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise UnknownModelError(f"'{target}' has no '{attr}'{hint}")
+    return getattr(module, attr)
+
+
+def build_user_model(ref: str) -> nn.Module:
+    obj = _load_user_object(ref)
+    try:
+        model = obj()
+    except Exception as e:
+        raise UnknownModelError(f"'{ref}' could not be built with no arguments: {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise UnknownModelError(f"'{ref}' did not give a torch.nn.Module (got {type(model).__name__})")
+    return model
+
+
+def build_zoo_model(name: str, num_classes: int | None = None, in_chans: int = 3) -> nn.Module:
+    entry = _lookup(name)
+    return entry.factory(num_classes=num_classes or entry.card.num_classes, in_chans=in_chans)

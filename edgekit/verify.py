@@ -1,0 +1,142 @@
+"""Numeric parity of a compiled artifact with its PyTorch source, on fixed inputs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ArtifactError, VerificationError
+
+VERIFY_SEED = 1234
+
+
+def fixed_inputs(manifest: dict, samples: int, seed: int = VERIFY_SEED) -> tuple[list[np.ndarray], list[torch.Tensor]]:
+    """Seeded random RGB images (uint8, NHWC) and the same images preprocessed as the model card says (NCHW)."""
+    pre = manifest["preprocessing"]
+    size = int(pre["size"])
+    rng = np.random.default_rng(seed)
+    mean = torch.tensor(pre["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(pre["std"]).view(1, -1, 1, 1)
+    images, tensors = [], []
+    for _ in range(samples):
+        # Low-frequency noise up-sampled to full size: closer to a photo than white noise.
+        low = rng.integers(0, 256, size=(1, 3, max(2, size // 8), max(2, size // 8))).astype(np.float32)
+        img = torch.nn.functional.interpolate(torch.from_numpy(low), size=(size, size), mode="bilinear")
+        img = (img + torch.from_numpy(rng.normal(0, 12, size=img.shape).astype(np.float32))).clamp(0, 255).round()
+        images.append(img[0].permute(1, 2, 0).numpy().astype(np.uint8))
+        tensors.append(((img / 255.0 - mean) / std).float())
+    return images, tensors
+
+
+def compare(reference: list[np.ndarray], got: list[np.ndarray], tol) -> dict:
+    ref = np.concatenate([r.reshape(1, -1) for r in reference]).astype(np.float64)
+    out = np.concatenate([g.reshape(1, -1) for g in got]).astype(np.float64)
+    if ref.shape != out.shape:
+        return {"status": "failed", "summary": f"output shape {out.shape} differs from PyTorch's {ref.shape}"}
+    err = np.abs(ref - out)
+    max_abs = float(err.max())
+    bound = tol.atol + tol.rtol * float(np.abs(ref).max())
+    cos = (ref * out).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1) + 1e-30)
+    top_ref, top_out = ref.argmax(1), out.argmax(1)
+    srt = np.sort(ref, axis=1)
+    margin = srt[:, -1] - srt[:, -2] if ref.shape[1] > 1 else np.full(len(ref), np.inf)
+    decided = margin > 2 * bound  # samples whose top-1 no error within bounds could flip
+    agree_all = float((top_ref == top_out).mean())
+    agree_decided = float((top_ref == top_out)[decided].mean()) if decided.any() else 1.0
+    checks = {
+        "max_abs_err": max_abs <= bound,
+        "cosine": float(cos.min()) >= tol.min_cosine,
+        "top1_agreement": agree_decided >= tol.min_top1,
+    }
+    failed = [k for k, ok in checks.items() if not ok]
+    summary = (
+        f"max abs err {max_abs:.3g} (bound {bound:.3g}), min cosine {float(cos.min()):.6f} "
+        f"(min {tol.min_cosine}), top-1 agreement {agree_all:.0%}"
+    )
+    return {
+        "status": "failed" if failed else "passed",
+        "failed_checks": failed,
+        "summary": summary,
+        "samples": int(len(ref)),
+        "max_abs_err": max_abs,
+        "mean_abs_err": float(err.mean()),
+        "max_abs_bound": bound,
+        "reference_max_abs": float(np.abs(ref).max()),
+        "cosine_min": float(cos.min()),
+        "top1_agreement": agree_all,
+        "top1_agreement_decided": agree_decided,
+        "tolerance": tol.to_dict(),
+    }
+
+
+@torch.no_grad()
+def verify_artifact(
+    path: str | Path, manifest: dict, model: nn.Module, samples: int = 4, backend=None, threads: int | None = None
+) -> dict:
+    """Run the artifact in its own runtime and compare with `model` (already prepared for export)."""
+    from .compile import get_backend
+
+    backend = backend or get_backend(manifest["target"])
+    reason = backend.runnable(manifest)
+    if reason:
+        return {"status": "skipped", "reason": reason}
+    images, tensors = fixed_inputs(manifest, samples)
+    reference = [model(t).numpy() for t in tensors]
+    t0 = time.perf_counter()
+    runner = backend.load(Path(path), manifest, threads=threads)
+    feeds = images if manifest["preprocessing"].get("baked_in") else [t.numpy() for t in tensors]
+    got = [runner.run(f) for f in feeds]
+    result = compare(reference, got, backend.tolerance_for(manifest))
+    result["runtime_seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def read_manifest(artifact: str | Path) -> dict:
+    from .compile import manifest_path
+
+    artifact = Path(artifact)
+    if not artifact.exists():
+        raise ArtifactError(f"artifact '{artifact}' does not exist; compile one with `edgekit compile`")
+    mpath = manifest_path(artifact)
+    if not mpath.is_file():
+        raise ArtifactError(f"no manifest '{mpath.name}' beside '{artifact}'; recompile it with `edgekit compile`")
+    try:
+        return json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"manifest '{mpath}' is not valid JSON ({e}); recompile the artifact") from None
+
+
+def verify(
+    artifact: str | Path,
+    model: str | nn.Module | None = None,
+    *,
+    weights: str | Path | None = None,
+    samples: int = 4,
+    threads: int | None = None,
+    strict: bool = True,
+) -> dict:
+    """`edgekit verify`: compare an artifact with the model it came from; raise on a breach when `strict`."""
+    from .compile import prepare_for_export
+    from .io import sha256_of
+    from .models import load_model
+
+    manifest = read_manifest(artifact)
+    if sha256_of(artifact) != manifest.get("sha256"):
+        raise ArtifactError(f"'{artifact}' does not match the sha256 in its manifest; it changed after compiling")
+    if model is None:
+        model = manifest["model"]["reference"]
+        weights = weights or manifest["model"].get("weights")
+    if isinstance(model, str):
+        model = load_model(
+            model, weights=weights, num_classes=manifest["model"].get("num_classes"),
+            input_size=manifest["preprocessing"]["size"],
+        ).model
+    result = verify_artifact(artifact, manifest, prepare_for_export(model), samples=samples, threads=threads)
+    if strict and result["status"] == "failed":
+        raise VerificationError(f"{manifest['target']} artifact '{artifact}' differs from PyTorch: {result['summary']}")
+    return result
