@@ -67,12 +67,10 @@ class ExportWrapper(nn.Module):
 
 
 def prepare_for_export(model: nn.Module) -> nn.Module:
-    """Evaluation mode, MobileOne-style branches fused to their deploy form, a single tensor output."""
-    from ..models.mobileone import reparameterize_model
+    """A copy in export form (`edgekit.models.deploy.export_form`) with a single tensor output."""
+    from ..models.deploy import export_form
 
-    model.eval()
-    reparameterize_model(model)
-    return ExportWrapper(model).eval()
+    return ExportWrapper(export_form(model)).eval()
 
 
 def example_input(opts: CompileOptions, seed: int = 0) -> torch.Tensor:

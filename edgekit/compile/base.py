@@ -97,42 +97,58 @@ def tensor_spec(name: str, shape, dtype) -> dict:
 
 
 _OP_PATTERNS = [
+    r"OpOverload\(op='([\w.]+)'",
+    r"target=torch\.ops\.([\w.]+)",
     r"(aten[.:]{1,2}[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)",
+    r"Torch `(\w+)` op",
+    r"fx node (\w+)",
     r"[Oo]perator[ :]+'?([A-Za-z0-9_:.]+)'?",
-    r"op(?:eration)?[ :]+'?([A-Za-z0-9_:.]+)'? (?:is )?not (?:supported|implemented)",
-    r"'([A-Za-z0-9_]+)' (?:is )?not (?:supported|implemented)",
 ]
 
 
-def operator_from_error(text: str) -> str | None:
-    """The operator a converter's error message names, if it names one."""
+def _graph_op_names(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Short names (`linalg_inv`, `erfinv`) of the ATen ops in the model's exported graph."""
+    names: set[str] = set()
+    try:
+        ep = torch.export.export(model, (example,))
+    except Exception:
+        return []
+    for node in ep.graph.nodes:
+        if node.op == "call_function":
+            name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+            names.add(name)
+    return sorted(names, key=len, reverse=True)
+
+
+def operator_from_error(text: str, graph_ops: list[str] = ()) -> str | None:
+    """The operator a converter's error names: by the converters' own phrasing first, then any op of the graph."""
     for pat in _OP_PATTERNS:
         m = re.search(pat, text)
         if m:
             return m.group(1).rstrip(".:'")
+    for op in graph_ops:
+        if re.search(rf"(?<![A-Za-z0-9_%]){re.escape(op)}(?![A-Za-z0-9_])", text):
+            return f"aten.{op}"
     return None
 
 
-def lowering_error(target: str, exc: BaseException) -> UnsupportedOperatorError | None:
-    op = operator_from_error(f"{exc}")
+def first_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0][:200] if lines else ""
+
+
+def lowering_error(
+    target: str, exc: BaseException, log: str, model: nn.Module, example: torch.Tensor
+) -> UnsupportedOperatorError:
+    """Turn a converter's exception into one line naming the operator (or, failing that, the converter's words)."""
+    op = operator_from_error(str(exc), _graph_op_names(model, example)) or operator_from_error(log)
     if op is None:
-        return None
+        return UnsupportedOperatorError(target, "unknown", f"{type(exc).__name__}: {first_line(str(exc))}")
     return UnsupportedOperatorError(target, op)
 
 
 def on_macos() -> bool:
     return platform.system() == "Darwin"
-
-
-def graph_operators(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """The ATen operators of the exported graph (after the core ATen decomposition)."""
-    ep = torch.export.export(model, (example,))
-    ep = ep.run_decompositions()
-    ops = []
-    for node in ep.graph.nodes:
-        if node.op == "call_function":
-            ops.append(str(node.target))
-    return ops
 
 
 class Captured:

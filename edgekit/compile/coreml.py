@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import EdgekitError, UnsupportedOperatorError
-from .base import FP16, Backend, CompileOptions, ExportInfo, Runner, on_macos, operator_from_error, quiet
+from ..errors import EdgekitError
+from .base import FP16, Backend, CompileOptions, ExportInfo, Runner, on_macos, lowering_error, quiet
 
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
 
@@ -100,8 +100,12 @@ class CoreMLBackend(Backend):
                     skip_model_load=True,
                 )
             except Exception as e:
-                detail = f"{e}\n{log.text}"
-                raise UnsupportedOperatorError(self.name, operator_from_error(detail) or type(e).__name__) from None
+                error = e
+            else:
+                error = None
+        if error is not None:
+            raise lowering_error(self.name, error, log.text, model, example) from None
+        with quiet():
             mlmodel.short_description = "compiled by edgekit"
             mlmodel.save(str(path))
         spec = mlmodel.get_spec()

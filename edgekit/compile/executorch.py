@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedOperatorError
-from .base import Backend, CompileOptions, ExportInfo, Runner, on_macos, operator_from_error, quiet, tensor_spec
+from .base import Backend, CompileOptions, ExportInfo, Runner, on_macos, lowering_error, quiet, tensor_spec
 
 
 def _partitioners(delegate: str, opts: CompileOptions) -> list:
@@ -56,11 +56,6 @@ def registered_kernels() -> set[str]:
     return set(portable_lib._get_operator_names())
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [ln for ln in str(e).splitlines() if ln.strip()]
-    return lines[0][:200] if lines else type(e).__name__
-
-
 def set_threads(threads: int | None) -> None:
     """Resize the runtime's thread pool (XNNPACK's and the portable kernels'): it is process-wide."""
     if threads:
@@ -91,17 +86,19 @@ class ExecuTorchBackend(Backend):
 
     def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
         delegate = opts.delegate or "xnnpack"
-        with quiet():
+        with quiet() as log:
             from executorch.exir import to_edge_transform_and_lower
 
+            error = None
             try:
                 ep = torch.export.export(model, (example,))
                 edge = to_edge_transform_and_lower(ep, partitioner=_partitioners(delegate, opts))
                 delegation = delegation_summary(edge.exported_program().graph_module)
                 program = edge.to_executorch()
             except Exception as e:
-                op = operator_from_error(str(e)) or type(e).__name__
-                raise UnsupportedOperatorError(self.name, op, _first_line(e)) from None
+                error = e
+        if error is not None:
+            raise lowering_error(self.name, error, log.text, model, example) from None
         missing = self._missing_kernels(program)
         if missing:
             raise UnsupportedOperatorError(

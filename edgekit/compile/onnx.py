@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from pathlib import Path
 
@@ -11,8 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UnsupportedOperatorError
-from .base import Backend, CompileOptions, ExportInfo, Runner, operator_from_error
+from .base import Backend, CompileOptions, ExportInfo, Runner, lowering_error, quiet
 
 
 def _value_info(vi) -> dict:
@@ -30,6 +27,9 @@ def session_options(threads: int | None):
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+    # Idle worker threads otherwise spin for a while after each run and steal the cores from whatever
+    # runs next (another runtime in a side-by-side comparison, the app's own threads).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     return so
 
@@ -50,22 +50,24 @@ class OnnxBackend(Backend):
     suffix = ".onnx"
 
     def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
-        import onnx
-        import onnxslim
+        with quiet():
+            import onnx
+            import onnxslim
 
         for name in ("torch.onnx", "onnxscript", "onnx_ir"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        sink = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        error = None
+        with quiet() as log:
+            try:
                 program = torch.onnx.export(
                     model, (example,), dynamo=True, input_names=["input"], output_names=["logits"], verbose=False
                 )
-        except Exception as e:
-            op = operator_from_error(str(e)) or operator_from_error(sink.getvalue()) or "unknown"
-            raise UnsupportedOperatorError(self.name, op) from None
+            except Exception as e:
+                error = e
+        if error is not None:
+            raise lowering_error(self.name, error, log.text, model, example) from None
         proto = program.model_proto
-        with contextlib.redirect_stdout(sink):
+        with quiet():
             slim = onnxslim.slim(proto)
         onnx.checker.check_model(slim)
         onnx.save(slim, str(path))

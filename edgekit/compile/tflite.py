@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedOperatorError
-from .base import Backend, CompileOptions, ExportInfo, Runner, operator_from_error, quiet
+
+from .base import Backend, CompileOptions, ExportInfo, Runner, lowering_error, quiet
 
 
 def _spec(detail: dict, name: str) -> dict:
@@ -18,11 +20,23 @@ def _spec(detail: dict, name: str) -> dict:
 
 
 def interpreter(path: Path, threads: int | None):
-    from ai_edge_litert.interpreter import Interpreter
-
+    """An `Interpreter` with its tensors allocated; an op the runtime lacks is an `UnsupportedOperatorError`."""
+    error = None
     with quiet():
-        it = Interpreter(model_path=str(path), num_threads=threads or None)
-        it.allocate_tensors()
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            it = Interpreter(model_path=str(path), num_threads=threads or None)
+            it.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            error = e
+    if error is not None:
+        m = re.search(r"find op for (?:builtin|custom) opcode '([^']+)'", str(error))
+        if m:
+            raise UnsupportedOperatorError(
+                "tflite", m.group(1), "it converts, but the LiteRT runtime has no kernel for it"
+            ) from None
+        raise error
     return it
 
 
@@ -43,15 +57,16 @@ class TFLiteBackend(Backend):
     suffix = ".tflite"
 
     def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
-        import litert_torch
-
+        error = None
         with quiet() as log:
+            import litert_torch
+
             try:
-                edge_model = litert_torch.convert(model, (example,))
-                edge_model.export(str(path))
+                litert_torch.convert(model, (example,)).export(str(path))
             except Exception as e:
-                detail = f"{e}\n{log.text}"
-                raise UnsupportedOperatorError(self.name, operator_from_error(detail) or type(e).__name__) from None
+                error = e
+        if error is not None:
+            raise lowering_error(self.name, error, log.text, model, example) from None
         it = interpreter(path, 1)
         ops: dict[str, int] = {}
         try:

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import UnknownModelError, WeightsError
 from . import zoo as _zoo  # noqa: F401  (registers the zoo)
+from .deploy import reparameterized
 from .registry import ModelCard, build_user_model, build_zoo_model, is_user_reference, list_models, model_card
 from .stats import count_macs, count_params
 from .weights import extract_state_dict, load_state_dict_strict, load_weights, read_checkpoint
@@ -113,16 +114,10 @@ def _load_edgekit_checkpoint(path: Path) -> LoadedModel:
     return LoadedModel(base.model, card, str(path))
 
 
-def _deploy_form(model: nn.Module) -> nn.Module:
-    from .mobileone import reparameterize_model
-
-    return reparameterize_model(model.eval())
-
-
 def model_info(name: str, input_size: int | None = None) -> dict:
     """The model card with params and MACs counted by edgekit (deploy form, at the card's input size)."""
     loaded = load_model(name, input_size=input_size)
-    model = _deploy_form(loaded.model)
+    model = reparameterized(loaded.model)
     card = loaded.card
     return {
         **card.to_dict(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import DistilledHeadMixin, Downsample, Stem, conv_bn, roll_h, roll_w
+from .layers import DistilledHeadMixin, Downsample, Stem, conv_bn, fold_scale_into_bn, max_relative, roll_h, roll_w
 
 # variant: ([inverted residual, DAGC] blocks per stage, widths, K per stage)
 CONFIGS = {
@@ -43,8 +43,15 @@ class InvertedResidual(nn.Module):
         super().__init__()
         self.dws = DepthwiseSeparable(dim, dim * mlp_ratio)
         self.layer_scale_2 = nn.Parameter(layer_scale_init * torch.ones(dim))
+        self.scale_folded = False
+
+    def fuse_for_deploy(self) -> None:
+        fold_scale_into_bn(self.dws.norm3, self.layer_scale_2)
+        self.scale_folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale_folded:
+            return x + self.dws(x)
         return x + self.layer_scale_2[:, None, None] * self.dws(x)
 
 
@@ -69,20 +76,17 @@ class DynamicMRConv4d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, H, W = x.shape
-        x_j = torch.zeros_like(x)
-        half = roll_w(roll_h(x, H // 2), W // 2) if H > 1 and W > 1 else x
-        d = (x - half).abs().sum(dim=1, keepdim=True)
-        threshold = d.mean(dim=(2, 3), keepdim=True) - d.std(dim=(2, 3), keepdim=True)
-        # shift 0 compares x with itself: (r - x) is zero there and x_j starts at zero, so it is skipped.
-        for i in range(self.K, H, self.K):
-            r = roll_h(x, i)
-            mask = ((x - r).abs().sum(dim=1, keepdim=True) < threshold).to(x.dtype)
-            x_j = torch.maximum(x_j, (r - x) * mask)
-        for i in range(self.K, W, self.K):
-            r = roll_w(x, i)
-            mask = ((x - r).abs().sum(dim=1, keepdim=True) < threshold).to(x.dtype)
-            x_j = torch.maximum(x_j, (r - x) * mask)
-        return self.nn(torch.cat([x, x_j], dim=1))
+        rolled = [roll_h(x, i) for i in range(self.K, H, self.K)] + [roll_w(x, i) for i in range(self.K, W, self.K)]
+        rel = []
+        if rolled:
+            half = roll_w(roll_h(x, H // 2), W // 2)
+            d = (x - half).abs().sum(dim=1, keepdim=True)
+            threshold = d.mean(dim=(2, 3), keepdim=True) - d.std(dim=(2, 3), keepdim=True)
+            for r in rolled:
+                diff = r - x
+                rel.append(diff * (diff.abs().sum(dim=1, keepdim=True) < threshold).to(x.dtype))
+        # The official loops also visit shift 0, where r - x is zero: max_relative's floor at zero covers it.
+        return self.nn(torch.cat([x, max_relative(x, rel)], dim=1))
 
 
 class Grapher(nn.Module):
@@ -111,8 +115,17 @@ class DAGCBlock(nn.Module):
         )
         self.layer_scale_1 = nn.Parameter(layer_scale_init * torch.ones(dim))
         self.layer_scale_2 = nn.Parameter(layer_scale_init * torch.ones(dim))
+        self.scale_folded = False
+
+    def fuse_for_deploy(self) -> None:
+        fold_scale_into_bn(self.mixer.fc2[1], self.layer_scale_1)
+        fold_scale_into_bn(self.ffn[4], self.layer_scale_2)
+        self.scale_folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale_folded:
+            x = x + self.mixer(x)
+            return x + self.ffn(x)
         x = x + self.layer_scale_1[:, None, None] * self.mixer(x)
         return x + self.layer_scale_2[:, None, None] * self.ffn(x)
 

@@ -50,6 +50,29 @@ def roll_w(x: torch.Tensor, shift: int) -> torch.Tensor:
     return torch.cat([x[:, :, :, -shift:], x[:, :, :, :-shift]], dim=3)
 
 
+def max_relative(x: torch.Tensor, rel: list[torch.Tensor]) -> torch.Tensor:
+    """max(0, rel_1, rel_2, ...): the official loops start x_j at zero and take running maxima.
+
+    Written as relu(max(...)) rather than max(zeros_like(x), ...) so that every op lowers to the
+    delegates (ExecuTorch's XNNPACK partitioner leaves `full_like` on the portable runtime and splits the
+    graph there).
+    """
+    if not rel:
+        return torch.zeros_like(x)
+    out = rel[0]
+    for r in rel[1:]:
+        out = torch.maximum(out, r)
+    return torch.relu(out)
+
+
+@torch.no_grad()
+def fold_scale_into_bn(bn: nn.BatchNorm2d, scale: torch.Tensor) -> None:
+    """scale * BN(y) == BN'(y) with BN' affine weight and bias multiplied by the per-channel scale."""
+    s = scale.detach().reshape(-1)
+    bn.weight.mul_(s)
+    bn.bias.mul_(s)
+
+
 class DistilledHeadMixin:
     """Pool, 1x1 conv to the embedding width + BN + GELU, then `head` and `dist_head` (1x1 convs).
 
@@ -68,8 +91,20 @@ class DistilledHeadMixin:
         self.head = nn.Conv2d(emb_dims, num_classes, 1)
         self.dist_head = nn.Conv2d(emb_dims, num_classes, 1)
 
+    heads_fused = False
+
+    @torch.no_grad()
+    def fuse_heads(self) -> None:
+        """Evaluation returns (head + dist_head) / 2: one 1x1 conv with the averaged weights computes it."""
+        self.head.weight.copy_((self.head.weight + self.dist_head.weight) / 2)
+        self.head.bias.copy_((self.head.bias + self.dist_head.bias) / 2)
+        del self.dist_head
+        self.heads_fused = True
+
     def forward_head(self, x: torch.Tensor):
         x = self.prediction(x)
+        if self.heads_fused:
+            return self.head(x).flatten(1)
         cls = self.head(x).flatten(1)
         dist = self.dist_head(x).flatten(1)
         if self.training:

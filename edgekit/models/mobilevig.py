@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import DistilledHeadMixin, Downsample, Stem, conv_bn, roll_h, roll_w
+from .layers import DistilledHeadMixin, Downsample, Stem, conv_bn, fold_scale_into_bn, max_relative, roll_h, roll_w
 
 # variant: (blocks stages 1-3, widths stages 1-3, stage-4 blocks, stage-4 width, embedding)
 CONFIGS = {
@@ -45,8 +45,16 @@ class InvertedResidual(nn.Module):
         super().__init__()
         self.mlp = MLP(dim, dim * mlp_ratio)
         self.layer_scale_2 = nn.Parameter(layer_scale_init * torch.ones(dim, 1, 1))
+        self.scale_folded = False
+
+    def fuse_for_deploy(self) -> None:
+        """Fold the layer scale into the last BatchNorm (exact algebra; one elementwise op less)."""
+        fold_scale_into_bn(self.mlp.norm2, self.layer_scale_2)
+        self.scale_folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale_folded:
+            return x + self.mlp(x)
         return x + self.layer_scale_2 * self.mlp(x)
 
 
@@ -60,12 +68,9 @@ class MRConv4d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, H, W = x.shape
-        x_j = torch.zeros_like(x)
-        for i in range(self.K, H, self.K):
-            x_j = torch.maximum(x_j, x - roll_h(x, i))
-        for i in range(self.K, W, self.K):
-            x_j = torch.maximum(x_j, x - roll_w(x, i))
-        return self.nn(torch.cat([x, x_j], dim=1))
+        rel = [x - roll_h(x, i) for i in range(self.K, H, self.K)]
+        rel += [x - roll_w(x, i) for i in range(self.K, W, self.K)]
+        return self.nn(torch.cat([x, max_relative(x, rel)], dim=1))
 
 
 class Grapher(nn.Module):
