@@ -1,31 +1,22 @@
-"""edgekit: take a vision model from a zoo or your own code to a phone, checked and measured."""
+"""edgekit: take a vision model from a zoo or your own code to a phone, checked and measured.
+
+    import edgekit
+    model = edgekit.create_model("mobilevig_ti", weights="mobilevig_ti.pth")
+    result = edgekit.compile("mobilevig_ti", "tflite", out="out")
+    edgekit.verify(result.artifact)
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# The functions are bound after their subpackages are imported: `edgekit.compile` and `edgekit.verify`
+# name the functions, not the modules (the modules stay importable as `edgekit.compile.*`).
+from . import compile as _compile_pkg  # noqa: E402,F401
+from . import verify as _verify_mod  # noqa: E402,F401
+from .compile import compile  # noqa: E402,A004
 from .errors import EdgekitError  # noqa: E402
+from .models import create_model, load_model  # noqa: E402
+from .verify import verify  # noqa: E402
 
-
-def create_model(*args, **kwargs):
-    """Build a zoo model (optionally with `weights=PATH`) in evaluation mode; see `edgekit.models.create_model`."""
-    from .models import create_model as _create
-
-    return _create(*args, **kwargs)
-
-
-def compile(*args, **kwargs):  # noqa: A001
-    """Compile a model for a target and verify it; see `edgekit.compile.compile`."""
-    from .compile import compile as _compile
-
-    return _compile(*args, **kwargs)
-
-
-def verify(*args, **kwargs):
-    """Check a compiled artifact against PyTorch; see `edgekit.verify.verify`."""
-    from .verify import verify as _verify
-
-    return _verify(*args, **kwargs)
-
-
-__all__ = ["EdgekitError", "__version__", "compile", "create_model", "verify"]
+__all__ = ["EdgekitError", "__version__", "compile", "create_model", "load_model", "verify"]

@@ -160,7 +160,9 @@ class _null:
 def main() -> None:
     """Entry point: a user's mistake is one line on stderr and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click hands back typer.Exit's code instead of raising it
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except EdgekitError as e:
         err.print(f"error: {e}", soft_wrap=True, markup=False, highlight=False)
         sys.exit(e.exit_code)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import nn
 
 from ..errors import UnknownModelError
@@ -110,10 +111,21 @@ def _load_user_object(ref: str):
     return getattr(module, attr)
 
 
+INIT_SEED = 0
+
+
+def seeded_init(fn: Callable[[], nn.Module]) -> nn.Module:
+    """Build with the global RNG seeded (and restored after): a model built twice without weights is the
+    same model, so an artifact can be verified later against its reference alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        return fn()
+
+
 def build_user_model(ref: str) -> nn.Module:
     obj = _load_user_object(ref)
     try:
-        model = obj()
+        model = seeded_init(obj)
     except Exception as e:
         raise UnknownModelError(f"'{ref}' could not be built with no arguments: {type(e).__name__}: {e}") from None
     if not isinstance(model, nn.Module):
@@ -123,4 +135,4 @@ def build_user_model(ref: str) -> nn.Module:
 
 def build_zoo_model(name: str, num_classes: int | None = None, in_chans: int = 3) -> nn.Module:
     entry = _lookup(name)
-    return entry.factory(num_classes=num_classes or entry.card.num_classes, in_chans=in_chans)
+    return seeded_init(lambda: entry.factory(num_classes=num_classes or entry.card.num_classes, in_chans=in_chans))

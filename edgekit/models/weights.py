@@ -15,6 +15,11 @@ from ..errors import WeightsError
 STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "model_ema")
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0][:160] if lines else type(e).__name__
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint file with `weights_only=True`; every failure is a one-line `WeightsError`."""
     path = Path(path)
@@ -23,15 +28,16 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL (\S+)|Unsupported global: (\S+)|Unsupported operand \d+", str(e))
-        what = next((g for g in found.groups() if g), found.group(0)) if found else "a pickled object"
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found is None:  # not a pickle edgekit can read at all
+            raise WeightsError(f"could not read weights file '{path}' ({_first_line(e)}); is it a PyTorch checkpoint?") from None
+        what = found.group(1).rstrip(".,")
         raise WeightsError(
-            f"refused '{path}': it carries {what}, which a safe load does not execute; "
+            f"refused '{path}': it carries a pickled object ({what}), which a safe load does not execute; "
             "save a plain state dict (torch.save(model.state_dict(), PATH)) instead"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"could not read weights file '{path}' ({first}); is it a PyTorch checkpoint?") from None
+        raise WeightsError(f"could not read weights file '{path}' ({_first_line(e)}); is it a PyTorch checkpoint?") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"weights file '{path}' holds a {type(obj).__name__}, not a state dict")
     return obj

@@ -1,0 +1,48 @@
+"""Fair side-by-side timing: interleaved rounds, garbage collection paused, every sample kept."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from typing import Callable
+
+
+def summarize(samples_s: list[float]) -> dict:
+    ms = sorted(s * 1e3 for s in samples_s)
+    q = statistics.quantiles(ms, n=10) if len(ms) >= 2 else ms * 9
+    quart = statistics.quantiles(ms, n=4) if len(ms) >= 2 else ms * 3
+    return {
+        "runs": len(ms),
+        "min_ms": ms[0],
+        "median_ms": statistics.median(ms),
+        "p90_ms": q[-1],
+        "iqr_ms": quart[2] - quart[0],
+        "samples_ms": [round(x, 4) for x in ms],
+    }
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int = 10, per_round: int = 5, warmup: int = 5
+) -> dict[str, dict]:
+    """Time each callable in turn, `per_round` runs at a time, for `rounds` rounds.
+
+    Interleaving spreads any slow phase of a shared machine over all contenders instead of one.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                for _ in range(per_round):
+                    t0 = time.perf_counter()
+                    fn()
+                    samples[name].append(time.perf_counter() - t0)
+    finally:
+        if enabled:
+            gc.enable()
+    return {k: summarize(v) for k, v in samples.items()}
