@@ -16,8 +16,8 @@ from .errors import EdgekitError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="edgekit: vision models to phones, verified.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 app.add_typer(zoo_app, name="zoo")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _print_json(data) -> None:
@@ -73,7 +73,7 @@ def zoo_info(
     out.print(f"  input       1x3x{info['input_size']}x{info['input_size']} RGB")
     out.print(f"  preprocess  x/255, mean {tuple(info['mean'])}, std {tuple(info['std'])}")
     out.print(f"  classes     {info['num_classes']}")
-    out.print(f"  params      {info['params_m']:.2f} M counted by edgekit (deploy form) | paper {_fmt(p['params_m'], ' M', 1)}")
+    out.print(f"  params      {info['params_m']:.2f} M counted by edgekit | paper {_fmt(p['params_m'], ' M', 1)}")
     out.print(f"  MACs        {info['gmacs']:.3f} G counted at {info['input_size']} | paper {_fmt(p['gmacs'], ' G')}")
     out.print(f"  top-1       paper {_fmt(p['top1'], ' %', 1)} (ImageNet-1K)")
     where = f" ({p['latency_where']})" if p.get("latency_where") else ""

@@ -134,6 +134,11 @@ def verify(
     if model is None:
         model = manifest["model"]["reference"]
         weights = weights or manifest["model"].get("weights")
+        if model is None:
+            raise ArtifactError(
+                f"'{artifact}' was compiled from a Python module, which its manifest cannot rebuild; "
+                "pass the model (--model MODEL, or edgekit.verify(artifact, module))"
+            )
     if isinstance(model, str):
         model = load_model(
             model, weights=weights, num_classes=manifest["model"].get("num_classes"),

@@ -7,7 +7,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from torch import nn
 from .. import __version__
 from ..errors import EdgekitError, UnknownTargetError, VerificationError
 from ..io import atomic_path, sha256_of, size_of, write_json
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel, ModelCard, load_model
 from .base import Backend, CompileOptions
 
 TARGETS = ("coreml", "tflite", "executorch", "onnx")
@@ -78,9 +78,25 @@ def example_input(opts: CompileOptions, seed: int = 0) -> torch.Tensor:
     return torch.randn(1, opts.in_chans, opts.input_size, opts.input_size, generator=g)
 
 
-def _safe_stem(text: str) -> str:
-    text = Path(text.split(":")[-1] if ":" in text else text).stem if (":" in text or "/" in text) else text
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text) or "model"
+def _artifact_stem(loaded: LoadedModel) -> str:
+    """`mobilevig_ti`, `TinyNet` for `nets.py:TinyNet`, `pruned` for `pruned.pt`."""
+    ref = loaded.reference or loaded.card.name
+    if Path(ref).suffix in (".pt", ".pth", ".ckpt"):
+        ref = Path(ref).stem
+    elif loaded.card.family != "user":
+        ref = loaded.card.name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", ref.rsplit(":", 1)[-1]) or "model"
+
+
+def _resolve(model, weights, num_classes, input_size, name) -> LoadedModel:
+    if isinstance(model, nn.Module):
+        # A module in hand: no reference to rebuild it from, so `verify` will need the module too.
+        card = ModelCard(name=name or type(model).__name__, family="user")
+        if input_size:
+            card = replace(card, input_size=int(input_size))
+        model.eval()
+        return LoadedModel(model, card, reference=None)
+    return load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
 
 
 @dataclass
@@ -112,17 +128,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
 ) -> CompileResult:
     """Compile `model` (a reference or an nn.Module) for `target`; write the artifact and its manifest in `out`."""
     backend = get_backend(target)
-    if isinstance(model, nn.Module):
-        from ..models.registry import ModelCard
-
-        loaded = LoadedModel(model, ModelCard(name=name or type(model).__name__, family="user"), name or "<module>")
-        if input_size:
-            from dataclasses import replace
-
-            loaded.card = replace(loaded.card, input_size=int(input_size))
-        model.eval()
-    else:
-        loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
+    loaded = _resolve(model, weights, num_classes, input_size, name)
     card = loaded.card
     opts = CompileOptions(
         input_size=card.input_size,
@@ -134,7 +140,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
         image_input=image_input,
     )
     _check_options(target, opts)
-    stem = name or _safe_stem(card.name if card.family != "user" else loaded.reference)
+    stem = name or _artifact_stem(loaded)
     out = Path(out)
     artifact = out / f"{stem}{backend.artifact_suffix(opts)}"
     created_out = not out.exists()
@@ -157,7 +163,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
                     "family": card.family,
                     "weights": loaded.weights,
                     "weights_sha256": sha256_of(loaded.weights) if loaded.weights else None,
-                    "num_classes": card.num_classes,
+                    "num_classes": int(info.outputs[0]["shape"][-1]),
                 },
                 "inputs": info.inputs,
                 "outputs": info.outputs,

@@ -37,7 +37,12 @@ def delegation_summary(graph_module) -> dict:
     from executorch.devtools.backend_debug import get_delegation_info
 
     info = get_delegation_info(graph_module)
-    by_op = {k: {"delegated": v.delegated, "not_delegated": v.non_delegated} for k, v in info.delegation_by_operator.items()}
+    # `getitem` only unpacks tuples (a delegate's outputs): bookkeeping, not an operator that runs.
+    by_op = {
+        k: {"delegated": v.delegated, "not_delegated": v.non_delegated}
+        for k, v in info.delegation_by_operator.items()
+        if k != "getitem"
+    }
     delegated = sum(v["delegated"] for v in by_op.values())
     total = delegated + sum(v["not_delegated"] for v in by_op.values())
     return {
@@ -57,7 +62,10 @@ def registered_kernels() -> set[str]:
 
 
 def set_threads(threads: int | None) -> None:
-    """Resize the runtime's thread pool (XNNPACK's and the portable kernels'): it is process-wide."""
+    """Resize the runtime's thread pool (XNNPACK's and the portable kernels'): it is process-wide.
+
+    Resize before loading a method: a method loaded before a resize hangs when run after it.
+    """
     if threads:
         from executorch.extension.pybindings import portable_lib
 

@@ -36,7 +36,7 @@ class LoadedModel:
 
     model: nn.Module
     card: ModelCard
-    reference: str
+    reference: str | None  # None for a module handed over in Python: nothing to rebuild it from
     weights: str | None = None
 
 

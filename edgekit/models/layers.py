@@ -40,6 +40,21 @@ def conv_bn(in_chans: int, out_chans: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_chans, out_chans, 1), nn.BatchNorm2d(out_chans))
 
 
+def init_cnn_weights(model: nn.Module) -> None:
+    """Kaiming (fan-out) convolutions, unit BatchNorm, N(0, 0.01) linear heads: the usual CNN start."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
 def roll_h(x: torch.Tensor, shift: int) -> torch.Tensor:
     """Roll along H by `shift`, written as the official code writes it (slices concatenated on H)."""
     return torch.cat([x[:, :, -shift:, :], x[:, :, :-shift, :]], dim=2)

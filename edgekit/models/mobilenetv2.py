@@ -7,6 +7,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
+from .layers import init_cnn_weights
+
 __all__ = ["MOBILENETV2_SETTINGS", "make_divisible", "ConvBNReLU6", "InvertedResidual", "MobileNetV2", "mobilenetv2"]
 
 # t (expansion), c (output channels), n (repeats), s (stride of the first repeat)
@@ -93,20 +95,7 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(*features)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_cnn_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone output (N, last_channel, H/32, W/32)."""

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import init_cnn_weights
+
 __all__ = [
     "SEBlock",
     "MobileOneBlock",
@@ -235,7 +237,7 @@ class MobileOne(nn.Module):
         self.num_features = widths[3]
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(widths[3], num_classes)
-        self._init_weights()
+        init_cnn_weights(self)
 
     def _make_stage(self, planes: int, num_blocks: int, num_se_blocks: int) -> nn.Sequential:
         blocks: List[nn.Module] = []
@@ -269,19 +271,6 @@ class MobileOne(nn.Module):
             )
             self.in_planes = planes
         return nn.Sequential(*blocks)
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
 
     @property
     def is_reparameterized(self) -> bool:
