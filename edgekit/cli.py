@@ -149,6 +149,37 @@ def verify_cmd(
         raise typer.Exit(2)
 
 
+@app.command("prune")
+def prune_cmd(
+    model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint."),
+    method: str = typer.Option(..., "--method", help="magnitude or dimap."),
+    ratio: float = typer.Option(..., "--ratio", help="Fraction to remove: of weights (unstructured) or channels (--structured)."),
+    out_path: Path = typer.Option(..., "--out", help="Checkpoint to write (.pt)."),
+    structured: bool = typer.Option(False, "--structured", help="Remove whole channel groups (real speed-ups)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to start from."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes"),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size the MACs are counted at."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Prune MODEL and write an edgekit checkpoint every other command takes as a model."""
+    from .prune import prune
+
+    with err.status(f"pruning {model} ({method}, {ratio:.0%})…", spinner="dots") if not json_out else _null():
+        result = prune(model, method, ratio, out=out_path, structured=structured, weights=weights,
+                       num_classes=num_classes, input_size=input_size)
+    r = result.report
+    if json_out:
+        return _print_json({"checkpoint": str(result.checkpoint), **r})
+    b, a = r["before"], r["after"]
+    out.print(f"[green]wrote[/green] {result.checkpoint}")
+    out.print(f"  params      {b['params'] / 1e6:.3f} M -> {a['params'] / 1e6:.3f} M "
+              f"(non-zero {b['nonzero_params'] / 1e6:.3f} M -> {a['nonzero_params'] / 1e6:.3f} M)")
+    out.print(f"  MACs        {b['macs'] / 1e9:.4f} G -> {a['macs'] / 1e9:.4f} G at {r['input_size']}")
+    if structured:
+        out.print(f"  channels    {r['channels_removed']} of {r['channels_total']} removed in {r['groups']} groups")
+    out.print(f"  sparsity    {r['prunable_sparsity']:.1%} of prunable weights are zero")
+
+
 class _null:
     def __enter__(self):
         return self

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -13,6 +13,7 @@ from . import zoo as _zoo  # noqa: F401  (registers the zoo)
 from .deploy import reparameterized
 from .registry import ModelCard, build_user_model, build_zoo_model, is_user_reference, list_models, model_card
 from .stats import count_macs, count_params
+from .surgery import apply_plan
 from .weights import extract_state_dict, load_state_dict_strict, load_weights, read_checkpoint
 
 CHECKPOINT_FORMAT = "edgekit-checkpoint/1"
@@ -38,6 +39,7 @@ class LoadedModel:
     card: ModelCard
     reference: str | None  # None for a module handed over in Python: nothing to rebuild it from
     weights: str | None = None
+    plans: list = field(default_factory=list)  # pruning plans applied to the base, in order
 
 
 def _user_card(ref: str) -> ModelCard:
@@ -81,17 +83,23 @@ def create_model(
     return load_model(name, weights=weights, num_classes=num_classes).model
 
 
-def save_checkpoint(loaded: LoadedModel, path: str | Path, provenance: dict | None = None) -> Path:
-    """Write an edgekit checkpoint (plain tensors and containers only; loads with `weights_only=True`)."""
+def save_checkpoint(
+    loaded: LoadedModel, path: str | Path, plan: dict | None = None, provenance: dict | None = None
+) -> Path:
+    """Write an edgekit checkpoint (plain tensors and containers only; loads with `weights_only=True`).
+
+    `loaded.model` is the (possibly pruned) network; `plan` says how to rebuild its architecture from
+    the base reference. A checkpoint of a checkpoint keeps the original base and composes the plans.
+    """
     from ..io import atomic_path
 
     path = Path(path)
     blob = {
         "format": CHECKPOINT_FORMAT,
-        "base": loaded.reference,
+        "base": loaded.card.name,  # the zoo name or file.py:Class, also for a checkpoint of a checkpoint
         "num_classes": loaded.card.num_classes,
         "input_size": loaded.card.input_size,
-        "plan": None,
+        "plans": list(getattr(loaded, "plans", [])) + ([plan] if plan else []),
         "state_dict": loaded.model.state_dict(),
         "provenance": provenance or {},
     }
@@ -106,12 +114,13 @@ def _load_edgekit_checkpoint(path: Path) -> LoadedModel:
         raise WeightsError(
             f"'{path}' is not an edgekit checkpoint; to load plain weights give a model name and --weights {path}"
         )
-    if blob.get("plan"):
-        raise WeightsError(f"'{path}' carries a pruning plan, which this version of edgekit cannot rebuild")
     base = load_model(str(blob["base"]), num_classes=int(blob["num_classes"]))
+    plans = list(blob.get("plans") or [])
+    for plan in plans:
+        apply_plan(base.model, plan)
     load_state_dict_strict(base.model, extract_state_dict(blob, path), path)
     card = replace(base.card, input_size=int(blob.get("input_size") or base.card.input_size))
-    return LoadedModel(base.model, card, str(path))
+    return LoadedModel(base.model, card, str(path), plans=plans)
 
 
 def model_info(name: str, input_size: int | None = None) -> dict:

@@ -1,0 +1,82 @@
+"""`edgekit prune`: one call from a model reference to an edgekit checkpoint of the pruned network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import EdgekitError
+from ..models import count_macs, load_model, save_checkpoint
+from ..models.surgery import apply_plan
+from .dimap import dimap_group_scores, dimap_unstructured
+from .graph import channel_groups
+from .magnitude import magnitude_structured, magnitude_unstructured, prunable_weights
+from .plan import make_plan
+
+METHODS = ("magnitude", "dimap")
+
+
+@dataclass
+class PruneResult:
+    checkpoint: Path
+    report: dict
+
+
+def _nonzero_params(model: torch.nn.Module) -> int:
+    return sum(int((p != 0).sum()) for p in model.parameters())
+
+
+def prune(
+    model: str,
+    method: str,
+    ratio: float,
+    *,
+    out: str | Path,
+    structured: bool = False,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+) -> PruneResult:
+    """Prune `model` (a reference) with `method` at `ratio` and write an edgekit checkpoint to `out`."""
+    if method == "oto":
+        raise EdgekitError("method 'oto' is not available in this version of edgekit; use magnitude or dimap")
+    if method not in METHODS:
+        raise EdgekitError(f"unknown pruning method '{method}'; choose one of: {', '.join(METHODS)}")
+    if not 0.0 < float(ratio) < 1.0:
+        raise EdgekitError(f"--ratio {ratio} is out of range; give a fraction between 0 and 1, e.g. 0.5")
+    out = Path(out)
+    if out.suffix not in (".pt", ".pth", ".ckpt"):
+        raise EdgekitError(f"--out '{out}' should name a checkpoint file ending in .pt")
+    loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
+    net, size = loaded.model, loaded.card.input_size
+    before = {"params": sum(p.numel() for p in net.parameters()), "nonzero_params": _nonzero_params(net),
+              "macs": count_macs(net, size)}
+    plan = None
+    report: dict = {"method": method, "ratio": ratio, "structured": structured, "input_size": size}
+    if structured:
+        groups = channel_groups(net, size)
+        if not groups:
+            raise EdgekitError(f"'{model}' has no prunable channel groups")
+        scores = dimap_group_scores(net, groups) if method == "dimap" else None
+        keep = magnitude_structured(net, groups, ratio, scores=scores)
+        plan = make_plan(groups, keep)
+        apply_plan(net, plan)
+        report["groups"] = len(groups)
+        report["channels_removed"] = sum(g.size - len(keep[g.id]) for g in groups)
+        report["channels_total"] = sum(g.size for g in groups)
+    elif method == "magnitude":
+        report["sparsity_per_layer"] = magnitude_unstructured(net, ratio)
+    else:
+        report["sparsity_per_module"] = dimap_unstructured(net, ratio)
+    after = {"params": sum(p.numel() for p in net.parameters()), "nonzero_params": _nonzero_params(net),
+             "macs": count_macs(net, size)}
+    prunable = prunable_weights(net)
+    report["prunable_sparsity"] = 1.0 - sum(int((w != 0).sum()) for w in prunable.values()) / max(
+        1, sum(w.numel() for w in prunable.values())
+    )
+    report.update(before=before, after=after)
+    provenance = {"command": "prune", **{k: v for k, v in report.items() if not k.startswith("sparsity_per")}}
+    save_checkpoint(loaded, out, plan=plan, provenance=provenance)
+    return PruneResult(out, report)

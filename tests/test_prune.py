@@ -1,0 +1,199 @@
+"""Channel groups, the zero-invariance of every group, structured and unstructured pruning, `edgekit prune`."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import edgekit
+from edgekit.models import load_model
+from edgekit.prune import PruneGraphError, apply_plan, channel_groups, make_plan, zero_channels
+from edgekit.prune.dimap import dimap_unstructured, layer_scores, modules_of
+
+from .conftest import assert_user_error, randomize, run_cli
+from .test_zoo import ZOO
+
+SIZE = 96  # MobileViG's graph blocks roll at 96 (3x3 at the last stage); GreedyViG's masks work at 96 too
+
+
+def assert_same(a: torch.Tensor, b: torch.Tensor) -> None:
+    scale = max(1.0, a.abs().max().item())  # MobileOne's random-init logits reach 1e5: compare relatively
+    assert (a - b).abs().max().item() <= 1e-5 * scale, ((a - b).abs().max().item(), scale)
+
+
+def check_invariance(model: nn.Module, size: int, per_group: bool, seed: int = 0) -> int:
+    """Zeroing channels of groups in the full model == removing them (the subnet), for every group."""
+    groups = channel_groups(model, size)
+    assert groups
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, size, size, generator=gen)
+    picks = {g.id: torch.randperm(g.size, generator=gen)[: max(1, g.size // 8)].tolist() for g in groups}
+    cases = [[g] for g in groups] if per_group else [groups]
+    for case in cases:
+        zeroed, pruned = copy.deepcopy(model), copy.deepcopy(model)
+        for g in case:
+            zero_channels(zeroed, g, picks[g.id])
+        apply_plan(pruned, make_plan(groups, {g.id: [i for i in range(g.size) if i not in picks[g.id]] for g in case}))
+        with torch.no_grad():
+            assert_same(zeroed(x), pruned(x))
+        assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    return len(groups)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zero_invariance_of_all_groups_at_once(name):
+    check_invariance(randomize(edgekit.create_model(name, num_classes=10)), SIZE, per_group=False)
+
+
+@pytest.mark.parametrize("name", ["mobilevig_ti", "greedyvig_s", "mobileone_s0", "mobilenetv2_100"])
+def test_zero_invariance_group_by_group(name):
+    n = check_invariance(randomize(edgekit.create_model(name, num_classes=10)), SIZE, per_group=True)
+    assert n >= 4
+
+
+def test_mobilevig_grapher_groups_reach_through_the_concatenation():
+    groups = channel_groups(edgekit.create_model("mobilevig_ti"), SIZE)
+    # the graph width (256) is one residual stream: fc1/fc2 of every Grapher and FFN, and both halves of
+    # graph_conv.nn.0's input (cat([x, x_j])) belong to the groups that prune it
+    gc_in = [e for g in groups for e in g.entries if e.fqn == "backbone.0.0.graph_conv.nn.0.weight" and e.role == "in"]
+    assert sorted(e.offset for e in gc_in) == [0, 256]
+    assert len({g.id for g in groups for e in g.entries if e.fqn == "backbone.0.0.graph_conv.nn.0.weight" and e.role == "in"}) == 1
+
+
+class ResNetish(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16))
+        self.down = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 1), nn.BatchNorm2d(32))
+        self.proj = nn.Sequential(nn.Conv2d(16, 32, 1, 2), nn.BatchNorm2d(32))
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.a(x))
+        x = torch.relu(self.proj(x) + self.down(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class SENet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 24, 3, 2, 1)
+        self.dw = nn.Conv2d(24, 24, 3, 1, 1, groups=24)
+        self.se1, self.se2 = nn.Conv2d(24, 8, 1), nn.Conv2d(8, 24, 1)
+        self.pw = nn.Conv2d(24, 12, 1)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = nn.functional.hardswish(self.conv(x))
+        x = self.dw(x)
+        s = torch.sigmoid(self.se2(torch.relu(self.se1(x.mean((2, 3), keepdim=True)))))
+        x = self.pw(x * s)
+        return self.fc(x.mean((2, 3)))
+
+
+class Inceptionish(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 2, 1)
+        self.b1 = nn.Conv2d(8, 6, 1)
+        self.b2 = nn.Sequential(nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 10, 3, padding=1))
+        self.mix = nn.Conv2d(16, 12, 1)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.relu(torch.cat([self.b1(x), self.b2(x)], dim=1))
+        return self.fc(self.mix(x).mean((2, 3)))
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 16, 4, 4)
+        self.qkv = nn.Linear(16, 48)
+        self.proj = nn.Linear(16, 16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, 2, C // 2).permute(2, 0, 3, 1, 4)
+        x = (q @ k.transpose(-2, -1)).softmax(-1) @ v
+        x = self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return self.fc(x.mean(1))
+
+
+@pytest.mark.parametrize("net", [ResNetish, SENet, Inceptionish])
+def test_zero_invariance_on_networks_written_like_users_write_them(net):
+    torch.manual_seed(0)
+    model = randomize(net())
+    check_invariance(model, 32, per_group=True)
+    check_invariance(model, 32, per_group=False)
+
+
+def test_concatenated_branches_prune_by_segment():
+    groups = channel_groups(Inceptionish(), 32)
+    mix_in = sorted((e.offset, g.size) for g in groups for e in g.entries if e.fqn == "mix.weight" and e.role == "in")
+    assert mix_in == [(0, 6), (6, 10)]
+
+
+def test_network_the_analysis_cannot_handle_fails_naming_the_op():
+    with pytest.raises(PruneGraphError, match="cannot handle operator .*(reshape|view|transpose|permute)"):
+        channel_groups(Attention(), 32)
+
+
+def test_dimap_metric_and_modules():
+    w = torch.tensor([3.0, -4.0, 1.0, 0.0])
+    # sorted by magnitude: 4, 3, 1, 0 -> cumulative squares 16, 25, 26, 26
+    torch.testing.assert_close(layer_scores(w), torch.tensor([9 / 25, 1.0, 1 / 26, 0.0]))
+    mods = modules_of(edgekit.create_model("mobilevig_ti"))
+    assert mods["local_backbone.0.mlp"] == [f"local_backbone.0.mlp.{n}.weight" for n in ("fc1", "mid", "fc2")]
+    assert mods["backbone.0.0"] == ["backbone.0.0.fc1.0.weight", "backbone.0.0.graph_conv.nn.0.weight", "backbone.0.0.fc2.0.weight"]
+    flat = [w for ws in mods.values() for w in ws]
+    assert not any(n.startswith(("stem", "prediction", "head", "dist_head")) or ".conv." in n for n in flat)
+
+
+def test_dimap_unstructured_hits_the_ratio_per_module_and_keeps_auxiliary_layers():
+    model = edgekit.create_model("mobilevig_ti")
+    stem = model.stem.stem[0].weight.clone()
+    report = dimap_unstructured(model, 0.5)
+    assert all(abs(s - 0.5) < 0.01 for s in report.values()), report
+    assert torch.equal(model.stem.stem[0].weight, stem)
+
+
+def test_prune_cli_structured_writes_a_checkpoint_that_compiles(tmp_path):
+    ckpt = tmp_path / "ti50.pt"
+    proc = run_cli("prune", "mobilevig_ti", "--method", "magnitude", "--ratio", "0.5", "--structured",
+                   "--input-size", str(SIZE), "--out", str(ckpt), "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["after"]["params"] < 0.5 * r["before"]["params"] and r["after"]["macs"] < 0.5 * r["before"]["macs"]
+    blob = torch.load(ckpt, weights_only=True)
+    assert blob["base"] == "mobilevig_ti" and len(blob["plans"]) == 1
+    loaded = load_model(str(ckpt))
+    assert sum(p.numel() for p in loaded.model.parameters()) == r["after"]["params"]
+    result = edgekit.compile(str(ckpt), "onnx", out=tmp_path)
+    assert result.verification["status"] == "passed" and result.manifest["model"]["reference"] == str(ckpt)
+    text = run_cli("prune", str(ckpt), "--method", "dimap", "--ratio", "0.3", "--out", str(tmp_path / "again.pt")).stdout
+    assert "sparsity" in text  # a pruned checkpoint prunes again
+
+
+def test_prune_unstructured_magnitude_is_global_with_a_floor(tmp_path):
+    result = edgekit.prune.prune("mobilenetv2_100", "magnitude", 0.6, out=tmp_path / "u.pt")
+    assert abs(result.report["prunable_sparsity"] - 0.6) < 0.01
+    assert max(result.report["sparsity_per_layer"].values()) <= 0.95 + 1e-6
+
+
+def test_prune_bad_input(tmp_path):
+    out = tmp_path / "x.pt"
+    assert_user_error(run_cli("prune", "mobilevig_ti", "--method", "magnitud", "--ratio", "0.5", "--out", str(out)),
+                      "unknown pruning method 'magnitud'")
+    assert_user_error(run_cli("prune", "mobilevig_ti", "--method", "dimap", "--ratio", "1.5", "--out", str(out)),
+                      "--ratio 1.5 is out of range")
+    assert not out.exists()
