@@ -152,10 +152,13 @@ def verify_cmd(
 @app.command("prune")
 def prune_cmd(
     model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint."),
-    method: str = typer.Option(..., "--method", help="magnitude or dimap."),
+    method: str = typer.Option(..., "--method", help="oto, magnitude or dimap."),
     ratio: float = typer.Option(..., "--ratio", help="Fraction to remove: of weights (unstructured) or channels (--structured)."),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint to write (.pt)."),
-    structured: bool = typer.Option(False, "--structured", help="Remove whole channel groups (real speed-ups)."),
+    structured: bool = typer.Option(False, "--structured", help="Remove whole channel groups (real speed-ups; oto always does)."),
+    data: str = typer.Option("digits", "--data", help="oto: the dataset it trains on."),
+    steps: int = typer.Option(200, "--steps", help="oto: training steps."),
+    optimizer: str = typer.Option("hesso", "--optimizer", help="oto: hesso (OTOv3 default) or dhspg."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to start from."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes"),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size the MACs are counted at."),
@@ -166,7 +169,7 @@ def prune_cmd(
 
     with err.status(f"pruning {model} ({method}, {ratio:.0%})…", spinner="dots") if not json_out else _null():
         result = prune(model, method, ratio, out=out_path, structured=structured, weights=weights,
-                       num_classes=num_classes, input_size=input_size)
+                       num_classes=num_classes, input_size=input_size, data=data, steps=steps, optimizer=optimizer)
     r = result.report
     if json_out:
         return _print_json({"checkpoint": str(result.checkpoint), **r})
@@ -175,8 +178,12 @@ def prune_cmd(
     out.print(f"  params      {b['params'] / 1e6:.3f} M -> {a['params'] / 1e6:.3f} M "
               f"(non-zero {b['nonzero_params'] / 1e6:.3f} M -> {a['nonzero_params'] / 1e6:.3f} M)")
     out.print(f"  MACs        {b['macs'] / 1e9:.4f} G -> {a['macs'] / 1e9:.4f} G at {r['input_size']}")
-    if structured:
+    if "channels_removed" in r:
         out.print(f"  channels    {r['channels_removed']} of {r['channels_total']} removed in {r['groups']} groups")
+    if "oto" in r:
+        o = r["oto"]
+        out.print(f"  oto         {o['optimizer']}: loss {o['loss_first']:.3f} -> {o['loss_last']:.3f}; val accuracy "
+                  f"{o['val_accuracy_group_sparse']:.1%} group-sparse, {o['val_accuracy_subnet']:.1%} subnet")
     out.print(f"  sparsity    {r['prunable_sparsity']:.1%} of prunable weights are zero")
 
 

@@ -197,3 +197,45 @@ def test_prune_bad_input(tmp_path):
     assert_user_error(run_cli("prune", "mobilevig_ti", "--method", "dimap", "--ratio", "1.5", "--out", str(out)),
                       "--ratio 1.5 is out of range")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("optimizer", ["hesso", "dhspg"])
+def test_oto_drives_groups_to_exact_zero_and_the_subnet_equals_the_sparse_model(optimizer):
+    from edgekit.data import load_dataset
+    from edgekit.prune.oto import OTOConfig, oto_train
+
+    model = edgekit.create_model("mobilenetv2_100", num_classes=10)
+    groups = channel_groups(model, 32)
+    data = load_dataset("digits", 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    result = oto_train(model, groups, 0.4, data, OTOConfig(optimizer=optimizer, steps=30, batch_size=32))
+    keep, log = result["keep"], result["log"]
+    dropped = sum(g.size - len(keep[g.id]) for g in groups)
+    assert dropped == log["target"] == int(0.4 * sum(g.size for g in groups))
+    # the dropped channels are exactly zero in the full model ...
+    for g in groups:
+        gone = [c for c in range(g.size) if c not in keep[g.id]]
+        for e in g.entries:
+            if e.role != "in" and "running" not in e.fqn and gone:
+                t = model.get_parameter(e.fqn) if e.fqn in dict(model.named_parameters()) else model.get_buffer(e.fqn)
+                assert t.detach().movedim(e.dim, 0)[[e.offset + c for c in gone]].abs().max() == 0
+    # ... so the compact subnet, built with no fine-tuning, computes the same
+    sub = apply_plan(copy.deepcopy(model), make_plan(groups, keep))
+    x = data.val.x[:16]
+    with torch.no_grad():
+        assert_same(model(x), sub(x))
+    assert log["loss_last"] < log["loss_first"]
+
+
+def test_prune_cli_oto(tmp_path):
+    ckpt = tmp_path / "oto.pt"
+    proc = run_cli("prune", "mobileone_s0", "--method", "oto", "--ratio", "0.3", "--steps", "20", "--num-classes", "10",
+                   "--input-size", "32", "--out", str(ckpt), "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["oto"]["val_accuracy_subnet"] == r["oto"]["val_accuracy_group_sparse"]
+    assert r["after"]["macs"] < r["before"]["macs"]
+    assert edgekit.compile(str(ckpt), "onnx", out=tmp_path).verification["status"] == "passed"
+    assert_user_error(run_cli("prune", "mobileone_s0", "--method", "oto", "--ratio", "0.3", "--out", str(tmp_path / "x.pt")),
+                      "pass --num-classes 10")
+    assert_user_error(run_cli("prune", "mobileone_s0", "--method", "oto", "--ratio", "0.3", "--num-classes", "10",
+                              "--data", "cifar", "--out", str(tmp_path / "x.pt")), "unknown dataset 'cifar'")

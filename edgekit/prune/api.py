@@ -7,15 +7,17 @@ from pathlib import Path
 
 import torch
 
+from ..data import accuracy, load_dataset
 from ..errors import EdgekitError
 from ..models import count_macs, load_model, save_checkpoint
 from ..models.surgery import apply_plan
 from .dimap import dimap_group_scores, dimap_unstructured
 from .graph import channel_groups
 from .magnitude import magnitude_structured, magnitude_unstructured, prunable_weights
+from .oto import OTOConfig, oto_train
 from .plan import make_plan
 
-METHODS = ("magnitude", "dimap")
+METHODS = ("oto", "magnitude", "dimap")
 
 
 @dataclass
@@ -28,6 +30,14 @@ def _nonzero_params(model: torch.nn.Module) -> int:
     return sum(int((p != 0).sum()) for p in model.parameters())
 
 
+def _fit_classes(net: torch.nn.Module, classes: int, loaded) -> None:
+    if loaded.card.num_classes != classes:
+        raise EdgekitError(
+            f"the model has {loaded.card.num_classes} classes and the data {classes}; "
+            f"pass --num-classes {classes} (or a checkpoint trained on this data)"
+        )
+
+
 def prune(
     model: str,
     method: str,
@@ -35,13 +45,14 @@ def prune(
     *,
     out: str | Path,
     structured: bool = False,
+    data: str = "digits",
+    steps: int = 200,
+    optimizer: str = "hesso",
     weights: str | Path | None = None,
     num_classes: int | None = None,
     input_size: int | None = None,
 ) -> PruneResult:
     """Prune `model` (a reference) with `method` at `ratio` and write an edgekit checkpoint to `out`."""
-    if method == "oto":
-        raise EdgekitError("method 'oto' is not available in this version of edgekit; use magnitude or dimap")
     if method not in METHODS:
         raise EdgekitError(f"unknown pruning method '{method}'; choose one of: {', '.join(METHODS)}")
     if not 0.0 < float(ratio) < 1.0:
@@ -55,14 +66,28 @@ def prune(
               "macs": count_macs(net, size)}
     plan = None
     report: dict = {"method": method, "ratio": ratio, "structured": structured, "input_size": size}
-    if structured:
+    if method == "oto" and optimizer not in ("hesso", "dhspg"):
+        raise EdgekitError(f"unknown OTO optimizer '{optimizer}'; choose hesso or dhspg")
+    if method == "oto" or structured:
         groups = channel_groups(net, size)
         if not groups:
             raise EdgekitError(f"'{model}' has no prunable channel groups")
-        scores = dimap_group_scores(net, groups) if method == "dimap" else None
-        keep = magnitude_structured(net, groups, ratio, scores=scores)
+        if method == "oto":
+            dataset = load_dataset(data, size, loaded.card.mean, loaded.card.std)
+            _fit_classes(net, dataset.num_classes, loaded)
+            acc_before = accuracy(net, dataset.val)
+            result = oto_train(net, groups, ratio, dataset, OTOConfig(optimizer=optimizer, steps=steps))
+            keep = result["keep"]
+            report["oto"] = result["log"]
+            report["oto"]["val_accuracy_before_training"] = acc_before
+            report["oto"]["val_accuracy_group_sparse"] = accuracy(net, dataset.val)
+        else:
+            scores = dimap_group_scores(net, groups) if method == "dimap" else None
+            keep = magnitude_structured(net, groups, ratio, scores=scores)
         plan = make_plan(groups, keep)
         apply_plan(net, plan)
+        if method == "oto":
+            report["oto"]["val_accuracy_subnet"] = accuracy(net, dataset.val)
         report["groups"] = len(groups)
         report["channels_removed"] = sum(g.size - len(keep[g.id]) for g in groups)
         report["channels_total"] = sum(g.size for g in groups)
