@@ -239,3 +239,38 @@ def test_prune_cli_oto(tmp_path):
                       "pass --num-classes 10")
     assert_user_error(run_cli("prune", "mobileone_s0", "--method", "oto", "--ratio", "0.3", "--num-classes", "10",
                               "--data", "cifar", "--out", str(tmp_path / "x.pt")), "unknown dataset 'cifar'")
+
+
+# Every method on each family's smallest model would add ~8 minutes to the default run; these cases
+# cover every method and every family, and the heavy test below runs the whole zoo x method matrix.
+DEFAULT_CASES = [
+    ("mobilevig_ti", "oto"), ("mobilevig_ti", "magnitude"), ("mobilevig_ti", "dimap"),
+    ("mobileone_s0", "oto"), ("mobileone_s0", "dimap"),
+    ("mobilenetv2_100", "magnitude"), ("greedyvig_s", "oto"),
+]
+
+
+def _pruned_checkpoint(name: str, method: str, path, size: int = 32):
+    kwargs = dict(steps=10, num_classes=10) if method == "oto" else dict(structured=method == "magnitude", num_classes=10)
+    return edgekit.prune.prune(name, method, 0.5, out=path, input_size=size, **kwargs)
+
+
+@pytest.mark.parametrize("name,method", DEFAULT_CASES)
+def test_pruned_models_compile_for_every_target_and_verify(name, method, tmp_path):
+    """magnitude structured, dimap unstructured (its default), oto structured: at 0.5, then all four targets."""
+    from edgekit.compile import TARGETS
+
+    ckpt = tmp_path / f"{name}_{method}.pt"
+    _pruned_checkpoint(name, method, ckpt)
+    for target in TARGETS:
+        r = edgekit.compile(str(ckpt), target, out=tmp_path)
+        assert r.verification["status"] in ("passed", "skipped"), r.verification
+        if target != "coreml":
+            assert r.verification["status"] == "passed"
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("method", ["oto", "magnitude", "dimap"])
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_model_pruned_by_every_method_compiles(name, method, tmp_path):
+    test_pruned_models_compile_for_every_target_and_verify(name, method, tmp_path)

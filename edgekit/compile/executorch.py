@@ -69,7 +69,8 @@ def set_threads(threads: int | None) -> None:
     if threads:
         from executorch.extension.pybindings import portable_lib
 
-        portable_lib._unsafe_reset_threadpool(int(threads))
+        if portable_lib._threadpool_get_thread_count() != int(threads):
+            portable_lib._unsafe_reset_threadpool(int(threads))
 
 
 class ExecuTorchRunner(Runner):
