@@ -25,14 +25,17 @@ def assert_same(a: torch.Tensor, b: torch.Tensor) -> None:
     assert (a - b).abs().max().item() <= 1e-5 * scale, ((a - b).abs().max().item(), scale)
 
 
-def check_invariance(model: nn.Module, size: int, per_group: bool, seed: int = 0) -> int:
-    """Zeroing channels of groups in the full model == removing them (the subnet), for every group."""
+def check_invariance(model: nn.Module, size: int, per_group: bool, seed: int = 0, max_groups: int = 0) -> int:
+    """Zeroing channels of groups in the full model == removing them (the subnet), for every group
+    (or, one group at a time, a seeded sample of `max_groups` of them)."""
     groups = channel_groups(model, size)
     assert groups
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 3, size, size, generator=gen)
     picks = {g.id: torch.randperm(g.size, generator=gen)[: max(1, g.size // 8)].tolist() for g in groups}
     cases = [[g] for g in groups] if per_group else [groups]
+    if max_groups and len(cases) > max_groups:
+        cases = [cases[i] for i in sorted(torch.randperm(len(cases), generator=gen)[:max_groups].tolist())]
     for case in cases:
         zeroed, pruned = copy.deepcopy(model), copy.deepcopy(model)
         for g in case:
@@ -49,9 +52,14 @@ def test_zero_invariance_of_all_groups_at_once(name):
     check_invariance(randomize(edgekit.create_model(name, num_classes=10)), SIZE, per_group=False)
 
 
-@pytest.mark.parametrize("name", ["mobilevig_ti", "greedyvig_s", "mobileone_s0", "mobilenetv2_100"])
-def test_zero_invariance_group_by_group(name):
-    n = check_invariance(randomize(edgekit.create_model(name, num_classes=10)), SIZE, per_group=True)
+@pytest.mark.parametrize(
+    "name,size",
+    # the smallest sizes at which each family's every op still acts (rolls, masks at every stage)
+    [("mobilevig_ti", 96), ("greedyvig_s", 64), ("mobileone_s0", 32), ("mobilenetv2_100", 32)],
+)
+def test_zero_invariance_group_by_group(name, size):
+    # all groups at once are checked for every zoo model above; here one group at a time (up to 8)
+    n = check_invariance(randomize(edgekit.create_model(name, num_classes=10)), size, per_group=True, max_groups=8)
     assert n >= 4
 
 
@@ -204,13 +212,14 @@ def test_oto_drives_groups_to_exact_zero_and_the_subnet_equals_the_sparse_model(
     from edgekit.data import load_dataset
     from edgekit.prune.oto import OTOConfig, oto_train
 
-    model = edgekit.create_model("mobilenetv2_100", num_classes=10)
+    torch.manual_seed(0)
+    model = ResNetish()  # the optimizers do not depend on the architecture: a small one keeps this fast
     groups = channel_groups(model, 32)
     data = load_dataset("digits", 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    result = oto_train(model, groups, 0.4, data, OTOConfig(optimizer=optimizer, steps=30, batch_size=32))
+    result = oto_train(model, groups, 0.4, data, OTOConfig(optimizer=optimizer, steps=60, batch_size=32))
     keep, log = result["keep"], result["log"]
     dropped = sum(g.size - len(keep[g.id]) for g in groups)
-    assert dropped == log["target"] == int(0.4 * sum(g.size for g in groups))
+    assert dropped == log["target"] == int(0.4 * sum(g.size for g in groups)) > 0
     # the dropped channels are exactly zero in the full model ...
     for g in groups:
         gone = [c for c in range(g.size) if c not in keep[g.id]]
@@ -242,11 +251,11 @@ def test_prune_cli_oto(tmp_path):
 
 
 # Every method on each family's smallest model would add ~8 minutes to the default run; these cases
-# cover every method and every family, and the heavy test below runs the whole zoo x method matrix.
+# cover every method and every family (DIMAP's default, unstructured, keeps the architecture), and
+# the heavy test below runs the whole zoo x method matrix.
 DEFAULT_CASES = [
     ("mobilevig_ti", "oto"), ("mobilevig_ti", "magnitude"), ("mobilevig_ti", "dimap"),
-    ("mobileone_s0", "oto"), ("mobileone_s0", "dimap"),
-    ("mobilenetv2_100", "magnitude"), ("greedyvig_s", "oto"),
+    ("mobileone_s0", "oto"), ("mobilenetv2_100", "magnitude"), ("greedyvig_s", "magnitude"),
 ]
 
 

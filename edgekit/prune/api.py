@@ -55,6 +55,8 @@ def prune(
     """Prune `model` (a reference) with `method` at `ratio` and write an edgekit checkpoint to `out`."""
     if method not in METHODS:
         raise EdgekitError(f"unknown pruning method '{method}'; choose one of: {', '.join(METHODS)}")
+    if method == "oto" and optimizer not in ("hesso", "dhspg"):
+        raise EdgekitError(f"unknown OTO optimizer '{optimizer}'; choose hesso or dhspg")
     if not 0.0 < float(ratio) < 1.0:
         raise EdgekitError(f"--ratio {ratio} is out of range; give a fraction between 0 and 1, e.g. 0.5")
     out = Path(out)
@@ -62,19 +64,18 @@ def prune(
         raise EdgekitError(f"--out '{out}' should name a checkpoint file ending in .pt")
     loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
     net, size = loaded.model, loaded.card.input_size
+    if method == "oto":  # check the data before the (slower) graph analysis
+        dataset = load_dataset(data, size, loaded.card.mean, loaded.card.std)
+        _fit_classes(net, dataset.num_classes, loaded)
     before = {"params": sum(p.numel() for p in net.parameters()), "nonzero_params": _nonzero_params(net),
               "macs": count_macs(net, size)}
     plan = None
     report: dict = {"method": method, "ratio": ratio, "structured": structured, "input_size": size}
-    if method == "oto" and optimizer not in ("hesso", "dhspg"):
-        raise EdgekitError(f"unknown OTO optimizer '{optimizer}'; choose hesso or dhspg")
     if method == "oto" or structured:
         groups = channel_groups(net, size)
         if not groups:
             raise EdgekitError(f"'{model}' has no prunable channel groups")
         if method == "oto":
-            dataset = load_dataset(data, size, loaded.card.mean, loaded.card.std)
-            _fit_classes(net, dataset.num_classes, loaded)
             acc_before = accuracy(net, dataset.val)
             result = oto_train(net, groups, ratio, dataset, OTOConfig(optimizer=optimizer, steps=steps))
             keep = result["keep"]

@@ -334,9 +334,8 @@ class ChannelGraph:
     def _op_add(self, node, op):
         return self._binary(node, op, "add")
 
-    _op_sub = _op_add
-    _op_maximum = _op_add
-    _op_minimum = _op_add
+    # joins of two operands that may be non-zero where either is (comparisons make masks of 1s)
+    _op_sub = _op_maximum = _op_minimum = _op_lt = _op_gt = _op_le = _op_ge = _op_add
 
     def _op_mul(self, node, op):
         return self._binary(node, op, "mul")
@@ -347,13 +346,6 @@ class ChannelGraph:
         if isinstance(den, Desc) and den.segs:
             raise PruneGraphError(f"channel analysis cannot handle operator '{node.target}' by a channel tensor")
         return self._binary(node, op, "mul")
-
-    def _op_lt(self, node, op):
-        return self._binary(node, op, "add")
-
-    _op_gt = _op_lt
-    _op_le = _op_lt
-    _op_ge = _op_lt
 
     def _op_zeros_like(self, node, op):
         d = self.info.get(node.args[0])
