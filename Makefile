@@ -31,6 +31,7 @@ test-heavy: setup
 
 bench: setup
 	$(PY) bench/runtimes.py | tee bench/runtimes.txt
+	$(PY) bench/prune_speedup.py | tee bench/prune_speedup.txt
 
 clean:
 	rm -rf out .pytest_cache

@@ -72,10 +72,6 @@ class Group:
     size: int
     entries: list[Entry] = field(default_factory=list)
 
-    @property
-    def producers(self) -> list[str]:
-        return sorted({e.fqn for e in self.entries if e.role == "out"})
-
     def to_dict(self) -> dict:
         return {
             "id": self.id,
