@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(text: str, limit: int = 200) -> str:
+    """The first non-empty line of a (converter's, loader's) message, cut to `limit` characters."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0][:limit] if lines else ""
+
+
 class EdgekitError(Exception):
     """Base class of every error that is the user's to fix (bad name, bad file, bad option)."""
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UnsupportedOperatorError
+from ..errors import UnsupportedOperatorError, first_line
 
 
 @dataclass
@@ -130,11 +130,6 @@ def operator_from_error(text: str, graph_ops: list[str] = ()) -> str | None:
         if re.search(rf"(?<![A-Za-z0-9_%]){re.escape(op)}(?![A-Za-z0-9_])", text):
             return f"aten.{op}"
     return None
-
-
-def first_line(text: str) -> str:
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return lines[0][:200] if lines else ""
 
 
 def lowering_error(

@@ -10,14 +10,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import WeightsError, first_line
 
 STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "model_ema")
 
 
 def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0][:160] if lines else type(e).__name__
+    return first_line(str(e), 160) or type(e).__name__
 
 
 def read_checkpoint(path: str | Path) -> dict:
