@@ -32,6 +32,7 @@ test-heavy: setup
 bench: setup
 	$(PY) bench/runtimes.py | tee bench/runtimes.txt
 	$(PY) bench/prune_speedup.py | tee bench/prune_speedup.txt
+	$(PY) bench/prune_accuracy.py | tee bench/prune_accuracy.txt
 
 clean:
 	rm -rf out .pytest_cache

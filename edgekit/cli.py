@@ -187,6 +187,104 @@ def prune_cmd(
     out.print(f"  sparsity    {r['prunable_sparsity']:.1%} of prunable weights are zero")
 
 
+def _progress_bar(label: str, quiet: bool):
+    """A rich progress bar over training steps, and the callback that advances it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if quiet:
+        return _null(), None
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+                   TimeRemainingColumn(), console=err, transient=True)
+    task = bar.add_task(label, total=None, loss=float("nan"))
+
+    def advance(step: int, total: int, loss: float) -> None:
+        bar.update(task, completed=step, total=total, loss=loss)
+
+    return bar, advance
+
+
+def _print_training(r: dict) -> None:
+    out.print(f"[green]wrote[/green] {r['checkpoint']}")
+    for h in r["history"]:
+        out.print(f"  epoch {h['epoch']:>3}  loss {h['train_loss']:.4f}  val accuracy {h['val_accuracy']:.2%}  "
+                  f"({h['seconds']:.0f} s)")
+    before = r["val_accuracy_before"]
+    if before is not None:
+        out.print(f"  val accuracy {before:.2%} -> {r['val_accuracy']:.2%} on {r['data']['spec']} "
+                  f"({r['data']['val']} images)")
+    if "teacher_val_accuracy" in r:
+        out.print(f"  teacher     {r['teacher']}: val accuracy {r['teacher_val_accuracy']:.2%}")
+
+
+_DATA_HELP = "digits, fashion-mnist[:DIR] or imagefolder:DIR."
+
+
+@app.command("train")
+def train_cmd(
+    model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint (e.g. a pruned one)."),
+    data: str = typer.Option("digits", "--data", help=_DATA_HELP),
+    epochs: int = typer.Option(1, "--epochs"),
+    out_path: Path = typer.Option(..., "--out", help="Checkpoint to write after every epoch (.pt)."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW peak learning rate (cosine schedule, linear warm-up)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    weight_decay: float = typer.Option(0.05, "--weight-decay"),
+    seed: int = typer.Option(0, "--seed"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to start from."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Default: the dataset's classes for a zoo model."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Train at this square input size."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use a seeded subset of this many training images."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Train or fine-tune MODEL on a dataset (AdamW, cosine schedule); pruning zeros and plans are kept."""
+    from .distill import train
+
+    bar, advance = _progress_bar(f"training {model}", json_out)
+    with bar:
+        result = train(model, data, out=out_path, epochs=epochs, lr=lr, batch_size=batch_size,
+                       weight_decay=weight_decay, seed=seed, weights=weights, num_classes=num_classes,
+                       input_size=input_size, limit=limit, resume=resume, progress=advance)
+    if json_out:
+        return _print_json(result.report)
+    _print_training(result.report)
+
+
+@app.command("distill")
+def distill_cmd(
+    student: str = typer.Argument(..., help="The student: usually a pruned checkpoint."),
+    teacher: str = typer.Option(..., "--teacher", help="The teacher: a trained checkpoint (or zoo name + --teacher-weights)."),
+    data: str = typer.Option("digits", "--data", help=_DATA_HELP),
+    epochs: int = typer.Option(1, "--epochs"),
+    out_path: Path = typer.Option(..., "--out", help="Checkpoint to write after every epoch (.pt)."),
+    temperature: float = typer.Option(4.0, "--temperature", help="Soft-label temperature T."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Weight of the teacher's term against the labels'."),
+    hard: bool = typer.Option(False, "--hard", help="DeiT hard distillation (the teacher's top-1 as the label)."),
+    feature: Optional[list[str]] = typer.Option(None, "--feature", help="STUDENT_LAYER:TEACHER_LAYER to match (repeatable)."),
+    lr: float = typer.Option(1e-3, "--lr"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    weight_decay: float = typer.Option(0.05, "--weight-decay"),
+    seed: int = typer.Option(0, "--seed"),
+    teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights"),
+    input_size: Optional[int] = typer.Option(None, "--input-size"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use a seeded subset of this many training images."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Train STUDENT with a TEACHER's outputs: soft-label KD, DeiT hard distillation, feature matching."""
+    from .distill import distill, parse_features
+
+    features = parse_features(feature)
+    bar, advance = _progress_bar(f"distilling into {student}", json_out)
+    with bar:
+        result = distill(student, teacher, data, out=out_path, epochs=epochs, lr=lr, batch_size=batch_size,
+                         weight_decay=weight_decay, seed=seed, temperature=temperature, alpha=alpha, hard=hard,
+                         features=features, teacher_weights=teacher_weights, input_size=input_size, limit=limit,
+                         resume=resume, progress=advance)
+    if json_out:
+        return _print_json(result.report)
+    _print_training(result.report)
+
+
 class _null:
     def __enter__(self):
         return self

@@ -84,7 +84,11 @@ def create_model(
 
 
 def save_checkpoint(
-    loaded: LoadedModel, path: str | Path, plan: dict | None = None, provenance: dict | None = None
+    loaded: LoadedModel,
+    path: str | Path,
+    plan: dict | None = None,
+    provenance: dict | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """Write an edgekit checkpoint (plain tensors and containers only; loads with `weights_only=True`).
 
@@ -102,6 +106,7 @@ def save_checkpoint(
         "plans": list(getattr(loaded, "plans", [])) + ([plan] if plan else []),
         "state_dict": loaded.model.state_dict(),
         "provenance": provenance or {},
+        **(extra or {}),  # e.g. `train_state` to resume training from
     }
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)

@@ -1,0 +1,210 @@
+"""`edgekit train` and `edgekit distill`: one training loop, with or without a teacher.
+
+Both take a model reference, train it on a dataset spec and write an edgekit checkpoint (with the
+pruning plans of a pruned student kept) after every epoch; `resume=True` continues from that file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..data import Dataset, accuracy, load_dataset, logits_of
+from ..errors import EdgekitError
+from ..models import load_model, save_checkpoint
+from ..models.weights import read_checkpoint
+from .losses import Distiller, soft_kd
+from .loop import TrainConfig, TrainState, cosine_lr, fit, sparsity_masks
+
+__all__ = ["Distiller", "TrainConfig", "TrainResult", "TrainState", "cosine_lr", "distill", "fit", "soft_kd",
+           "parse_features", "sparsity_masks", "train"]
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    report: dict
+
+
+def _load_for_data(ref: str, data: str, *, weights, num_classes, input_size, limit, val_limit, seed, who="model"):
+    """The model and the dataset, with the classifier sized to the data where that is unambiguous."""
+    loaded = load_model(ref, weights=weights, num_classes=num_classes, input_size=input_size)
+    card = loaded.card
+    dataset = load_dataset(data, card.input_size, card.mean, card.std, limit=limit, val_limit=val_limit, seed=seed)
+    if card.family == "user":  # a user's own module: its classes are what it outputs
+        with torch.no_grad():
+            probe = dataset.train.batch(torch.arange(min(2, len(dataset.train))))[0]
+            card = loaded.card = replace(card, num_classes=int(logits_of(loaded.model.eval()(probe)).shape[1]))
+    if card.num_classes != dataset.num_classes:
+        fresh_zoo_model = weights is None and num_classes is None and loaded.plans == [] and \
+            loaded.reference == card.name and card.family != "user"
+        if not fresh_zoo_model:
+            raise EdgekitError(
+                f"the {who} '{ref}' has {card.num_classes} classes and '{data}' has {dataset.num_classes}; "
+                f"give a {who} with {dataset.num_classes} outputs (or --num-classes {dataset.num_classes} for a zoo model)"
+            )
+        loaded = load_model(ref, num_classes=dataset.num_classes, input_size=input_size)
+    return loaded, dataset
+
+
+def _resume_state(out: Path, resume: bool, config: dict) -> TrainState | None:
+    if not resume:
+        return None
+    if not out.is_file():
+        raise EdgekitError(f"--resume: '{out}' does not exist yet; run without --resume to start training")
+    blob = read_checkpoint(out)
+    ts = blob.get("train_state")
+    if not isinstance(ts, dict):
+        raise EdgekitError(f"--resume: '{out}' holds no training state; it was not written by edgekit train/distill")
+    saved = ts.get("config") or {}
+    changed = [k for k in ("data", "batch_size", "lr", "seed", "teacher") if saved.get(k) != config.get(k)]
+    if changed:
+        k = changed[0]
+        raise EdgekitError(f"--resume: '{out}' was trained with {k}={saved.get(k)!r}, not {config.get(k)!r}; "
+                           f"give the same {k} or start a new --out")
+    return TrainState.from_dict(ts)
+
+
+def _run(
+    model: str,
+    data: str,
+    out: str | Path,
+    cfg: TrainConfig,
+    *,
+    weights=None,
+    num_classes=None,
+    input_size=None,
+    limit=None,
+    val_limit=None,
+    resume=False,
+    progress=None,
+    teacher_spec: dict | None = None,
+) -> TrainResult:
+    out = Path(out)
+    if out.suffix not in (".pt", ".pth", ".ckpt"):
+        raise EdgekitError(f"--out '{out}' should name a checkpoint file ending in .pt")
+    if cfg.epochs < 1:
+        raise EdgekitError(f"--epochs {cfg.epochs} must be at least 1")
+    if cfg.lr <= 0 or cfg.batch_size < 1:
+        raise EdgekitError("--lr must be positive and --batch-size at least 1")
+    config = {"data": data, **cfg.to_dict(), "limit": limit, "teacher": (teacher_spec or {}).get("teacher")}
+    state = _resume_state(out, resume, config)
+    source = str(out) if state else model
+    loaded, dataset = _load_for_data(source, data, weights=None if state else weights,
+                                     num_classes=None if state else num_classes, input_size=input_size,
+                                     limit=limit, val_limit=val_limit, seed=cfg.seed)
+    net = loaded.model
+    acc_before = accuracy(net, dataset.val) if not state else (state.history[0].get("val_accuracy_before")
+                                                                if state.history else None)
+    distiller = None
+    if teacher_spec:
+        distiller = _make_distiller(net, teacher_spec, dataset)
+
+    def save(s: TrainState) -> None:
+        if s.history and "val_accuracy_before" not in s.history[0]:
+            s.history[0]["val_accuracy_before"] = acc_before
+        provenance = {"command": "distill" if teacher_spec else "train", "model": model, "data": dataset.describe(),
+                      "config": config, "history": s.history}
+        save_checkpoint(loaded, out, provenance=provenance, extra={"train_state": {**s.to_dict(), "config": config}})
+
+    try:
+        state = fit(net, dataset, cfg, distiller=distiller, state=state, on_epoch=save, progress=progress)
+    finally:
+        if distiller:
+            distiller.close()
+    report = {
+        "checkpoint": str(out),
+        "model": model,
+        "data": dataset.describe(),
+        "epochs": cfg.epochs,
+        "val_accuracy_before": acc_before,
+        "val_accuracy": state.history[-1]["val_accuracy"] if state.history else None,
+        "history": state.history,
+    }
+    if teacher_spec:
+        report["teacher"] = teacher_spec["teacher"]
+        report["teacher_val_accuracy"] = accuracy(distiller.teacher[0], dataset.val)
+    return TrainResult(out, report)
+
+
+def _make_distiller(student: torch.nn.Module, spec: dict, dataset: Dataset) -> Distiller:
+    pre = dataset.train.preprocess
+    teacher = load_model(spec["teacher"], weights=spec.get("teacher_weights"), input_size=pre.size)
+    if teacher.card.num_classes != dataset.num_classes:
+        raise EdgekitError(f"the teacher '{spec['teacher']}' has {teacher.card.num_classes} classes and "
+                           f"'{dataset.name}' has {dataset.num_classes}; give a teacher trained on this data")
+    if (tuple(teacher.card.mean), tuple(teacher.card.std)) != (pre.mean, pre.std):
+        raise EdgekitError(f"the teacher '{spec['teacher']}' expects different input normalisation than the student; "
+                           "distil between models with the same preprocessing")
+    example = dataset.train.batch(torch.arange(min(2, len(dataset.train))))[0]
+    return Distiller(student, teacher.model, temperature=spec.get("temperature", 4.0), alpha=spec.get("alpha", 0.5),
+                     hard=spec.get("hard", False), features=spec.get("features"), example=example)
+
+
+def train(
+    model: str,
+    data: str = "digits",
+    *,
+    out: str | Path,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    weight_decay: float = 0.05,
+    seed: int = 0,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    limit: int | None = None,
+    val_limit: int | None = None,
+    resume: bool = False,
+    progress=None,
+) -> TrainResult:
+    """Train (or fine-tune) `model` on `data` and write an edgekit checkpoint to `out` after every epoch."""
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+    return _run(model, data, out, cfg, weights=weights, num_classes=num_classes, input_size=input_size, limit=limit,
+                val_limit=val_limit, resume=resume, progress=progress)
+
+
+def distill(
+    student: str,
+    teacher: str,
+    data: str = "digits",
+    *,
+    out: str | Path,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    weight_decay: float = 0.05,
+    seed: int = 0,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    hard: bool = False,
+    features: list[tuple[str, str]] | None = None,
+    teacher_weights: str | Path | None = None,
+    weights: str | Path | None = None,
+    input_size: int | None = None,
+    limit: int | None = None,
+    val_limit: int | None = None,
+    resume: bool = False,
+    progress=None,
+) -> TrainResult:
+    """Train `student` on `data` with `teacher`'s outputs (soft KD, or DeiT hard labels) and optional features."""
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+    spec = {"teacher": str(teacher), "teacher_weights": teacher_weights, "temperature": temperature, "alpha": alpha,
+            "hard": hard, "features": features}
+    return _run(student, data, out, cfg, weights=weights, input_size=input_size, limit=limit, val_limit=val_limit,
+                resume=resume, progress=progress, teacher_spec=spec)
+
+
+def parse_features(pairs: list[str] | None) -> list[tuple[str, str]]:
+    """`student.layer:teacher.layer` (or one name for both) -> pairs."""
+    result = []
+    for p in pairs or []:
+        s, sep, t = p.partition(":")
+        if not s or (sep and not t):
+            raise EdgekitError(f"--feature '{p}' should be STUDENT_LAYER:TEACHER_LAYER, e.g. backbone.3:backbone.3")
+        result.append((s, t or s))
+    return result
+
