@@ -20,6 +20,9 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+_DATA_HELP = "digits, fashion-mnist[:DIR] or imagefolder:DIR."
+
+
 def _print_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -96,17 +99,25 @@ def compile_cmd(
     precision: str = typer.Option("fp16", "--precision", help="Core ML compute precision: fp16 or fp32."),
     min_target: str = typer.Option("iOS16", "--min-target", help="Core ML minimum deployment target, e.g. iOS16, macOS13."),
     image_input: bool = typer.Option(False, "--image-input", help="Core ML: take an RGB image, preprocessing baked in."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", "-q", help="executorch: int8, int8-dynamic; tflite: int8, "
+                                           "int8-dynamic, fp16; coreml: w8, w4, palette4, w8a8; onnx: int8, int8-dynamic."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration / validation data: " + _DATA_HELP),
+    calib_size: int = typer.Option(256, "--calib-size", help="Calibration images (at least 32)."),
+    float_layer: Optional[list[str]] = typer.Option(None, "--float-layer", help="Module path to keep float (repeatable)."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Most accuracy points to lose; keeps the most harmful layers float."),
+    val_samples: int = typer.Option(1000, "--val-samples", help="Validation images for the accuracy check."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the artifact against PyTorch (default on)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
-    """Compile MODEL for a target, verify it against PyTorch and write a manifest beside it."""
+    """Compile MODEL for a target (optionally quantized), verify it against PyTorch and write a manifest beside it."""
     from .compile import compile as compile_model
 
     with err.status(f"compiling {model} for {target}…", spinner="dots") if not json_out else _null():
         result = compile_model(
             model, target, weights=weights, input_size=input_size, num_classes=num_classes, out=out_dir,
             delegate=delegate, precision=precision, min_deployment_target=min_target, image_input=image_input,
-            verify=verify,
+            quantize=quantize, calib=calib, calib_size=calib_size, float_layers=tuple(float_layer or ()),
+            max_drop=max_drop, val_samples=val_samples, verify=verify,
         )
     m = result.manifest
     if json_out:
@@ -118,6 +129,20 @@ def compile_cmd(
         d = m["delegation"]
         left = ", ".join(d["not_delegated_ops"]) or "none"
         out.print(f"  delegation  {m['delegate']}: {d['coverage']:.1%} of nodes; not delegated: {left}")
+    if "quantization" in m:
+        q = m["quantization"]
+        a = q["accuracy"]
+        line = f"  quantized   {q['scheme']}"
+        if q.get("calibration", {}).get("samples"):
+            line += f", calibrated on {q['calibration']['samples']} images of {q['calibration']['data']}"
+        out.print(line)
+        if a["status"] == "measured":
+            out.print(f"  accuracy    {a['float']:.2%} float -> {a['quantized']:.2%} ({a['drop_points']:+.2f} points drop), "
+                      f"top-1 agreement {a['agreement']:.2%} on {a['samples']} val images ({a['measured_with']})")
+        else:
+            out.print(f"  accuracy    not measured: {a['reason']}")
+        if q.get("float_layers"):
+            out.print(f"  kept float  {', '.join(q['float_layers'])}")
     if v["status"] == "passed":
         out.print(f"  verified    {v['summary']}")
     else:
@@ -214,9 +239,6 @@ def _print_training(r: dict) -> None:
                   f"({r['data']['val']} images)")
     if "teacher_val_accuracy" in r:
         out.print(f"  teacher     {r['teacher']}: val accuracy {r['teacher_val_accuracy']:.2%}")
-
-
-_DATA_HELP = "digits, fashion-mnist[:DIR] or imagefolder:DIR."
 
 
 @app.command("train")

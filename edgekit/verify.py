@@ -33,6 +33,15 @@ def fixed_inputs(manifest: dict, samples: int, seed: int = VERIFY_SEED) -> tuple
     return images, tensors
 
 
+def data_inputs(manifest: dict, data: str, samples: int) -> list[torch.Tensor]:
+    """The first `samples` validation images of `data`, preprocessed as the manifest says."""
+    from .data import load_dataset
+
+    pre = manifest["preprocessing"]
+    val = load_dataset(data, int(pre["size"]), pre["mean"], pre["std"]).val
+    return [val.batch([i])[0] for i in range(min(samples, len(val)))]
+
+
 def compare(reference: list[np.ndarray], got: list[np.ndarray], tol) -> dict:
     ref = np.concatenate([r.reshape(1, -1) for r in reference]).astype(np.float64)
     out = np.concatenate([g.reshape(1, -1) for g in got]).astype(np.float64)
@@ -89,12 +98,19 @@ def verify_artifact(
     if reason:
         return {"status": "skipped", "reason": reason}
     images, tensors = fixed_inputs(manifest, samples)
+    inputs = "seeded smooth random images"
+    data = ((manifest.get("quantization") or {}).get("calibration") or {}).get("data")
+    if data and not manifest["preprocessing"].get("baked_in"):
+        # A quantized program is calibrated for its data: random images would clip its activations.
+        tensors = data_inputs(manifest, data, samples)
+        inputs = f"the first {len(tensors)} validation images of {data}"
     reference = [model(t).numpy() for t in tensors]
     t0 = time.perf_counter()
     runner = backend.load(Path(path), manifest, threads=threads)
     feeds = images if manifest["preprocessing"].get("baked_in") else [t.numpy() for t in tensors]
     got = [runner.run(f) for f in feeds]
     result = compare(reference, got, backend.tolerance_for(manifest))
+    result["inputs"] = inputs
     result["runtime_seconds"] = round(time.perf_counter() - t0, 3)
     return result
 

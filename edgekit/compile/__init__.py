@@ -123,10 +123,22 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     precision: str = "fp16",
     min_deployment_target: str = "iOS16",
     image_input: bool = False,
+    quantize: str | None = None,
+    calib: str | None = None,
+    calib_size: int = 256,
+    float_layers: tuple[str, ...] | list[str] = (),
+    max_drop: float | None = None,
+    val_samples: int | None = 1000,
     verify: bool = True,
     verify_samples: int = 4,
+    progress=None,
 ) -> CompileResult:
-    """Compile `model` (a reference or an nn.Module) for `target`; write the artifact and its manifest in `out`."""
+    """Compile `model` (a reference or an nn.Module) for `target`; write the artifact and its manifest in `out`.
+
+    With `quantize`, the target's own quantizer runs first (calibrated on `calib_size` images of the dataset
+    `calib` for static schemes); with a dataset, accuracy on its validation split is measured before and
+    after, and `max_drop` (points) keeps the most harmful layers float until the drop is within it.
+    """
     backend = get_backend(target)
     loaded = _resolve(model, weights, num_classes, input_size, name)
     card = loaded.card
@@ -140,47 +152,35 @@ def compile(  # noqa: A001 - mirrors the CLI verb
         image_input=image_input,
     )
     _check_options(target, opts)
+    export_model = prepare_for_export(loaded.model)
+    dataset = None
+    if quantize is not None:
+        from ..quantize import plan_quantization
+
+        opts.quant, dataset = plan_quantization(target, quantize, loaded, opts, calib=calib, calib_size=calib_size,
+                                                float_layers=tuple(float_layers), max_drop=max_drop,
+                                                val_samples=val_samples)
+    elif calib or float_layers or max_drop is not None:
+        raise EdgekitError("--calib, --float-layer and --max-drop go with --quantize SCHEME")
     stem = name or _artifact_stem(loaded)
     out = Path(out)
     artifact = out / f"{stem}{backend.artifact_suffix(opts)}"
     created_out = not out.exists()
-    export_model = prepare_for_export(loaded.model)
     example = example_input(opts)
     try:
         with atomic_path(artifact) as tmp_artifact, atomic_path(manifest_path(artifact)) as tmp_manifest:
-            t0 = time.perf_counter()
-            info = backend.export(export_model, example, tmp_artifact, opts)
-            compile_s = time.perf_counter() - t0
-            manifest = {
-                "edgekit_version": __version__,
-                "target": target,
-                "artifact": artifact.name,
-                "sha256": sha256_of(tmp_artifact),
-                "bytes": size_of(tmp_artifact),
-                "model": {
-                    "reference": loaded.reference,
-                    "name": card.name,
-                    "family": card.family,
-                    "weights": loaded.weights,
-                    "weights_sha256": sha256_of(loaded.weights) if loaded.weights else None,
-                    "num_classes": int(info.outputs[0]["shape"][-1]),
-                },
-                "inputs": info.inputs,
-                "outputs": info.outputs,
-                "preprocessing": {
-                    "size": card.input_size,
-                    "layout": "NCHW",
-                    "mean": list(card.mean),
-                    "std": list(card.std),
-                    "scale": 1 / 255.0,
-                    "color": "RGB",
-                    "baked_in": bool(opts.image_input and target == "coreml"),
-                },
-                "options": {k: v for k, v in vars(opts).items() if k not in ("mean", "std", "in_chans")},
-                **info.extra,
-                "compile_seconds": round(compile_s, 2),
-                "tool_versions": _versions(backend),
-            }
+
+            def build() -> dict:
+                t0 = time.perf_counter()
+                info = backend.export(export_model, example, tmp_artifact, opts)
+                return _manifest(target, backend, loaded, opts, info, artifact, tmp_artifact, time.perf_counter() - t0)
+
+            manifest = build()
+            if opts.quant is not None:
+                from ..quantize import control_accuracy
+
+                manifest = control_accuracy(backend, export_model, example, opts, dataset, max_drop, build,
+                                            tmp_artifact, manifest, progress=progress)
             if verify:
                 from ..verify import verify_artifact
 
@@ -201,6 +201,40 @@ def compile(  # noqa: A001 - mirrors the CLI verb
             shutil.rmtree(out, ignore_errors=True)
         raise
     return CompileResult(artifact, manifest_path(artifact), manifest)
+
+
+def _manifest(target, backend, loaded, opts, info, artifact, tmp_artifact, seconds) -> dict:
+    card = loaded.card
+    return {
+        "edgekit_version": __version__,
+        "target": target,
+        "artifact": artifact.name,
+        "sha256": sha256_of(tmp_artifact),
+        "bytes": size_of(tmp_artifact),
+        "model": {
+            "reference": loaded.reference,
+            "name": card.name,
+            "family": card.family,
+            "weights": loaded.weights,
+            "weights_sha256": sha256_of(loaded.weights) if loaded.weights else None,
+            "num_classes": int(info.outputs[0]["shape"][-1]),
+        },
+        "inputs": info.inputs,
+        "outputs": info.outputs,
+        "preprocessing": {
+            "size": card.input_size,
+            "layout": "NCHW",
+            "mean": list(card.mean),
+            "std": list(card.std),
+            "scale": 1 / 255.0,
+            "color": "RGB",
+            "baked_in": bool(opts.image_input and target == "coreml"),
+        },
+        "options": {k: v for k, v in vars(opts).items() if k not in ("mean", "std", "in_chans", "quant")},
+        **info.extra,
+        "compile_seconds": round(seconds, 2),
+        "tool_versions": _versions(backend),
+    }
 
 
 def _check_options(target: str, opts: CompileOptions) -> None:

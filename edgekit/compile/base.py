@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UnsupportedOperatorError, first_line
+from ..errors import EdgekitError, UnsupportedOperatorError, first_line
 
 
 @dataclass
@@ -32,6 +32,7 @@ class CompileOptions:
     precision: str = "fp16"  # coreml compute precision: fp16 (default) or fp32
     min_deployment_target: str = "iOS16"  # coreml
     image_input: bool = False  # coreml: take an image, preprocessing baked in
+    quant: Any = None  # edgekit.quantize.QuantSpec, or None for float
 
 
 @dataclass
@@ -49,6 +50,17 @@ class Tolerance:
 
 FP32 = Tolerance(atol=1e-3, rtol=1e-3, min_cosine=0.9999)
 FP16 = Tolerance(atol=5e-2, rtol=2e-2, min_cosine=0.999, min_top1=0.9)
+# Quantized artifacts are checked against the float model: an int8 program is expected to differ by its
+# rounding, not by a wrong graph (a broken conversion gives cosines far below these).
+QUANTIZED = {
+    "int8": Tolerance(atol=5e-2, rtol=0.15, min_cosine=0.98, min_top1=0.75),
+    "int8-dynamic": Tolerance(atol=5e-2, rtol=0.15, min_cosine=0.98, min_top1=0.75),
+    "w8a8": Tolerance(atol=5e-2, rtol=0.15, min_cosine=0.98, min_top1=0.75),
+    "fp16": FP16,
+    "w8": Tolerance(atol=5e-2, rtol=0.05, min_cosine=0.995, min_top1=0.9),
+    "w4": Tolerance(atol=5e-2, rtol=0.25, min_cosine=0.95, min_top1=0.5),
+    "palette4": Tolerance(atol=5e-2, rtol=0.25, min_cosine=0.95, min_top1=0.5),
+}
 
 
 @dataclass
@@ -86,7 +98,8 @@ class Backend:
         raise NotImplementedError
 
     def tolerance_for(self, manifest: dict) -> Tolerance:
-        return self.tolerance
+        scheme = (manifest.get("quantization") or {}).get("scheme")
+        return QUANTIZED[scheme] if scheme else self.tolerance
 
     def versions(self) -> dict[str, str]:
         return {}
@@ -133,9 +146,14 @@ def operator_from_error(text: str, graph_ops: list[str] = ()) -> str | None:
 
 
 def lowering_error(
-    target: str, exc: BaseException, log: str, model: nn.Module, example: torch.Tensor
-) -> UnsupportedOperatorError:
+    target: str, exc: BaseException, log: str, model: nn.Module, example: torch.Tensor, opts: CompileOptions | None = None
+) -> EdgekitError:
     """Turn a converter's exception into one line naming the operator (or, failing that, the converter's words)."""
+    if opts is not None and opts.quant is not None:  # the float model converts; its quantized program did not
+        return EdgekitError(
+            f"{target} could not convert the --quantize {opts.quant.scheme} program ({type(exc).__name__}: "
+            f"{first_line(str(exc))}); keep the offending layers float with --float-layer, or choose another scheme"
+        )
     op = operator_from_error(str(exc), _graph_op_names(model, example)) or operator_from_error(log)
     if op is None:
         return UnsupportedOperatorError(target, "unknown", f"{type(exc).__name__}: {first_line(str(exc))}")

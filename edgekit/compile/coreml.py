@@ -66,6 +66,33 @@ class CoreMLRunner(Runner):
         return np.asarray(self.model.predict({self.input_name: x})[self.output_name])
 
 
+WEIGHT_SCHEMES = ("w8", "w4", "palette4")
+
+
+def compress_weights(mlmodel, scheme: str):
+    """coremltools' weight compression on the ML Program: int8 or int4 per output channel, or a 4-bit k-means
+    palette per tensor. Every weight is compressed (no size threshold). (int4 per block would skip every layer
+    whose input width the block does not divide: most of MobileViG's.)"""
+    from coremltools.optimize.coreml import (
+        OpLinearQuantizerConfig,
+        OpPalettizerConfig,
+        OptimizationConfig,
+        linear_quantize_weights,
+        palettize_weights,
+    )
+
+    if scheme == "w8":
+        cfg = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                      weight_threshold=0)
+        return linear_quantize_weights(mlmodel, OptimizationConfig(global_config=cfg))
+    if scheme == "w4":
+        cfg = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_channel",
+                                      weight_threshold=0)
+        return linear_quantize_weights(mlmodel, OptimizationConfig(global_config=cfg))
+    cfg = OpPalettizerConfig(nbits=4, mode="kmeans", weight_threshold=0)
+    return palettize_weights(mlmodel, OptimizationConfig(global_config=cfg))
+
+
 class CoreMLBackend(Backend):
     name = "coreml"
     suffix = ".mlpackage"
@@ -87,8 +114,13 @@ class CoreMLBackend(Backend):
         else:
             inputs = [ct.TensorType(name="input", shape=tuple(example.shape), dtype=np.float32)]
         precision = ct.precision.FLOAT16 if opts.precision == "fp16" else ct.precision.FLOAT32
+        q = opts.quant
         with quiet() as log, torch.no_grad():
             try:
+                if q is not None and q.scheme == "w8a8":  # activations too: convert a PT2E-quantized export
+                    from ..quantize import pt2e, xnnpack_quantizer
+
+                    model = pt2e(model, example, xnnpack_quantizer(False, q.float_layers), q.calib)
                 ep = torch.export.export(model, (example,)).run_decompositions({})
                 mlmodel = ct.convert(
                     ep,
@@ -104,7 +136,10 @@ class CoreMLBackend(Backend):
             else:
                 error = None
         if error is not None:
-            raise lowering_error(self.name, error, log.text, model, example) from None
+            raise lowering_error(self.name, error, log.text, model, example, opts) from None
+        if q is not None and q.scheme in WEIGHT_SCHEMES:
+            with quiet():
+                mlmodel = compress_weights(mlmodel, q.scheme)
         with quiet():
             mlmodel.short_description = "compiled by edgekit"
             mlmodel.save(str(path))
@@ -134,6 +169,8 @@ class CoreMLBackend(Backend):
         return CoreMLRunner(path, manifest["preprocessing"].get("baked_in", False))
 
     def tolerance_for(self, manifest: dict):
+        if manifest.get("quantization"):
+            return super().tolerance_for(manifest)
         return FP16 if manifest.get("options", {}).get("precision", "fp16") == "fp16" else super().tolerance_for(manifest)
 
     def versions(self) -> dict[str, str]:

@@ -100,6 +100,11 @@ class ExecuTorchBackend(Backend):
 
             error = None
             try:
+                if opts.quant is not None:
+                    from ..quantize import pt2e, xnnpack_quantizer
+
+                    q = opts.quant
+                    model = pt2e(model, example, xnnpack_quantizer(q.dynamic, q.float_layers), q.calib)
                 ep = torch.export.export(model, (example,))
                 edge = to_edge_transform_and_lower(ep, partitioner=_partitioners(delegate, opts))
                 delegation = delegation_summary(edge.exported_program().graph_module)
@@ -107,7 +112,7 @@ class ExecuTorchBackend(Backend):
             except Exception as e:
                 error = e
         if error is not None:
-            raise lowering_error(self.name, error, log.text, model, example) from None
+            raise lowering_error(self.name, error, log.text, model, example, opts) from None
         missing = self._missing_kernels(program)
         if missing:
             raise UnsupportedOperatorError(
@@ -149,7 +154,7 @@ class ExecuTorchBackend(Backend):
 
         if manifest.get("delegate") == "coreml" and manifest.get("options", {}).get("precision") == "fp16":
             return FP16
-        return self.tolerance
+        return super().tolerance_for(manifest)
 
     def versions(self) -> dict[str, str]:
         from importlib.metadata import version

@@ -45,6 +45,64 @@ class OnnxRunner(Runner):
         return self.session.run(None, {self.input_name: x})[0]
 
 
+def _nodes_of(model, float_layers) -> list[str]:
+    """ONNX node names of the modules in `float_layers` (the dynamo exporter records each node's module path).
+
+    The exporter folds a BatchNorm into the convolution before it and names the result after the BatchNorm.
+    """
+    import ast
+
+    from ..quantize import _prefixes
+
+    prefixes = _prefixes(float_layers)
+    names = []
+    for n in model.graph.node:
+        meta = {p.key: p.value for p in n.metadata_props}
+        try:
+            scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        except (ValueError, SyntaxError):
+            continue
+        path = scopes[-2] if len(scopes) >= 2 else ""  # the full module path; the last scope is the op
+        if any(path == p or path.startswith(p + ".") for p in prefixes):
+            names.append(n.name)
+    return names
+
+
+def _quantize(path: Path, q, exclude: list[str]):
+    """onnxruntime's quantizer in place: static QDQ (calibrated) or dynamic, int8 weights per channel.
+
+    reduce_range (7-bit weights) because x86 CPUs without VNNI saturate in ORT's u8s8 kernels otherwise.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    model = onnx.load(str(path))
+    src = path.with_name(path.stem + ".float" + path.suffix)
+    path.rename(src)
+    try:
+        with quiet():
+            if q.dynamic:
+                quantize_dynamic(str(src), str(path), per_channel=True, weight_type=QuantType.QInt8, reduce_range=True,
+                                 nodes_to_exclude=exclude)
+            else:
+                name = model.graph.input[0].name
+
+                class Reader(CalibrationDataReader):
+                    def __init__(self):
+                        self.it = iter(q.calib)
+
+                    def get_next(self):
+                        x = next(self.it, None)
+                        return None if x is None else {name: x.unsqueeze(0).numpy()}
+
+                quantize_static(str(src), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, reduce_range=True,
+                                nodes_to_exclude=exclude)
+    finally:
+        src.unlink(missing_ok=True)
+    return onnx.load(str(path))
+
+
 class OnnxBackend(Backend):
     name = "onnx"
     suffix = ".onnx"
@@ -65,12 +123,16 @@ class OnnxBackend(Backend):
             except Exception as e:
                 error = e
         if error is not None:
-            raise lowering_error(self.name, error, log.text, model, example) from None
+            raise lowering_error(self.name, error, log.text, model, example, opts) from None
         proto = program.model_proto
+        # module paths live in the exporter's node metadata, which simplification drops: match them first
+        exclude = _nodes_of(proto, opts.quant.float_layers) if opts.quant is not None else []
         with quiet():
             slim = onnxslim.slim(proto)
         onnx.checker.check_model(slim)
         onnx.save(slim, str(path))
+        if opts.quant is not None:
+            slim = _quantize(path, opts.quant, exclude)
         graph = slim.graph
         op_types: dict[str, int] = {}
         for node in graph.node:

@@ -15,8 +15,12 @@ from .base import Backend, CompileOptions, ExportInfo, Runner, lowering_error, q
 
 
 def _spec(detail: dict, name: str) -> dict:
-    return {"name": name, "tensor_name": detail["name"], "shape": [int(s) for s in detail["shape"]],
+    spec = {"name": name, "tensor_name": detail["name"], "shape": [int(s) for s in detail["shape"]],
             "dtype": np.dtype(detail["dtype"]).name}
+    if np.dtype(detail["dtype"]).kind in "iu":  # int8 I/O of a statically quantized model: x_q = x / scale + zero
+        scale, zero = detail["quantization"]
+        spec["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
+    return spec
 
 
 def interpreter(path: Path, threads: int | None):
@@ -45,11 +49,49 @@ class TFLiteRunner(Runner):
         self.it = interpreter(path, threads)
         self.inp = self.it.get_input_details()[0]["index"]
         self.out = self.it.get_output_details()[0]["index"]
+        # a statically quantized model takes and gives int8: (de)quantize with the tensors' own parameters
+        self.in_q = _int_io(self.it.get_input_details()[0])
+        self.out_q = _int_io(self.it.get_output_details()[0])
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        self.it.set_tensor(self.inp, np.ascontiguousarray(x, dtype=np.float32))
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.in_q:
+            scale, zero, dtype = self.in_q
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        self.it.set_tensor(self.inp, x)
         self.it.invoke()
-        return self.it.get_tensor(self.out).copy()
+        y = self.it.get_tensor(self.out).copy()
+        if self.out_q:
+            scale, zero, _ = self.out_q
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+
+def _int_io(detail: dict):
+    if np.dtype(detail["dtype"]).kind not in "iu":
+        return None
+    scale, zero = detail["quantization"]
+    return float(scale), int(zero), detail["dtype"]
+
+
+def _quantized(model: nn.Module, example: torch.Tensor, opts: CompileOptions) -> tuple[nn.Module, dict]:
+    """The module and `convert` arguments for the scheme: PT2E-quantized, or float with the fp16 recipe."""
+    q = opts.quant
+    if q is None:
+        return model, {}
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    if q.scheme == "fp16":
+        from litert_torch.generative.quantize import quant_recipes
+
+        return model, {"quant_config": quant_recipes.full_fp16_recipe()}
+    from ..quantize import litert_quantizer, pt2e
+
+    quantizer = litert_quantizer(q.dynamic, q.float_layers)
+    # litert's converter needs the quantize ops unfolded; without quant_config it keeps them as float ops
+    gm = pt2e(model, example, quantizer, q.calib, fold=False)
+    return gm, {"quant_config": QuantConfig(pt2e_quantizer=quantizer)}
 
 
 class TFLiteBackend(Backend):
@@ -62,11 +104,12 @@ class TFLiteBackend(Backend):
             import litert_torch
 
             try:
-                litert_torch.convert(model, (example,)).export(str(path))
+                module, kwargs = _quantized(model, example, opts)
+                litert_torch.convert(module, (example,), **kwargs).export(str(path))
             except Exception as e:
                 error = e
         if error is not None:
-            raise lowering_error(self.name, error, log.text, model, example) from None
+            raise lowering_error(self.name, error, log.text, model, example, opts) from None
         it = interpreter(path, 1)
         ops: dict[str, int] = {}
         try:

@@ -59,7 +59,8 @@ def load_model(
     if path.suffix in (".pt", ".pth", ".ckpt") or (path.is_file() and not is_user_reference(ref)):
         loaded = _load_edgekit_checkpoint(path)
     elif is_user_reference(ref):
-        loaded = LoadedModel(build_user_model(ref), _user_card(ref), ref)
+        card = _user_card(ref) if num_classes is None else replace(_user_card(ref), num_classes=int(num_classes))
+        loaded = LoadedModel(build_user_model(ref), card, ref)
     else:
         card = model_card(ref)
         if num_classes is not None:
