@@ -54,7 +54,7 @@ def main() -> None:
     common = dict(data=args.data, input_size=args.size, limit=args.limit, lr=args.lr)
     t0 = time.perf_counter()
     base = work / "base.pt"
-    r = edgekit.train(args.model, out=base, epochs=args.epochs, **common)
+    edgekit.train(args.model, out=base, epochs=args.epochs, **common)
     val = load_dataset(args.data, args.size).val
     net = load_model(str(base)).model
     acc0, macs0 = accuracy(net, val), count_macs(net, args.size)

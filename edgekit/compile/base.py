@@ -51,11 +51,12 @@ class Tolerance:
 FP32 = Tolerance(atol=1e-3, rtol=1e-3, min_cosine=0.9999)
 FP16 = Tolerance(atol=5e-2, rtol=2e-2, min_cosine=0.999, min_top1=0.9)
 # Quantized artifacts are checked against the float model: an int8 program is expected to differ by its
-# rounding, not by a wrong graph (a broken conversion gives cosines far below these).
+# rounding, not by a wrong graph. The cosine carries the check (a broken conversion gives cosines far
+# below these); int8 logits of a wide range can be off by a quarter of their range and still agree.
 QUANTIZED = {
-    "int8": Tolerance(atol=5e-2, rtol=0.15, min_cosine=0.98, min_top1=0.75),
-    "int8-dynamic": Tolerance(atol=5e-2, rtol=0.15, min_cosine=0.98, min_top1=0.75),
-    "w8a8": Tolerance(atol=5e-2, rtol=0.15, min_cosine=0.98, min_top1=0.75),
+    "int8": Tolerance(atol=5e-2, rtol=0.35, min_cosine=0.98, min_top1=0.75),
+    "int8-dynamic": Tolerance(atol=5e-2, rtol=0.35, min_cosine=0.98, min_top1=0.75),
+    "w8a8": Tolerance(atol=5e-2, rtol=0.35, min_cosine=0.98, min_top1=0.75),
     "fp16": FP16,
     "w8": Tolerance(atol=5e-2, rtol=0.05, min_cosine=0.995, min_top1=0.9),
     "w4": Tolerance(atol=5e-2, rtol=0.25, min_cosine=0.95, min_top1=0.5),
