@@ -33,6 +33,8 @@ bench: setup
 	$(PY) bench/runtimes.py | tee bench/runtimes.txt
 	$(PY) bench/prune_speedup.py | tee bench/prune_speedup.txt
 	$(PY) bench/prune_accuracy.py | tee bench/prune_accuracy.txt
+	$(PY) bench/quant.py | tee bench/quant.txt
+	$(PY) bench/distill.py | tee bench/distill.txt
 
 clean:
 	rm -rf out .pytest_cache

@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32, help="training and accuracy input size")
     ap.add_argument("--latency-size", type=int, default=224)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=20000)
+    ap.add_argument("--limit", type=int, default=10000)
     ap.add_argument("--val", type=int, default=10000, help="test images for accuracy")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=6)
