@@ -193,7 +193,7 @@ def test_prune_cli_structured_writes_a_checkpoint_that_compiles(tmp_path):
 
 
 def test_prune_unstructured_magnitude_is_global_with_a_floor(tmp_path):
-    result = edgekit.prune.prune("mobilenetv2_100", "magnitude", 0.6, out=tmp_path / "u.pt")
+    result = edgekit.prune("mobilenetv2_100", "magnitude", 0.6, out=tmp_path / "u.pt")
     assert abs(result.report["prunable_sparsity"] - 0.6) < 0.01
     assert max(result.report["sparsity_per_layer"].values()) <= 0.95 + 1e-6
 
@@ -261,7 +261,7 @@ DEFAULT_CASES = [
 
 def _pruned_checkpoint(name: str, method: str, path, size: int = 32):
     kwargs = dict(steps=10, num_classes=10) if method == "oto" else dict(structured=method == "magnitude", num_classes=10)
-    return edgekit.prune.prune(name, method, 0.5, out=path, input_size=size, **kwargs)
+    return edgekit.prune(name, method, 0.5, out=path, input_size=size, **kwargs)
 
 
 @pytest.mark.parametrize("name,method", DEFAULT_CASES)
