@@ -52,9 +52,9 @@ def _nodes_of(model, float_layers) -> list[str]:
     """
     import ast
 
-    from ..quantize import _prefixes
+    from ..quantize import module_prefixes
 
-    prefixes = _prefixes(float_layers)
+    prefixes = module_prefixes(float_layers)
     names = []
     for n in model.graph.node:
         meta = {p.key: p.value for p in n.metadata_props}

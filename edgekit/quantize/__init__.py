@@ -65,14 +65,14 @@ def needs_calibration(scheme: str) -> bool:
     return scheme in CALIBRATED
 
 
-def _prefixes(float_layers) -> list[str]:
+def module_prefixes(float_layers) -> list[str]:
     # the exporters see the model wrapped once (ExportWrapper.model), twice with Core ML's Normalize
     return [p for name in float_layers for p in (name, f"model.{name}", f"model.model.{name}")]
 
 
 def node_in(node, float_layers) -> bool:
     """Whether an exported graph node belongs to one of the modules in `float_layers`."""
-    prefixes = _prefixes(float_layers)
+    prefixes = module_prefixes(float_layers)
     fqns = [v[0] for v in node.meta.get("nn_module_stack", {}).values()]
     return any(f == p or f.startswith(p + ".") for f in fqns for p in prefixes)
 
