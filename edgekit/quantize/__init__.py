@@ -219,20 +219,25 @@ def plan_quantization(target, scheme, loaded, opts, *, calib, calib_size, float_
     return QuantSpec(scheme, calib_x, tuple(float_layers), info), dataset
 
 
+def _top1_one_by_one(run, split) -> torch.Tensor:
+    """Top-1 of `run` (a batch-1 program) on every sample of `split`, in order."""
+    from ..data import ordered_batches
+
+    return torch.tensor([int(run(x[i : i + 1]).argmax()) for x, _ in ordered_batches(split) for i in range(len(x))])
+
+
 def _predictions(backend, path, manifest, export_model, example, spec, split):
     """Top-1 of the artifact on `split`, run in its runtime; else (Core ML off macOS) its PT2E simulation in
     PyTorch where the scheme has one. Returns (predictions or None, how they were measured)."""
-    from ..data import ordered_batches
-
     reason = backend.runnable(manifest)
     if reason is None:
         runner = backend.load(path, manifest)
-        preds = [int(runner.run(x[i : i + 1].numpy()).argmax()) for x, _ in ordered_batches(split) for i in range(len(x))]
-        return torch.tensor(preds), f"{manifest['target']} runtime"
+        return _top1_one_by_one(lambda x: runner.run(x.numpy()), split), f"{manifest['target']} runtime"
     if (manifest["target"], spec.scheme) in PT2E_SCHEMES:
         gm = pt2e(export_model, example, xnnpack_quantizer(spec.dynamic, spec.float_layers), spec.calib)
-        preds = [int(gm(x[i : i + 1]).argmax()) for x, _ in ordered_batches(split) for i in range(len(x))]
-        return torch.tensor(preds), f"PyTorch simulation of the int8 program ({reason.split(';')[0]})"
+        with torch.no_grad():
+            preds = _top1_one_by_one(gm, split)
+        return preds, f"PyTorch simulation of the int8 program ({reason.split(';')[0]})"
     return None, reason
 
 
