@@ -35,6 +35,7 @@ bench: setup
 	$(PY) bench/prune_accuracy.py | tee bench/prune_accuracy.txt
 	$(PY) bench/quant.py | tee bench/quant.txt
 	$(PY) bench/distill.py | tee bench/distill.txt
+	$(PY) bench/predictor.py | tee bench/predictor.txt
 
 clean:
 	rm -rf out .pytest_cache

@@ -25,7 +25,7 @@ from edgekit.compile.base import CompileOptions
 from edgekit.compile.executorch import ExecuTorchRunner
 from edgekit.compile.onnx import OnnxRunner
 from edgekit.compile.tflite import TFLiteRunner
-from edgekit.profile.etdump import executorch_op_profile
+from edgekit.profile.ops import executorch_op_profile
 from edgekit.profile.timing import interleaved
 
 

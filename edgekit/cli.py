@@ -21,6 +21,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 _DATA_HELP = "digits, fashion-mnist[:DIR] or imagefolder:DIR."
+_DB_HELP = "Latency database (SQLite); default $EDGEKIT_DB or ~/.cache/edgekit/latency.sqlite."
 
 
 def _print_json(data) -> None:
@@ -177,8 +178,8 @@ def verify_cmd(
 @app.command("prune")
 def prune_cmd(
     model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint."),
-    method: str = typer.Option(..., "--method", help="oto, magnitude or dimap."),
-    ratio: float = typer.Option(..., "--ratio", help="Fraction to remove: of weights (unstructured) or channels (--structured)."),
+    method: Optional[str] = typer.Option(None, "--method", help="oto, magnitude or dimap (--budget-ms: magnitude by default)."),
+    ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction to remove: of weights (unstructured) or channels (--structured)."),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint to write (.pt)."),
     structured: bool = typer.Option(False, "--structured", help="Remove whole channel groups (real speed-ups; oto always does)."),
     data: str = typer.Option("digits", "--data", help="oto: the dataset it trains on."),
@@ -187,10 +188,25 @@ def prune_cmd(
     weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to start from."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes"),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size the MACs are counted at."),
+    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Latency budget: per-stage ratios chosen to fit it."),
+    target: Optional[str] = typer.Option(None, "--target", help="With --budget-ms: the target the budget is for."),
+    device: str = typer.Option("host", "--device", help="With --budget-ms: the device the budget is for."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="With --budget-ms: runtime threads."),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Prune MODEL and write an edgekit checkpoint every other command takes as a model."""
+    """Prune MODEL and write an edgekit checkpoint every other command takes as a model.
+
+    With --budget-ms and --target: structured pruning whose per-stage ratios are chosen so the predicted
+    latency fits the budget, confirmed by compiling and measuring.
+    """
     from .prune import prune
+
+    if budget_ms is not None:
+        return _prune_budget(model, method or "magnitude", budget_ms, target, device, threads, out_path, input_size,
+                             ratio, db, json_out)
+    if method is None or ratio is None:
+        raise EdgekitError("give --method and --ratio (or --budget-ms MS --target T for latency-aware pruning)")
 
     with err.status(f"pruning {model} ({method}, {ratio:.0%})…", spinner="dots") if not json_out else _null():
         result = prune(model, method, ratio, out=out_path, structured=structured, weights=weights,
@@ -210,6 +226,31 @@ def prune_cmd(
         out.print(f"  oto         {o['optimizer']}: loss {o['loss_first']:.3f} -> {o['loss_last']:.3f}; val accuracy "
                   f"{o['val_accuracy_group_sparse']:.1%} group-sparse, {o['val_accuracy_subnet']:.1%} subnet")
     out.print(f"  sparsity    {r['prunable_sparsity']:.1%} of prunable weights are zero")
+
+
+def _prune_budget(model, method, budget_ms, target, device, threads, out_path, input_size, ratio, db, json_out):
+    from .latency import LatencyDB
+    from .select import prune_to_budget
+
+    if target is None:
+        raise EdgekitError("--budget-ms needs --target (the runtime the budget is measured on)")
+    if ratio is not None:
+        raise EdgekitError("give --ratio or --budget-ms, not both: the budget chooses the ratios")
+    n = _threads_for(target, device, threads)
+    with LatencyDB(db) as database, err.status("pruning to budget…", spinner="dots") as status:
+        r = prune_to_budget(model, target, device, budget_ms, threads=n, db=database, out=out_path, method=method,
+                            input_size=input_size, progress=lambda m: status.update(m))
+    if json_out:
+        return _print_json(r)
+    out.print(f"[green]wrote[/green] {r['checkpoint']}")
+    out.print(f"  stage ratios {', '.join(f'{x:.0%}' for x in r['stage_ratios'])} (stem side to head side)")
+    out.print(f"  MACs        {r['before']['macs'] / 1e9:.4f} G -> {r['after']['macs'] / 1e9:.4f} G at {r['input_size']}")
+    out.print(f"  latency     {r['predicted_ms_unpruned']:.2f} ms -> {r['predicted_ms']:.2f} ms predicted, "
+              f"{_fmt(r['measured_ms'])} ms measured on {target}/{device} (budget {budget_ms:g} ms)")
+    if r["within_budget"] is False:
+        err.print(f"error: measured {r['measured_ms']:.2f} ms is over the {budget_ms:g} ms budget after "
+                  f"{len(r['attempts'])} attempts; the checkpoint is the closest found", markup=False)
+        raise typer.Exit(2)
 
 
 def _progress_bar(label: str, quiet: bool):
@@ -305,6 +346,226 @@ def distill_cmd(
     if json_out:
         return _print_json(result.report)
     _print_training(result.report)
+
+
+def _print_report(r: dict) -> None:
+    a, d = r["artifact"], r["device"]
+    out.print(f"[bold]{a.get('name', a['sha256'][:12])}[/bold] on {d['name']} ({d.get('model', '')}), "
+              f"{r['runtime']['name']} {r['runtime'].get('version') or ''}, {r['threads']} threads")
+    if r["samples_ms"]:
+        out.print(f"  latency     median {r['median_ms']:.3f} ms | min {r['min_ms']:.3f} | p90 {r['p90_ms']:.3f} | "
+                  f"IQR {r['iqr_ms']:.3f}  ({r['runs']} runs after {r['warmup']} warm-up)")
+    else:
+        out.print(f"  latency     mean {_fmt(r.get('mean_ms'), ' ms', 3)} | median {_fmt(r.get('median_ms'), ' ms', 3)}"
+                  f"  ({r['runs']} runs; the tool gave a summary only)")
+    out.print(f"  load        {_fmt(r.get('load_ms'), ' ms', 1)}   peak memory {_fmt(r.get('peak_memory_mb'), ' MB', 1)}")
+    for note in r.get("notes", []):
+        out.print(f"  [yellow]note[/yellow]        {note}")
+    if r.get("ops"):
+        table = Table(title="per op kind (time per inference)")
+        for col in ("op", "count", "ms", "share"):
+            table.add_column(col, justify="left" if col == "op" else "right")
+        for o in r["ops"][:15]:
+            table.add_row(o["op"], str(o.get("count", "")), f"{o['ms']:.3f}", f"{o.get('share', 0):.1%}")
+        out.print(table)
+
+
+@app.command("profile")
+def profile_cmd(
+    artifact: str = typer.Argument(..., help="A compiled artifact (manifest beside it), or `import` to read a report."),
+    report_path: Optional[Path] = typer.Argument(None, help="With `import`: the REPORT.json a demo app wrote."),
+    runs: int = typer.Option(50, "--runs", help="Timed runs."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the device's)."),
+    device: str = typer.Option("host", "--device", help="host, adb[:SERIAL], or a device in targets/*.yaml."),
+    per_op: bool = typer.Option(False, "--per-op", help="Per-op rows (ETDump, ONNX Runtime profiler, benchmark_model)."),
+    binary: Optional[Path] = typer.Option(None, "--binary", help="adb: your executor_runner / benchmark_model build."),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    no_db: bool = typer.Option(False, "--no-db", help="Do not record the report in the latency database."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Also write the report JSON here."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report JSON."),
+) -> None:
+    """Measure ARTIFACT's latency in its runtime (or `profile import REPORT.json`); record it in the database."""
+    from .io import write_json
+    from .latency import LatencyDB, record
+    from .profile import load_report, profile
+
+    if artifact == "import":
+        if report_path is None:
+            raise EdgekitError("`edgekit profile import` needs the REPORT.json a demo app wrote")
+        report = load_report(report_path)
+    else:
+        if report_path is not None:
+            raise EdgekitError(f"unexpected argument '{report_path}'; give one artifact (or `import REPORT.json`)")
+        with err.status(f"profiling {artifact}…", spinner="dots") if not json_out else _null():
+            report = profile(artifact, runs=runs, warmup=warmup, threads=threads, device=device, per_op=per_op,
+                             binary=binary)
+    if save:
+        write_json(save, report)
+    row_id = None
+    if not no_db:
+        with LatencyDB(db) as database:
+            row_id = record(report, database)
+    if json_out:
+        return _print_json(report)
+    _print_report(report)
+    if row_id is not None:
+        out.print(f"  recorded    report {row_id} in {database.path}")
+
+
+latency_app = typer.Typer(no_args_is_help=True, help="The latency database and predictor.")
+app.add_typer(latency_app, name="latency")
+
+
+@latency_app.command("list")
+def latency_list(
+    target: Optional[str] = typer.Option(None, "--target"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Every recorded report: artifact, target, device, threads, latency."""
+    from .latency import LatencyDB, latency_of
+
+    with LatencyDB(db) as database:
+        rows = database.rows(target, device)
+    if json_out:
+        return _print_json([{k: v for k, v in r.items() if k != "features"} for r in rows])
+    table = Table(title=f"{len(rows)} latency reports in {database.path}")
+    for col in ("id", "artifact", "target", "device", "threads", "quant", "ms", "runs"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        table.add_row(str(r["id"]), f"{r['artifact_name'] or ''} {r['artifact_sha256'][:8]}", r["target"], r["device"],
+                      str(r["threads"]), r["quantization"] or "float", _fmt(latency_of(r), "", 3), str(r["runs"]))
+    out.print(table)
+
+
+@latency_app.command("export")
+def latency_export(
+    out_path: Optional[Path] = typer.Argument(None, help="File to write (default: stdout)."),
+    fmt: str = typer.Option("json", "--format", help="json (the full reports) or csv (one row each)."),
+    target: Optional[str] = typer.Option(None, "--target"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+) -> None:
+    """Export the database's reports as JSON (the report schema) or CSV."""
+    from .io import atomic_path
+    from .latency import LatencyDB
+
+    with LatencyDB(db) as database:
+        text = database.export(fmt, target=target, device=device)
+    if out_path is None:
+        sys.stdout.write(text)
+        return
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(text)
+    err.print(f"wrote {out_path}")
+
+
+def _threads_for(target: str, device: str, threads: Optional[int]) -> int:
+    import os
+
+    from .profile.devices import find_device
+
+    dev = find_device(target, device)
+    return int(threads or dev.threads or (os.cpu_count() if dev.profile.via == "host" else 1))
+
+
+@latency_app.command("calibrate")
+def latency_calibrate(
+    target: str = typer.Option(..., "--target"),
+    device: str = typer.Option("host", "--device"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    input_size: int = typer.Option(224, "--input-size"),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Measure edgekit's calibration set on TARGET/DEVICE and fit the predictor (a few minutes)."""
+    from .latency import CALIBRATION, LatencyDB, calibrate
+
+    n = _threads_for(target, device, threads)
+    with LatencyDB(db) as database, err.status("calibrating…", spinner="dots") as status:
+        pred = calibrate(target, device, n, database, input_size=input_size,
+                         progress=lambda m: status.update(m))
+    if json_out:
+        return _print_json(pred.to_dict())
+    out.print(f"[green]fitted[/green] {target} on {device} ({n} threads) on {pred.points} models "
+              f"({len(CALIBRATION)} measured now): leave-one-out Spearman {pred.loo['spearman']:.3f}, "
+              f"median error {pred.loo['mdape']:.1%}")
+
+
+@latency_app.command("predict")
+def latency_predict(
+    model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint (pruned ones too)."),
+    target: str = typer.Option(..., "--target"),
+    device: str = typer.Option("host", "--device"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    input_size: Optional[int] = typer.Option(None, "--input-size"),
+    quantization: Optional[str] = typer.Option(None, "--quantize", help="Predict for artifacts of this scheme."),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Predict MODEL's latency on TARGET/DEVICE from the database's measurements, without compiling it."""
+    from .latency import LatencyDB, predict
+
+    n = _threads_for(target, device, threads)
+    with LatencyDB(db) as database:
+        r = predict(model, target, device, n, database, input_size=input_size, quantization=quantization)
+    if json_out:
+        return _print_json(r)
+    p = r["predictor"]
+    out.print(f"{model} on {target}/{device} ({n} threads) at {r['input_size']}: [bold]{r['predicted_ms']:.2f} ms[/bold] "
+              f"predicted (fitted on {p['points']} measured models; leave-one-out median error {p['loo']['mdape']:.1%})")
+
+
+@app.command("select")
+def select_cmd(
+    target: str = typer.Option(..., "--target"),
+    device: str = typer.Option("host", "--device"),
+    budget_ms: float = typer.Option(..., "--budget-ms", help="Latency budget in ms (median, measured)."),
+    candidates: Optional[str] = typer.Option(None, "--candidates",
+                                             help="Comma-separated references; name@0.3 = pruned 30 %. Default: the zoo."),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    input_size: Optional[int] = typer.Option(None, "--input-size"),
+    out_dir: Path = typer.Option(Path("out/select"), "--out", help="Where selection.json, pareto.png and artifacts go."),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Pick the most accurate model within a latency budget on TARGET/DEVICE; measure it to confirm."""
+    from .latency import LatencyDB
+    from .select import select
+
+    n = _threads_for(target, device, threads)
+    names = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
+    with LatencyDB(db) as database, err.status("selecting…", spinner="dots") as status:
+        r = select(target, device, budget_ms, candidates=names, threads=n, db=database, out=out_dir,
+                   input_size=input_size, progress=lambda m: status.update(m))
+    if json_out:
+        return _print_json(r)
+    c = r["chosen"]
+    table = Table(title=f"{target} on {device}, {n} threads, budget {budget_ms:g} ms")
+    for col in ("candidate", "top-1 %", "predicted ms", "measured ms", "status"):
+        table.add_column(col, no_wrap=True)
+    for k in r["candidates"]:
+        table.add_row(k["name"], _fmt(k["accuracy"], "", 1), _fmt(k["predicted_ms"]), _fmt(k["measured_ms"]), k["status"])
+    out.print(table)
+    out.print(f"[green]chose[/green] {c['model']}: {c['measured_ms']:.2f} ms measured (budget {budget_ms:g}), "
+              f"top-1 {_fmt(c['accuracy'], '%', 1)} ({c['accuracy_source']})")
+    out.print(f"  artifact    {c['artifact']}")
+    out.print(f"  pareto      {r['pareto_png']}")
+
+
+@app.command("report")
+def report_cmd(
+    directory: Path = typer.Argument(..., help="A folder of artifacts (manifests), latency reports, selection.json."),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: DIR/report.html)."),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+) -> None:
+    """Write one self-contained HTML page about DIR: manifests, verification, latency, per-op bars, Pareto plot."""
+    from .report import write_report
+
+    path = write_report(directory, out=out_path, db=db)
+    out.print(f"[green]wrote[/green] {path}")
 
 
 class _null:

@@ -10,8 +10,8 @@ from typing import Callable
 
 def summarize(samples_s: list[float]) -> dict:
     ms = sorted(s * 1e3 for s in samples_s)
-    q = statistics.quantiles(ms, n=10) if len(ms) >= 2 else ms * 9
-    quart = statistics.quantiles(ms, n=4) if len(ms) >= 2 else ms * 3
+    q = statistics.quantiles(ms, n=10, method="inclusive") if len(ms) >= 2 else ms * 9
+    quart = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) >= 2 else ms * 3
     return {
         "runs": len(ms),
         "min_ms": ms[0],

@@ -1,0 +1,169 @@
+"""`edgekit report DIR`: one self-contained HTML page (no server, no scripts, images inlined).
+
+It gathers what DIR holds: artifact manifests (`*.pte.json`, `*.tflite.json`, ...), latency reports
+(`edgekit profile --save`, the demo apps' REPORT.json), a selection (`selection.json`, `pareto.png`),
+and the latency database's reports of those artifacts.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from .errors import EdgekitError
+from .io import atomic_path
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f6f6f6}
+.passed{color:#1a7f37}.failed{color:#cf222e}.skipped{color:#9a6700}
+.bar{background:#4c72b0;height:12px;display:inline-block}.op{width:340px;text-align:left}
+code{background:#f3f3f3;padding:1px 4px}
+"""
+
+
+def _e(x) -> str:
+    return html.escape("—" if x is None else str(x))
+
+
+def _num(x, digits=2) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+
+
+def gather(directory: Path) -> dict:
+    found = {"manifests": [], "reports": [], "selection": None, "pareto": None}
+    for path in sorted(directory.rglob("*.json")):
+        data = _load_json(path)
+        if not isinstance(data, dict):
+            continue
+        if data.get("schema") == "edgekit-latency-report/1":
+            found["reports"].append(data)
+        elif {"target", "sha256", "artifact", "inputs"} <= data.keys():
+            found["manifests"].append((path, data))
+        elif path.name == "selection.json" and "candidates" in data:
+            found["selection"] = data
+    pngs = sorted(directory.rglob("pareto.png"))
+    found["pareto"] = pngs[0] if pngs else None
+    return found
+
+
+def _manifest_table(manifests) -> str:
+    rows = []
+    for path, m in manifests:
+        v = m.get("verification", {})
+        status = v.get("status", "not run")
+        detail = v.get("summary") or v.get("reason") or ""
+        quant = (m.get("quantization") or {}).get("scheme") or "float"
+        rows.append(
+            f"<tr><td><code>{_e(m['artifact'])}</code></td><td>{_e(m['target'])}</td><td>{_e(m['model'].get('name'))}</td>"
+            f"<td>{_e(quant)}</td><td>{m['bytes'] / 1e6:.2f}</td><td>{_e(m['preprocessing'].get('size'))}</td>"
+            f"<td class='{_e(status)}'>{_e(status)}</td><td style='text-align:left'>{_e(detail)}</td>"
+            f"<td><code>{_e(m['sha256'][:12])}</code></td></tr>")
+    head = ("<tr><th>artifact</th><th>target</th><th>model</th><th>quantization</th><th>MB</th><th>input</th>"
+            "<th>verification</th><th>detail</th><th>sha256</th></tr>")
+    return f"<table>{head}{''.join(rows)}</table>" if rows else "<p>No artifact manifests in this folder.</p>"
+
+
+def _latency_table(reports: list[dict]) -> str:
+    rows = []
+    for r in reports:
+        a = r["artifact"]
+        rows.append(
+            f"<tr><td><code>{_e(a.get('name') or a['sha256'][:12])}</code></td><td>{_e(r['runtime']['name'])}</td>"
+            f"<td>{_e(r['device']['name'])} {_e(r['device'].get('model', ''))}</td><td>{r['threads']}</td>"
+            f"<td>{_num(r.get('median_ms'), 3)}</td><td>{_num(r.get('min_ms'), 3)}</td><td>{_num(r.get('p90_ms'), 3)}</td>"
+            f"<td>{_num(r.get('iqr_ms'), 3)}</td><td>{_num(r.get('mean_ms'), 3)}</td><td>{r['runs']}</td>"
+            f"<td>{_num(r.get('load_ms'), 1)}</td><td>{_num(r.get('peak_memory_mb'), 1)}</td><td>{_e(r.get('created'))}</td></tr>")
+    head = ("<tr><th>artifact</th><th>runtime</th><th>device</th><th>threads</th><th>median ms</th><th>min</th>"
+            "<th>p90</th><th>IQR</th><th>mean</th><th>runs</th><th>load ms</th><th>peak MB</th><th>measured</th></tr>")
+    return f"<table>{head}{''.join(rows)}</table>" if rows else "<p>No latency reports for these artifacts.</p>"
+
+
+def _op_bars(report: dict) -> str:
+    ops = report.get("ops") or []
+    if not ops:
+        return ""
+    top = max(o["ms"] for o in ops) or 1.0
+    rows = "".join(
+        f"<tr><td class='op'>{_e(o['op'])}</td><td>{_e(o.get('count'))}</td><td>{o['ms']:.3f}</td>"
+        f"<td>{o.get('share', 0):.1%}</td><td style='text-align:left'><span class='bar' "
+        f"style='width:{300 * o['ms'] / top:.0f}px'></span></td></tr>" for o in ops[:20])
+    a = report["artifact"]
+    return (f"<h3>{_e(a.get('name') or a['sha256'][:12])} — {_e(report['runtime']['name'])} on "
+            f"{_e(report['device']['name'])}, {report['threads']} threads</h3>"
+            f"<table><tr><th>op</th><th>count</th><th>ms</th><th>share</th><th></th></tr>{rows}</table>")
+
+
+def _selection(sel: dict, pareto: Path | None) -> str:
+    parts = []
+    c = sel.get("chosen")
+    if c:
+        parts.append(f"<p>Chosen for {_e(sel['target'])} on {_e(sel['device'])} ({sel['threads']} threads) within "
+                     f"{sel['budget_ms']:g} ms: <b>{_e(c['model'])}</b>, measured {_num(c['measured_ms'])} ms, "
+                     f"top-1 {_num(c['accuracy'], 1)} % ({_e(c['accuracy_source'])}).</p>")
+    if pareto is not None:
+        b64 = base64.b64encode(pareto.read_bytes()).decode()
+        parts.append(f"<img alt='accuracy-latency Pareto front' src='data:image/png;base64,{b64}'>")
+    rows = "".join(
+        f"<tr><td>{_e(k['name'])}</td><td>{_num(k['accuracy'], 1)}</td><td>{_e(k['accuracy_source'])}</td>"
+        f"<td>{_num(k['predicted_ms'])}</td><td>{_num(k['measured_ms'])}</td><td>{_e(k['status'])}</td></tr>"
+        for k in sel["candidates"])
+    parts.append("<table><tr><th>candidate</th><th>top-1 %</th><th>accuracy from</th><th>predicted ms</th>"
+                 f"<th>measured ms</th><th>status</th></tr>{rows}</table>")
+    return "".join(parts)
+
+
+def render(directory: Path, db_path: str | Path | None = None) -> str:
+    found = gather(directory)
+    reports = list(found["reports"])
+    shas = {m["sha256"] for _, m in found["manifests"]}
+    if shas and (db_path is not None or _default_db_exists()):
+        from .latency import LatencyDB
+
+        with LatencyDB(db_path) as db:
+            seen = {(r["artifact"]["sha256"], r.get("created")) for r in reports}
+            for row in db.rows(with_report=True):
+                rep = row["report"]
+                if row["artifact_sha256"] in shas and (rep["artifact"]["sha256"], rep.get("created")) not in seen:
+                    reports.append(rep)
+    if not (found["manifests"] or reports or found["selection"]):
+        raise EdgekitError(f"'{directory}' holds no manifests, latency reports or selection.json; "
+                           "give the --out folder of `edgekit compile`, `profile --save` or `select`")
+    body = [f"<h1>edgekit report: {_e(directory)}</h1>",
+            "<h2>Artifacts and verification</h2>", _manifest_table(found["manifests"]),
+            "<h2>Latency</h2>", _latency_table(reports)]
+    bars = [b for b in (_op_bars(r) for r in reports) if b]
+    if bars:
+        body += ["<h2>Per-op breakdown</h2>"] + bars
+    if found["selection"]:
+        body += ["<h2>Selection under a latency budget</h2>", _selection(found["selection"], found["pareto"])]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit report</title><style>{CSS}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def _default_db_exists() -> bool:
+    from .latency import default_path
+
+    return default_path().is_file()
+
+
+def write_report(directory: str | Path, out: str | Path | None = None, db: str | Path | None = None) -> Path:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise EdgekitError(f"'{directory}' is not a folder; give the folder `edgekit compile --out` wrote to")
+    page = render(directory, db)
+    out = Path(out) if out else directory / "report.html"
+    with atomic_path(out) as tmp:
+        tmp.write_text(page)
+    return out

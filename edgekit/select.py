@@ -1,0 +1,320 @@
+"""Choose the most accurate model that fits a latency budget on a (target, device), and prove it by measuring.
+
+Candidates are model references: zoo names, user networks, edgekit checkpoints, and `name@R` for `name`
+structurally pruned by magnitude at ratio R. Each gets a latency (measured where the database has it,
+else predicted by the fitted predictor, which `select` calibrates first when it has too few
+measurements) and an accuracy (a checkpoint's own measured accuracy, else the paper's top-1 for an
+unpruned zoo model, else unknown). Candidates predicted to fit are ranked by accuracy (unknown last,
+then fastest first); the best are compiled and measured until one is measured within the budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from .errors import EdgekitError
+from .io import atomic_path, write_json
+from .latency import (LatencyDB, calibrate, cost_features, count_points, fit_from_db, latency_of, materialize,
+                      measure)
+from .latency.predictor import MIN_POINTS
+
+
+@dataclass
+class Candidate:
+    name: str
+    reference: str
+    accuracy: float | None  # top-1, percent
+    accuracy_source: str
+    predicted_ms: float | None = None
+    measured_ms: float | None = None
+    artifact: str | None = None
+    status: str = "predicted"
+
+    @property
+    def latency_ms(self) -> float:
+        return self.measured_ms if self.measured_ms is not None else self.predicted_ms
+
+
+def default_candidates() -> list[str]:
+    """Every zoo model with a published top-1."""
+    from .models import zoo_rows
+
+    return [r["name"] for r in zoo_rows() if r["paper"]["top1"] is not None]
+
+
+def accuracy_of(candidate: str, reference: str) -> tuple[float | None, str]:
+    """A checkpoint's measured validation accuracy, else the paper's top-1 of an unpruned zoo model."""
+    from .models import list_models, model_card
+
+    if Path(reference).suffix in (".pt", ".pth", ".ckpt") and "@" not in candidate:
+        import torch
+
+        try:
+            ckpt = torch.load(reference, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+            raise EdgekitError(f"candidate '{candidate}' cannot be read ({e}); give an edgekit checkpoint") from None
+        prov = ckpt.get("provenance", {}) if isinstance(ckpt, dict) else {}
+        history = prov.get("history") or [{}]
+        acc = history[-1].get("val_accuracy")
+        if acc is not None:
+            return round(100 * float(acc), 2), f"measured on {prov.get('data', {}).get('spec', 'its data')}"
+        return None, "unknown (the checkpoint carries no measured accuracy)"
+    if candidate in list_models():
+        top1 = model_card(candidate).paper.top1
+        if top1 is not None:
+            return float(top1), "paper (ImageNet-1K top-1)"
+    if "@" in candidate:
+        return None, "unknown (pruned, not fine-tuned or measured)"
+    return None, "unknown"
+
+
+def pareto_front(cands: list[Candidate]) -> list[Candidate]:
+    """Candidates no other is both faster and more accurate than."""
+    known = sorted((c for c in cands if c.accuracy is not None and c.latency_ms is not None),
+                   key=lambda c: (c.latency_ms, -c.accuracy))
+    front, best = [], float("-inf")
+    for c in known:
+        if c.accuracy > best:
+            front.append(c)
+            best = c.accuracy
+    return front
+
+
+def plot_pareto(cands: list[Candidate], budget_ms: float, chosen: Candidate | None, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    known = [c for c in cands if c.accuracy is not None and c.latency_ms is not None]
+    for measured, marker in ((False, "o"), (True, "s")):
+        pts = [c for c in known if (c.measured_ms is not None) == measured]
+        if pts:
+            ax.scatter([c.latency_ms for c in pts], [c.accuracy for c in pts], marker=marker, s=30,
+                       facecolors="none" if not measured else "C0", edgecolors="C0",
+                       label="measured" if measured else "predicted")
+    for c in known:
+        ax.annotate(c.name, (c.latency_ms, c.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = pareto_front(cands)
+    if front:
+        ax.step([c.latency_ms for c in front], [c.accuracy for c in front], where="post", color="C1", lw=1,
+                label="Pareto front")
+    ax.axvline(budget_ms, color="C3", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+    if chosen is not None and chosen.accuracy is not None:
+        ax.scatter([chosen.latency_ms], [chosen.accuracy], marker="*", s=200, color="C2", zorder=5,
+                   label=f"chosen: {chosen.name}")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def select(
+    target: str,
+    device: str,
+    budget_ms: float,
+    *,
+    candidates: list[str] | None = None,
+    threads: int,
+    db: LatencyDB,
+    out: str | Path = "out/select",
+    input_size: int | None = None,
+    max_confirm: int = 4,
+    runs: int = 30,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Rank `candidates` under `budget_ms`, confirm the winner by measurement; write selection.json and pareto.png."""
+    from .models import load_model
+
+    if budget_ms <= 0:
+        raise EdgekitError(f"--budget-ms {budget_ms}: give a positive latency budget in milliseconds")
+    say = progress or (lambda m: None)
+    out = Path(out)
+    work = out / "candidates"
+    work.mkdir(parents=True, exist_ok=True)
+    names = candidates or default_candidates()
+    calibrated = None
+    if count_points(db, target, device, threads) < MIN_POINTS:
+        say(f"measuring the calibration set on {target}/{device} (the database has too few measurements)")
+        calibrated = calibrate(target, device, threads, db, input_size=input_size or 224, progress=say)
+    predictor = fit_from_db(db, target, device, threads)
+    cands: list[Candidate] = []
+    for name in names:
+        say(f"predicting {name}")
+        ref = materialize(name, work, input_size)
+        acc, source = accuracy_of(name, ref)
+        loaded = load_model(ref, input_size=input_size)
+        c = Candidate(name, ref, acc, source)
+        c.predicted_ms = round(predictor.predict(cost_features(loaded.model, loaded.card.input_size)), 3)
+        cands.append(c)
+    ranked = sorted((c for c in cands if c.predicted_ms <= budget_ms),
+                    key=lambda c: (c.accuracy is None, -(c.accuracy or 0.0), c.predicted_ms))
+    chosen = None
+    for c in ranked[:max_confirm]:
+        say(f"confirming {c.name}: compiling and measuring on {device}")
+        report, artifact = measure(c.reference, target, device, threads, db, work / "artifacts", runs=runs,
+                                   input_size=input_size, name=c.name.replace("@", "_p"), verify=True)
+        c.measured_ms, c.artifact = round(latency_of(report), 3), str(artifact)
+        if c.measured_ms <= budget_ms:
+            c.status = "chosen"
+            chosen = c
+            break
+        c.status = "over budget when measured"
+    for c in cands:
+        if c.status == "predicted" and c.predicted_ms > budget_ms:
+            c.status = "over budget (predicted)"
+    title = f"{target} on {device}, {threads} threads, budget {budget_ms:g} ms"
+    png = plot_pareto(cands, budget_ms, chosen, out / "pareto.png", title)
+    result = {
+        "target": target, "device": device, "threads": threads, "budget_ms": budget_ms,
+        "chosen": None if chosen is None else {
+            "model": chosen.name, "reference": chosen.reference, "artifact": chosen.artifact,
+            "manifest": chosen.artifact + ".json", "measured_ms": chosen.measured_ms,
+            "predicted_ms": chosen.predicted_ms, "accuracy": chosen.accuracy,
+            "accuracy_source": chosen.accuracy_source},
+        "candidates": [asdict(c) for c in sorted(cands, key=lambda c: c.latency_ms)],
+        "pareto_front": [c.name for c in pareto_front(cands)],
+        "pareto_png": str(png),
+        "predictor": {**predictor.to_dict(), "calibrated_now": calibrated is not None},
+    }
+    write_json(out / "selection.json", result)
+    if chosen is None:
+        tried = ", ".join(f"{c.name} {c.measured_ms:.2f} ms" for c in ranked[:max_confirm]) or "none predicted to fit"
+        raise EdgekitError(f"no candidate was measured within {budget_ms:g} ms on {target}/{device} ({tried}); "
+                           f"raise the budget or add smaller candidates (e.g. name@0.5 for a pruned one)")
+    return result
+
+
+# -- latency-aware pruning ------------------------------------------------------------------------------
+
+STAGES = 4  # channel groups bucketed by depth: the stem side to the head side
+
+
+def _keep_per_group(scores: dict, groups, ratios: dict[int, float], min_keep: float = 0.1) -> dict[int, list[int]]:
+    """Each group drops its own lowest-scoring `ratios[group]` of channels (keeping at least `min_keep`)."""
+    keep = {}
+    for g in groups:
+        n = max(max(1, int(round(min_keep * g.size))), g.size - int(ratios[g.id] * g.size))
+        keep[g.id] = scores[g.id].topk(n).indices.sort().values.tolist()
+    return keep
+
+
+def prune_to_budget(
+    model: str,
+    target: str,
+    device: str,
+    budget_ms: float,
+    *,
+    threads: int,
+    db: LatencyDB,
+    out: str | Path,
+    method: str = "magnitude",
+    input_size: int | None = None,
+    confirm: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Prune `model` structurally with per-stage ratios chosen so its predicted latency fits `budget_ms`.
+
+    Stages are the channel groups bucketed by depth into four. Each stage's latency sensitivity (ms saved
+    by pruning it alone by 30 %) sets its share; one scale is searched so the predicted latency meets
+    the budget; the result is compiled and measured, and pruned further while it measures over.
+    """
+    import copy
+
+    from .models import load_model, save_checkpoint
+    from .models.surgery import apply_plan
+    from .prune import channel_groups, make_plan
+    from .prune.dimap import dimap_group_scores
+    from .prune.magnitude import group_scores
+
+    if method not in ("magnitude", "dimap"):
+        raise EdgekitError(f"--budget-ms prunes with magnitude or dimap scores, not '{method}'")
+    if budget_ms <= 0:
+        raise EdgekitError(f"--budget-ms {budget_ms}: give a positive latency budget in milliseconds")
+    out = Path(out)
+    if out.suffix not in (".pt", ".pth", ".ckpt"):
+        raise EdgekitError(f"--out '{out}' should name a checkpoint file ending in .pt")
+    say = progress or (lambda m: None)
+    if count_points(db, target, device, threads) < MIN_POINTS:
+        say(f"measuring the calibration set on {target}/{device}")
+        calibrate(target, device, threads, db, input_size=input_size or 224, progress=say)
+    predictor = fit_from_db(db, target, device, threads)
+    loaded = load_model(model, input_size=input_size)
+    size = loaded.card.input_size
+    base = loaded.model
+    groups = channel_groups(base, size)
+    if not groups:
+        raise EdgekitError(f"'{model}' has no prunable channel groups")
+    scores = dimap_group_scores(base, groups) if method == "dimap" else {g.id: group_scores(base, g) for g in groups}
+    stage_of = {g.id: min(STAGES - 1, i * STAGES // len(groups)) for i, g in enumerate(groups)}
+
+    def build(stage_ratios: list[float]):
+        net = copy.deepcopy(base)
+        plan = make_plan(groups, _keep_per_group(scores, groups, {g.id: stage_ratios[stage_of[g.id]] for g in groups}))
+        apply_plan(net, plan)
+        return net, plan
+
+    def predicted(stage_ratios: list[float]) -> float:
+        return predictor.predict(cost_features(build(stage_ratios)[0], size))
+
+    full = predictor.predict(cost_features(base, size))
+    say("measuring each stage's latency sensitivity")
+    saving = [max(1e-6, full - predicted([0.3 if s == t else 0.0 for s in range(STAGES)])) for t in range(STAGES)]
+    share = [s / max(saving) for s in saving]
+
+    def ratios_at(scale: float) -> list[float]:
+        return [round(min(0.85, scale * w), 3) for w in share]
+
+    if full <= budget_ms:
+        scale = 0.0
+    else:
+        lo, hi = 0.0, 0.85 / min(share)
+        if predicted(ratios_at(hi)) > budget_ms:
+            raise EdgekitError(f"{model} is predicted at {predicted(ratios_at(hi)):.2f} ms even with 85 % of its "
+                               f"channels pruned, over {budget_ms:g} ms; choose a smaller model or a larger budget")
+        for _ in range(10):
+            mid = (lo + hi) / 2
+            say(f"searching stage ratios: scale {mid:.3f}")
+            if predicted(ratios_at(mid)) <= budget_ms:
+                hi = mid
+            else:
+                lo = mid
+        scale = hi
+    attempts = []
+    while True:
+        stage_ratios = ratios_at(scale)
+        net, plan = build(stage_ratios)
+        pred_ms = predictor.predict(cost_features(net, size))
+        measured_ms = None
+        if confirm:
+            import tempfile
+
+            say(f"confirming: compiling and measuring at stage ratios {stage_ratios}")
+            with tempfile.TemporaryDirectory(prefix="edgekit-budget-") as tmp:
+                ckpt = Path(tmp) / "candidate.pt"
+                save_checkpoint(replace(loaded, model=net), ckpt, plan=plan)
+                report, _ = measure(str(ckpt), target, device, threads, db, Path(tmp), input_size=size)
+            measured_ms = round(latency_of(report), 3)
+        attempts.append({"stage_ratios": stage_ratios, "predicted_ms": round(pred_ms, 3), "measured_ms": measured_ms})
+        if measured_ms is None or measured_ms <= budget_ms or len(attempts) >= 4 or max(stage_ratios) >= 0.85:
+            break
+        scale *= 1.0 + max(0.05, (measured_ms - budget_ms) / measured_ms)  # prune more, in proportion to the miss
+    from .models import count_macs
+
+    report = {"method": method, "structured": True, "budget_ms": budget_ms, "target": target, "device": device,
+              "threads": threads, "input_size": size, "stage_ratios": stage_ratios, "stage_sensitivity_ms": saving,
+              "predicted_ms_unpruned": round(full, 3), "predicted_ms": round(pred_ms, 3), "measured_ms": measured_ms,
+              "within_budget": None if measured_ms is None else measured_ms <= budget_ms, "attempts": attempts,
+              "before": {"params": sum(p.numel() for p in base.parameters()), "macs": count_macs(base, size)},
+              "after": {"params": sum(p.numel() for p in net.parameters()), "macs": count_macs(net, size)}}
+    save_checkpoint(replace(loaded, model=net), out, plan=plan, provenance={"command": "prune", **report})
+    return {"checkpoint": str(out), **report}
