@@ -477,6 +477,7 @@ def latency_calibrate(
     device: str = typer.Option("host", "--device"),
     threads: Optional[int] = typer.Option(None, "--threads"),
     input_size: int = typer.Option(224, "--input-size"),
+    quantization: Optional[str] = typer.Option(None, "--quantize", help="Calibrate for artifacts of this scheme."),
     db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -485,7 +486,7 @@ def latency_calibrate(
 
     n = _threads_for(target, device, threads)
     with LatencyDB(db) as database, err.status("calibrating…", spinner="dots") as status:
-        pred = calibrate(target, device, n, database, input_size=input_size,
+        pred = calibrate(target, device, n, database, input_size=input_size, quantization=quantization,
                          progress=lambda m: status.update(m))
     if json_out:
         return _print_json(pred.to_dict())
@@ -527,6 +528,7 @@ def select_cmd(
                                              help="Comma-separated references; name@0.3 = pruned 30 %. Default: the zoo."),
     threads: Optional[int] = typer.Option(None, "--threads"),
     input_size: Optional[int] = typer.Option(None, "--input-size"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="Compile every candidate with this scheme."),
     out_dir: Path = typer.Option(Path("out/select"), "--out", help="Where selection.json, pareto.png and artifacts go."),
     db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -539,7 +541,7 @@ def select_cmd(
     names = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
     with LatencyDB(db) as database, err.status("selecting…", spinner="dots") as status:
         r = select(target, device, budget_ms, candidates=names, threads=n, db=database, out=out_dir,
-                   input_size=input_size, progress=lambda m: status.update(m))
+                   input_size=input_size, quantize=quantize, progress=lambda m: status.update(m))
     if json_out:
         return _print_json(r)
     c = r["chosen"]

@@ -4,8 +4,9 @@ Candidates are model references: zoo names, user networks, edgekit checkpoints, 
 structurally pruned by magnitude at ratio R. Each gets a latency (measured where the database has it,
 else predicted by the fitted predictor, which `select` calibrates first when it has too few
 measurements) and an accuracy (a checkpoint's own measured accuracy, else the paper's top-1 for an
-unpruned zoo model, else unknown). Candidates predicted to fit are ranked by accuracy (unknown last,
-then fastest first); the best are compiled and measured until one is measured within the budget.
+unpruned zoo model, else unknown). Candidates predicted to fit, within the predictor's own error, are
+ranked by accuracy (unknown last, then fastest first); the best are compiled and measured until one is
+measured within the budget.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def plot_pareto(cands: list[Candidate], budget_ms: float, chosen: Candidate | No
     if chosen is not None and chosen.accuracy is not None:
         ax.scatter([chosen.latency_ms], [chosen.accuracy], marker="*", s=200, color="C2", zorder=5,
                    label=f"chosen: {chosen.name}")
-    ax.set_xlabel("latency (ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -128,11 +130,16 @@ def select(
     db: LatencyDB,
     out: str | Path = "out/select",
     input_size: int | None = None,
+    quantize: str | None = None,
     max_confirm: int = 4,
     runs: int = 30,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Rank `candidates` under `budget_ms`, confirm the winner by measurement; write selection.json and pareto.png."""
+    """Rank `candidates` under `budget_ms`, confirm the winner by measurement; write selection.json and pareto.png.
+
+    With `quantize`, every candidate is compiled with that scheme and timed as such (the predictor is
+    fitted on artifacts of the same scheme); its accuracy stays the float model's, marked as such.
+    """
     from .models import load_model
 
     if budget_ms <= 0:
@@ -143,26 +150,37 @@ def select(
     work.mkdir(parents=True, exist_ok=True)
     names = candidates or default_candidates()
     calibrated = None
-    if count_points(db, target, device, threads) < MIN_POINTS:
+    if quantize is not None:
+        from .quantize import check_scheme
+
+        check_scheme(target, quantize)
+    if count_points(db, target, device, threads, quantize) < MIN_POINTS:
         say(f"measuring the calibration set on {target}/{device} (the database has too few measurements)")
-        calibrated = calibrate(target, device, threads, db, input_size=input_size or 224, progress=say)
-    predictor = fit_from_db(db, target, device, threads)
+        calibrated = calibrate(target, device, threads, db, input_size=input_size or 224, progress=say,
+                               quantization=quantize)
+    predictor = fit_from_db(db, target, device, threads, quantize)
     cands: list[Candidate] = []
     for name in names:
         say(f"predicting {name}")
         ref = materialize(name, work, input_size)
         acc, source = accuracy_of(name, ref)
+        if quantize and acc is not None:
+            source += f"; the float model's: the {quantize} drop was not measured"
         loaded = load_model(ref, input_size=input_size)
         c = Candidate(name, ref, acc, source)
         c.predicted_ms = round(predictor.predict(cost_features(loaded.model, loaded.card.input_size)), 3)
         cands.append(c)
-    ranked = sorted((c for c in cands if c.predicted_ms <= budget_ms),
+    # A prediction is as good as the predictor's own leave-one-out error: candidates predicted within that
+    # margin over the budget are measured too, most accurate first, and the measurement decides.
+    slack = min(0.25, max(0.05, predictor.loo.get("mdape", 0.1)))
+    ranked = sorted((c for c in cands if c.predicted_ms <= budget_ms * (1 + slack)),
                     key=lambda c: (c.accuracy is None, -(c.accuracy or 0.0), c.predicted_ms))
     chosen = None
     for c in ranked[:max_confirm]:
         say(f"confirming {c.name}: compiling and measuring on {device}")
         report, artifact = measure(c.reference, target, device, threads, db, work / "artifacts", runs=runs,
-                                   input_size=input_size, name=c.name.replace("@", "_p"), verify=True)
+                                   input_size=input_size, name=c.name.replace("@", "_p"), verify=True,
+                                   quantize=quantize)
         c.measured_ms, c.artifact = round(latency_of(report), 3), str(artifact)
         if c.measured_ms <= budget_ms:
             c.status = "chosen"
@@ -175,7 +193,7 @@ def select(
     title = f"{target} on {device}, {threads} threads, budget {budget_ms:g} ms"
     png = plot_pareto(cands, budget_ms, chosen, out / "pareto.png", title)
     result = {
-        "target": target, "device": device, "threads": threads, "budget_ms": budget_ms,
+        "target": target, "device": device, "threads": threads, "budget_ms": budget_ms, "quantization": quantize,
         "chosen": None if chosen is None else {
             "model": chosen.name, "reference": chosen.reference, "artifact": chosen.artifact,
             "manifest": chosen.artifact + ".json", "measured_ms": chosen.measured_ms,
@@ -183,6 +201,7 @@ def select(
             "accuracy_source": chosen.accuracy_source},
         "candidates": [asdict(c) for c in sorted(cands, key=lambda c: c.latency_ms)],
         "pareto_front": [c.name for c in pareto_front(cands)],
+        "prediction_margin": round(slack, 4),
         "pareto_png": str(png),
         "predictor": {**predictor.to_dict(), "calibrated_now": calibrated is not None},
     }
