@@ -291,18 +291,21 @@ def prune_to_budget(
     share = [s / max(saving) for s in saving]
 
     def ratios_at(scale: float) -> list[float]:
-        return [round(min(0.85, scale * w), 3) for w in share]
+        """Monotonic in `scale` (0..1.7): up to 0.85 the stages grow in proportion to their share, the most
+        rewarding one reaching 85 %; beyond, every stage grows alike until all are at 85 %."""
+        extra = max(0.0, scale - 0.85)
+        return [round(min(0.85, min(scale, 0.85) * w + extra), 3) for w in share]
 
     if full <= budget_ms:
         scale = 0.0
     else:
-        lo, hi = 0.0, 0.85 / min(share)
+        lo, hi = 0.0, 1.7
         if predicted(ratios_at(hi)) > budget_ms:
             raise EdgekitError(f"{model} is predicted at {predicted(ratios_at(hi)):.2f} ms even with 85 % of its "
                                f"channels pruned, over {budget_ms:g} ms; choose a smaller model or a larger budget")
-        for _ in range(10):
+        for _ in range(12):
             mid = (lo + hi) / 2
-            say(f"searching stage ratios: scale {mid:.3f}")
+            say(f"searching stage ratios: {ratios_at(mid)}")
             if predicted(ratios_at(mid)) <= budget_ms:
                 hi = mid
             else:
@@ -324,9 +327,9 @@ def prune_to_budget(
                 report, _ = measure(str(ckpt), target, device, threads, db, Path(tmp), input_size=size)
             measured_ms = round(latency_of(report), 3)
         attempts.append({"stage_ratios": stage_ratios, "predicted_ms": round(pred_ms, 3), "measured_ms": measured_ms})
-        if measured_ms is None or measured_ms <= budget_ms or len(attempts) >= 4 or max(stage_ratios) >= 0.85:
+        if measured_ms is None or measured_ms <= budget_ms or len(attempts) >= 4 or min(stage_ratios) >= 0.85:
             break
-        scale *= 1.0 + max(0.05, (measured_ms - budget_ms) / measured_ms)  # prune more, in proportion to the miss
+        scale = min(1.7, scale * (1.0 + max(0.05, (measured_ms - budget_ms) / measured_ms)))  # prune more
     from .models import count_macs
 
     report = {"method": method, "structured": True, "budget_ms": budget_ms, "target": target, "device": device,
