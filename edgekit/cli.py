@@ -463,12 +463,9 @@ def latency_export(
 
 
 def _threads_for(target: str, device: str, threads: Optional[int]) -> int:
-    import os
-
     from .profile.devices import find_device
 
-    dev = find_device(target, device)
-    return int(threads or dev.threads or (os.cpu_count() if dev.profile.via == "host" else 1))
+    return find_device(target, device).threads_for(threads)
 
 
 @latency_app.command("calibrate")

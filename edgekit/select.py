@@ -1,9 +1,8 @@
 """Choose the most accurate model that fits a latency budget on a (target, device), and prove it by measuring.
 
 Candidates are model references: zoo names, user networks, edgekit checkpoints, and `name@R` for `name`
-structurally pruned by magnitude at ratio R. Each gets a latency (measured where the database has it,
-else predicted by the fitted predictor, which `select` calibrates first when it has too few
-measurements) and an accuracy (a checkpoint's own measured accuracy, else the paper's top-1 for an
+structurally pruned by magnitude at ratio R. Each gets a predicted latency (from the fitted predictor,
+which `select` calibrates first when the database has too few measurements) and an accuracy (a checkpoint's own measured accuracy, else the paper's top-1 for an
 unpruned zoo model, else unknown). Candidates predicted to fit, within the predictor's own error, are
 ranked by accuracy (unknown last, then fastest first); the best are compiled and measured until one is
 measured within the budget.
@@ -17,9 +16,7 @@ from typing import Callable
 
 from .errors import EdgekitError
 from .io import atomic_path, write_json
-from .latency import (LatencyDB, calibrate, cost_features, count_points, fit_from_db, latency_of, materialize,
-                      measure)
-from .latency.predictor import MIN_POINTS
+from .latency import LatencyDB, cost_features, ensure_predictor, latency_of, materialize, measure
 
 
 @dataclass
@@ -50,13 +47,9 @@ def accuracy_of(candidate: str, reference: str) -> tuple[float | None, str]:
     from .models import list_models, model_card
 
     if Path(reference).suffix in (".pt", ".pth", ".ckpt") and "@" not in candidate:
-        import torch
+        from .models.weights import read_checkpoint
 
-        try:
-            ckpt = torch.load(reference, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-            raise EdgekitError(f"candidate '{candidate}' cannot be read ({e}); give an edgekit checkpoint") from None
-        prov = ckpt.get("provenance", {}) if isinstance(ckpt, dict) else {}
+        prov = read_checkpoint(reference).get("provenance") or {}
         history = prov.get("history") or [{}]
         acc = history[-1].get("val_accuracy")
         if acc is not None:
@@ -149,16 +142,11 @@ def select(
     work = out / "candidates"
     work.mkdir(parents=True, exist_ok=True)
     names = candidates or default_candidates()
-    calibrated = None
     if quantize is not None:
         from .quantize import check_scheme
 
         check_scheme(target, quantize)
-    if count_points(db, target, device, threads, quantize) < MIN_POINTS:
-        say(f"measuring the calibration set on {target}/{device} (the database has too few measurements)")
-        calibrated = calibrate(target, device, threads, db, input_size=input_size or 224, progress=say,
-                               quantization=quantize)
-    predictor = fit_from_db(db, target, device, threads, quantize)
+    predictor, calibrated = ensure_predictor(target, device, threads, db, input_size, quantize, say)
     cands: list[Candidate] = []
     for name in names:
         say(f"predicting {name}")
@@ -203,7 +191,7 @@ def select(
         "pareto_front": [c.name for c in pareto_front(cands)],
         "prediction_margin": round(slack, 4),
         "pareto_png": str(png),
-        "predictor": {**predictor.to_dict(), "calibrated_now": calibrated is not None},
+        "predictor": {**predictor.to_dict(), "calibrated_now": calibrated},
     }
     write_json(out / "selection.json", result)
     if chosen is None:
@@ -249,7 +237,7 @@ def prune_to_budget(
     """
     import copy
 
-    from .models import load_model, save_checkpoint
+    from .models import checkpoint_out, count_macs, count_params, load_model, save_checkpoint
     from .models.surgery import apply_plan
     from .prune import channel_groups, make_plan
     from .prune.dimap import dimap_group_scores
@@ -259,14 +247,9 @@ def prune_to_budget(
         raise EdgekitError(f"--budget-ms prunes with magnitude or dimap scores, not '{method}'")
     if budget_ms <= 0:
         raise EdgekitError(f"--budget-ms {budget_ms}: give a positive latency budget in milliseconds")
-    out = Path(out)
-    if out.suffix not in (".pt", ".pth", ".ckpt"):
-        raise EdgekitError(f"--out '{out}' should name a checkpoint file ending in .pt")
+    out = checkpoint_out(out)
     say = progress or (lambda m: None)
-    if count_points(db, target, device, threads) < MIN_POINTS:
-        say(f"measuring the calibration set on {target}/{device}")
-        calibrate(target, device, threads, db, input_size=input_size or 224, progress=say)
-    predictor = fit_from_db(db, target, device, threads)
+    predictor, _ = ensure_predictor(target, device, threads, db, input_size, progress=say)
     loaded = load_model(model, input_size=input_size)
     size = loaded.card.input_size
     base = loaded.model
@@ -300,8 +283,9 @@ def prune_to_budget(
         scale = 0.0
     else:
         lo, hi = 0.0, 1.7
-        if predicted(ratios_at(hi)) > budget_ms:
-            raise EdgekitError(f"{model} is predicted at {predicted(ratios_at(hi)):.2f} ms even with 85 % of its "
+        floor_ms = predicted(ratios_at(hi))
+        if floor_ms > budget_ms:
+            raise EdgekitError(f"{model} is predicted at {floor_ms:.2f} ms even with 85 % of its "
                                f"channels pruned, over {budget_ms:g} ms; choose a smaller model or a larger budget")
         for _ in range(12):
             mid = (lo + hi) / 2
@@ -330,13 +314,11 @@ def prune_to_budget(
         if measured_ms is None or measured_ms <= budget_ms or len(attempts) >= 4 or min(stage_ratios) >= 0.85:
             break
         scale = min(1.7, scale * (1.0 + max(0.05, (measured_ms - budget_ms) / measured_ms)))  # prune more
-    from .models import count_macs
-
     report = {"method": method, "structured": True, "budget_ms": budget_ms, "target": target, "device": device,
               "threads": threads, "input_size": size, "stage_ratios": stage_ratios, "stage_sensitivity_ms": saving,
               "predicted_ms_unpruned": round(full, 3), "predicted_ms": round(pred_ms, 3), "measured_ms": measured_ms,
               "within_budget": None if measured_ms is None else measured_ms <= budget_ms, "attempts": attempts,
-              "before": {"params": sum(p.numel() for p in base.parameters()), "macs": count_macs(base, size)},
-              "after": {"params": sum(p.numel() for p in net.parameters()), "macs": count_macs(net, size)}}
+              "before": {"params": count_params(base), "macs": count_macs(base, size)},
+              "after": {"params": count_params(net), "macs": count_macs(net, size)}}
     save_checkpoint(replace(loaded, model=net), out, plan=plan, provenance={"command": "prune", **report})
     return {"checkpoint": str(out), **report}

@@ -213,6 +213,9 @@ def test_prune_budget_cli_errors(tmp_path):
     assert_user_error(run_cli("prune", "mobileone_s0", "--out", str(tmp_path / "p.pt")), "give --method and --ratio")
     assert_user_error(run_cli("prune", "mobileone_s0", "--budget-ms", "5", "--target", "onnx", "--ratio", "0.3",
                               "--out", str(tmp_path / "p.pt")), "not both")
+    assert_user_error(run_cli("prune", "mobileone_s0", "--budget-ms", "5", "--target", "onnx", "--db",
+                              str(tmp_path / "l.sqlite"), "--out", str(tmp_path / "p.bin")),
+                      "should name a checkpoint file ending in .pt")
 
 
 @pytest.mark.heavy

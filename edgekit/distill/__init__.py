@@ -13,7 +13,7 @@ import torch
 
 from ..data import Dataset, accuracy, load_dataset, logits_of
 from ..errors import EdgekitError
-from ..models import load_model, save_checkpoint
+from ..models import checkpoint_out, load_model, save_checkpoint
 from ..models.weights import read_checkpoint
 from .losses import Distiller, soft_kd
 from .loop import TrainConfig, TrainState, cosine_lr, fit, sparsity_masks
@@ -82,9 +82,7 @@ def _run(
     progress=None,
     teacher_spec: dict | None = None,
 ) -> TrainResult:
-    out = Path(out)
-    if out.suffix not in (".pt", ".pth", ".ckpt"):
-        raise EdgekitError(f"--out '{out}' should name a checkpoint file ending in .pt")
+    out = checkpoint_out(out)
     if cfg.epochs < 1:
         raise EdgekitError(f"--epochs {cfg.epochs} must be at least 1")
     if cfg.lr <= 0 or cfg.batch_size < 1:

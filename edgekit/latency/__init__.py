@@ -12,7 +12,7 @@ from .features import cost_features
 from .predictor import Predictor, fit_from_db, points_from_db
 
 __all__ = ["LatencyDB", "default_path", "latency_of", "cost_features", "Predictor", "fit_from_db", "record",
-           "features_of", "calibrate", "predict", "CALIBRATION"]
+           "features_of", "calibrate", "ensure_predictor", "predict", "CALIBRATION"]
 
 # What `calibrate` measures when a (target, device) has too few measurements: models of every family, whole
 # and structurally pruned, so the cost of every op kind is seen at several widths. Chosen on
@@ -94,6 +94,21 @@ def calibrate(target: str, device: str, threads: int, db: LatencyDB, input_size:
     return fit_from_db(db, target, device, threads, quantization)
 
 
+def ensure_predictor(target: str, device: str, threads: int, db: LatencyDB, input_size: int | None = None,
+                     quantization: str | None = None,
+                     progress: Callable[[str], None] | None = None) -> tuple[Predictor, bool]:
+    """The predictor for this key, calibrating first where the database has too few measurements;
+    (predictor, whether it calibrated now)."""
+    from .predictor import MIN_POINTS
+
+    if len(points_from_db(db, target, device, threads, quantization)) >= MIN_POINTS:
+        return fit_from_db(db, target, device, threads, quantization), False
+    if progress:
+        progress(f"measuring the calibration set on {target}/{device} (the database has too few measurements)")
+    return calibrate(target, device, threads, db, input_size=input_size or 224, progress=progress,
+                     quantization=quantization), True
+
+
 def predict(model: str, target: str, device: str, threads: int, db: LatencyDB, input_size: int | None = None,
             quantization: str | None = None) -> dict:
     """Predicted latency of `model` (any model reference) on (target, device, threads), without compiling it."""
@@ -105,7 +120,3 @@ def predict(model: str, target: str, device: str, threads: int, db: LatencyDB, i
     feats = cost_features(loaded.model, size)
     return {"model": model, "target": target, "device": device, "threads": threads, "input_size": size,
             "predicted_ms": round(pred.predict(feats), 3), "features": feats, "predictor": pred.to_dict()}
-
-
-def count_points(db: LatencyDB, target: str, device: str, threads: int, quantization: str | None = None) -> int:
-    return len(points_from_db(db, target, device, threads, quantization))

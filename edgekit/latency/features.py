@@ -15,7 +15,6 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-aten = torch.ops.aten
 # Views cost nothing in any runtime here (they become strides, or are fused into their consumer).
 _FREE = {"view", "_unsafe_view", "reshape", "expand", "unsqueeze", "squeeze", "t", "detach", "alias",
          "lift_fresh", "_reshape_alias", "as_strided", "unbind", "split", "split_with_sizes", "chunk",
@@ -23,10 +22,9 @@ _FREE = {"view", "_unsafe_view", "reshape", "expand", "unsqueeze", "squeeze", "t
 _GEMM = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear"}
 _REDUCE = {"mean", "sum", "amax", "max", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices",
            "_adaptive_avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"}
-_MOVE = {"cat", "stack", "clone", "copy", "copy_", "contiguous", "permute", "transpose", "roll", "index",
+_MOVE = {"cat", "stack", "clone", "copy", "contiguous", "permute", "transpose", "roll", "index",
          "index_select", "gather", "slice", "constant_pad_nd", "pad", "repeat", "flip", "pixel_shuffle"}
 
-KINDS = ("conv1x1", "conv", "dwconv", "gemm", "elementwise", "reduce", "move")
 # What each kind is measured by: MACs for compute ops, elements written for memory-bound ones.
 FEATURES = ("conv1x1_gmacs", "conv_gmacs", "dwconv_gmacs", "gemm_gmacs", "elementwise_melems",
             "reduce_melems", "move_mbytes", "compute_mbytes", "ops")
@@ -47,7 +45,7 @@ class _Counter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        name = func.overloadpacket.__name__.rstrip("_") if func.overloadpacket.__name__ != "copy_" else "copy_"
+        name = func.overloadpacket.__name__.rstrip("_")  # in-place relu_ counts as relu
         if name in _FREE:
             return out
         ins = [a for a in tree_flatten((args, kwargs or {}))[0] if isinstance(a, torch.Tensor)]
@@ -68,7 +66,7 @@ class _Counter(TorchDispatchMode):
             f[f"{kind}_gmacs"] += macs / 1e9
             f["compute_mbytes"] += moved / 1e6
         elif name in _GEMM:
-            a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
+            a = args[1] if name in ("addmm", "baddbmm") else args[0]
             f["gemm_gmacs"] += _numel(outs[0]) * a.shape[-1] / 1e9
             f["compute_mbytes"] += moved / 1e6
         elif name in _REDUCE:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UnknownModelError, WeightsError
+from ..errors import EdgekitError, UnknownModelError, WeightsError
 from . import zoo as _zoo  # noqa: F401  (registers the zoo)
 from .deploy import reparameterized
 from .registry import ModelCard, build_user_model, build_zoo_model, is_user_reference, list_models, model_card
@@ -82,6 +82,14 @@ def create_model(
     if pretrained:
         raise WeightsError("edgekit downloads nothing; pass weights=PATH to a checkpoint file you have")
     return load_model(name, weights=weights, num_classes=num_classes).model
+
+
+def checkpoint_out(path: str | Path) -> Path:
+    """`path` as a Path, checked to name a checkpoint file (what every checkpoint-writing command takes as --out)."""
+    path = Path(path)
+    if path.suffix not in (".pt", ".pth", ".ckpt"):
+        raise EdgekitError(f"--out '{path}' should name a checkpoint file ending in .pt")
+    return path
 
 
 def save_checkpoint(

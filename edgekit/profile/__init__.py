@@ -2,15 +2,13 @@
 
 The report (schema `report.schema.json`, shared with the demo apps) carries every sample, the summary
 statistics, load time, peak memory and per-op rows. `profile()` measures on this machine or on a phone
-over adb; `import_report()` reads a report a demo app wrote.
+over adb; `load_report()` reads (and checks) a report a demo app wrote.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import gc
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -18,15 +16,11 @@ from typing import Callable
 
 from ..errors import ArtifactError, EdgekitError
 from .devices import Device, find_device
-from .timing import summarize
+from .timing import gc_paused, summarize, timed
 
 SCHEMA_ID = "edgekit-latency-report/1"
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 NOISY = 0.10  # interquartile range over median above which a run is called noisy and repeated
-
-
-class NoisyWarning(UserWarning):
-    pass
 
 
 def schema() -> dict:
@@ -99,23 +93,6 @@ def _reset_peak() -> bool:
 # -- measuring on this machine ------------------------------------------------------------------------------
 
 
-def _time_runs(fn: Callable[[], object], warmup: int, runs: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-    finally:
-        if enabled:
-            gc.enable()
-    return samples
-
-
 def _host_input(manifest: dict):
     from ..verify import fixed_inputs
 
@@ -145,7 +122,9 @@ def measure_host(
     notes: list[str] = []
     best = None
     for attempt in range(1 + max(0, repeats)):
-        stats = summarize(_time_runs(lambda: runner.run(x), warmup, runs))
+        timed(lambda: runner.run(x), warmup)
+        with gc_paused():
+            stats = summarize(timed(lambda: runner.run(x), runs))
         spread = stats["iqr_ms"] / stats["median_ms"] if stats["median_ms"] else 0.0
         if best is None or spread < best[0]:
             best = (spread, stats)
@@ -233,7 +212,7 @@ def profile(
     manifest = read_manifest(artifact)
     target = manifest["target"]
     dev: Device = find_device(target, device)
-    threads = threads or dev.threads or (os.cpu_count() if dev.profile.via == "host" else None)
+    threads = dev.threads_for(threads)
     if dev.profile.via == "app":
         raise EdgekitError(f"{dev.name} is profiled by its demo app: run the app's benchmark mode and "
                            "`edgekit profile import REPORT.json`")
@@ -258,7 +237,7 @@ def profile(
         "artifact": {"sha256": manifest["sha256"], "name": manifest["artifact"], "bytes": manifest["bytes"],
                      "model": manifest.get("model", {}).get("reference") or manifest.get("model", {}).get("name"),
                      "quantization": quant, "input_shape": manifest["inputs"][0]["shape"]},
-        "threads": int(threads or 0),
+        "threads": threads,
         "warmup": warmup,
         "runs": runs,
         **measured,

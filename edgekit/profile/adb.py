@@ -145,7 +145,7 @@ def find_binary(tool: str, binary: str | Path | None) -> Path:
 
 
 def measure_adb(artifact: Path, manifest: dict, dev: Device, device: str, *, runs: int, warmup: int,
-                threads: int | None, per_op: bool, binary=None) -> tuple[dict, dict]:
+                threads: int, per_op: bool, binary=None) -> tuple[dict, dict]:
     serial = device.split(":", 1)[1] if device.startswith("adb:") else None
     tool = dev.profile.tool or {"executorch": "executor_runner", "tflite": "benchmark_model"}[dev.target]
     exe = find_binary(tool, binary)
@@ -154,7 +154,6 @@ def measure_adb(artifact: Path, manifest: dict, dev: Device, device: str, *, run
     _adb(serial, "push", str(exe), f"{remote}/{tool}")
     _adb(serial, "push", str(artifact), f"{remote}/{artifact.name}")
     _adb(serial, "shell", "chmod", "+x", f"{remote}/{tool}")
-    threads = threads or dev.threads or 1
     notes: list[str] = []
     if tool == "executor_runner":
         text = _adb(serial, "shell", f"{remote}/{tool}", f"--model_path={remote}/{artifact.name}",

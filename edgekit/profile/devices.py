@@ -34,6 +34,10 @@ class Device(BaseModel):
     threads: Optional[int] = None
     profile: ProfileHow
 
+    def threads_for(self, threads: int | None) -> int:
+        """The thread count a run uses: the one asked for, else the device's, else every core of this host."""
+        return int(threads or self.threads or (os.cpu_count() if self.profile.via == "host" else 1))
+
 
 def targets_dir() -> Path:
     return Path(os.environ.get("EDGEKIT_TARGETS", TARGETS_DIR))

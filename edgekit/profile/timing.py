@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 
 def summarize(samples_s: list[float]) -> dict:
@@ -22,6 +23,27 @@ def summarize(samples_s: list[float]) -> dict:
     }
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def timed(fn: Callable[[], object], runs: int) -> list[float]:
+    """Seconds of each of `runs` calls of `fn` (call under `gc_paused`)."""
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
 def interleaved(
     fns: dict[str, Callable[[], object]], rounds: int = 10, per_round: int = 5, warmup: int = 5
 ) -> dict[str, dict]:
@@ -30,19 +52,10 @@ def interleaved(
     Interleaving spreads any slow phase of a shared machine over all contenders instead of one.
     """
     for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+        timed(fn, warmup)
     samples: dict[str, list[float]] = {k: [] for k in fns}
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         for _ in range(rounds):
             for name, fn in fns.items():
-                for _ in range(per_round):
-                    t0 = time.perf_counter()
-                    fn()
-                    samples[name].append(time.perf_counter() - t0)
-    finally:
-        if enabled:
-            gc.enable()
+                samples[name] += timed(fn, per_round)
     return {k: summarize(v) for k, v in samples.items()}

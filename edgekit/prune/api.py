@@ -9,7 +9,7 @@ import torch
 
 from ..data import accuracy, load_dataset
 from ..errors import EdgekitError
-from ..models import count_macs, load_model, save_checkpoint
+from ..models import checkpoint_out, count_macs, load_model, save_checkpoint
 from ..models.surgery import apply_plan
 from .dimap import dimap_group_scores, dimap_unstructured
 from .graph import channel_groups
@@ -59,9 +59,7 @@ def prune(
         raise EdgekitError(f"unknown OTO optimizer '{optimizer}'; choose hesso or dhspg")
     if not 0.0 < float(ratio) < 1.0:
         raise EdgekitError(f"--ratio {ratio} is out of range; give a fraction between 0 and 1, e.g. 0.5")
-    out = Path(out)
-    if out.suffix not in (".pt", ".pth", ".ckpt"):
-        raise EdgekitError(f"--out '{out}' should name a checkpoint file ending in .pt")
+    out = checkpoint_out(out)
     loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
     net, size = loaded.model, loaded.card.input_size
     if method == "oto":  # check the data before the (slower) graph analysis
