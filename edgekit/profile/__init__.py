@@ -142,7 +142,6 @@ def measure_host(
     report = {
         "samples_ms": samples,
         **{k: round(v, 4) for k, v in stats.items() if k.endswith("_ms")},
-        "mean_ms": round(sum(samples) / len(samples), 4),
         "load_ms": round(load_ms, 2),
         "peak_memory_mb": round((peak_kb - rss0) / 1024, 2) if peak_kb and rss0 else None,
         "notes": notes,

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import statistics
 import subprocess
 from pathlib import Path
 
 from ..errors import EdgekitError
 from .devices import Device
+from .timing import summarize
 
 NUM = r"([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
 BINARY_ENV = {"executor_runner": "EDGEKIT_EXECUTOR_RUNNER", "benchmark_model": "EDGEKIT_BENCHMARK_MODEL"}
@@ -161,9 +161,8 @@ def measure_adb(artifact: Path, manifest: dict, dev: Device, device: str, *, run
         parsed = parse_executor_runner(text)
         samples = parsed["iterations_ms"][warmup:]
         if samples:
-            st = sorted(samples)
-            measured = {"samples_ms": samples, "min_ms": st[0], "median_ms": statistics.median(st),
-                        "mean_ms": statistics.fmean(st), "p90_ms": st[min(len(st) - 1, int(0.9 * len(st)))]}
+            measured = summarize([ms / 1e3 for ms in samples])
+            measured.pop("runs")
         else:  # older runners print the total of all executions only; warm-up is inside it
             mean = parsed["total_ms"] / parsed["executions"]
             measured = {"samples_ms": [], "mean_ms": mean, "median_ms": None, "p90_ms": None}
