@@ -133,10 +133,9 @@ def render(directory: Path, db_path: str | Path | None = None) -> str:
 
         with LatencyDB(db_path) as db:
             seen = {(r["artifact"]["sha256"], r.get("created")) for r in reports}
-            for row in db.rows(with_report=True):
-                rep = row["report"]
-                if row["artifact_sha256"] in shas and (rep["artifact"]["sha256"], rep.get("created")) not in seen:
-                    reports.append(rep)
+            for sha in sorted(shas):  # only these artifacts' reports, not the whole database's JSON
+                reports += [row["report"] for row in db.rows(sha256=sha, with_report=True)
+                            if (sha, row["report"].get("created")) not in seen]
     if not (found["manifests"] or reports or found["selection"]):
         raise EdgekitError(f"'{directory}' holds no manifests, latency reports or selection.json; "
                            "give the --out folder of `edgekit compile`, `profile --save` or `select`")
