@@ -567,6 +567,43 @@ def report_cmd(
     out.print(f"[green]wrote[/green] {path}")
 
 
+@app.command("run")
+def run_cmd(
+    recipe: Path = typer.Argument(..., help="A recipe YAML, e.g. recipes/quickstart.yaml."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: out/<recipe name>)."),
+    overrides: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE over the recipe, e.g. prune.ratio=0.3 "
+                                                  "(repeatable; VALUE is YAML: 3, true, [onnx, tflite], null)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the steps and what is cached; run nothing."),
+    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the run manifest (or the plan) as JSON."),
+) -> None:
+    """Carry out RECIPE: train, prune, distill, quantize, compile, verify, profile, report; finished steps are cached."""
+    from . import recipe as recipes
+
+    if dry_run:
+        steps = recipes.explain(recipe, out_dir, overrides)
+        if json_out:
+            return _print_json(steps)
+        for s in steps:
+            out.print(f"  {'cached' if s['cached'] else 'to run':<7} {s['name']:<20} {s['key'][:12]}", highlight=False)
+        out.print(f"{sum(not s['cached'] for s in steps)} of {len(steps)} steps to run")
+        return None
+    with err.status("starting…", spinner="dots") if not json_out else _null() as status:
+        result = recipes.run(recipe, out_dir, overrides, db=db,
+                             log=(lambda line: None) if json_out else (lambda line: out.print("  " + line, highlight=False)),
+                             status=(lambda m: status.update(m)) if not json_out else None)
+    m = result.manifest
+    if json_out:
+        return _print_json(m)
+    counts = {k: sum(s["status"] == k for s in m["steps"]) for k in ("ran", "cached", "skipped")}
+    out.print(f"[green]run {m['status']}[/green] in {m['seconds']:.1f} s: {counts['ran']} steps ran, "
+              f"{counts['cached']} cached, {counts['skipped']} skipped")
+    if m.get("report"):
+        out.print(f"  report      {result.out / m['report']}")
+    out.print(f"  artifacts   {result.out / 'artifacts'}")
+    out.print(f"  manifest    {result.out / 'run.json'}")
+
+
 class _null:
     def __enter__(self):
         return self

@@ -124,6 +124,76 @@ def _selection(sel: dict, pareto: Path | None) -> str:
     return "".join(parts)
 
 
+def _page(title: str, body: list[str]) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{CSS}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f} %"
+
+
+def _step_detail(s: dict) -> str:
+    r = s.get("summary") or {}
+    if s["status"] in ("failed", "skipped", "blocked"):
+        return s.get("error") or s.get("reason") or ""
+    if s["kind"] in ("train", "distill"):
+        text = f"val accuracy {_pct(r.get('val_accuracy_before'))} → {_pct(r.get('val_accuracy'))}"
+        if r.get("teacher_val_accuracy") is not None:
+            text += f" (teacher {_pct(r['teacher_val_accuracy'])})"
+        return text + f", {r.get('epochs')} epochs on {r.get('train_images')} images of {r.get('data')}"
+    if s["kind"] == "prune":
+        b, a = r["before"], r["after"]
+        return (f"{r['method']} {r['ratio']:.0%}{' structured' if r.get('structured') else ''}: params "
+                f"{b['params'] / 1e6:.3f} M → {a['params'] / 1e6:.3f} M, MACs {b['macs'] / 1e6:.1f} M → "
+                f"{a['macs'] / 1e6:.1f} M")
+    if s["kind"] == "compile":
+        text = f"{r['artifact']}, verification {r['verification'].get('status')}"
+        acc = (r.get("quantization") or {}).get("accuracy") or {}
+        if acc.get("status") == "measured":
+            text += (f"; {r['quantization']['scheme']}: accuracy {_pct(acc['float'])} → {_pct(acc['quantized'])}, "
+                     f"agreement {_pct(acc['agreement'])}")
+        return text
+    if s["kind"] == "profile":
+        return f"median {_num(r.get('median_ms'), 3)} ms, p90 {_num(r.get('p90_ms'), 3)} ms, {r.get('threads')} threads"
+    return ""
+
+
+def write_run_report(run_dir: str | Path, run: dict) -> Path:
+    """RUN/report.html for `edgekit run`: the steps (status, key, time), the model's path through them, the
+    artifacts with their verification and the latencies measured, from this run's files only."""
+    run_dir = Path(run_dir)
+    manifests, reports = [], []
+    for a in run.get("artifacts", []):
+        data = _load_json(run_dir / a["path"]) if a["kind"] in ("manifest", "latency_report") else None
+        if data is not None:
+            (manifests.append((run_dir / a["path"], data)) if a["kind"] == "manifest" else reports.append(data))
+    rows = "".join(
+        f"<tr><td>{_e(s['name'])}</td><td class='{_e(s['status'])}'>{_e(s['status'])}</td>"
+        f"<td>{_num(s.get('seconds'), 1)}</td><td><code>{_e(s['key'][:12])}</code></td>"
+        f"<td style='text-align:left'>{_e(_step_detail(s))}</td></tr>" for s in run["steps"])
+    rec = run["recipe"]
+    import yaml
+
+    body = [f"<h1>edgekit run: {_e(rec['resolved']['name'])}</h1>",
+            f"<p>{_e(rec['resolved'].get('description'))}</p>",
+            f"<p>Recipe <code>{_e(rec['path'])}</code> (sha256 <code>{_e(rec['sha256'][:12])}</code>)"
+            + (f", overrides <code>{_e(' '.join(rec['overrides']))}</code>" if rec["overrides"] else "")
+            + f"; status <b>{_e(run['status'])}</b>; {_num(run.get('seconds'), 1)} s; edgekit {_e(run['edgekit_version'])}.</p>",
+            "<h2>Steps</h2><table><tr><th>step</th><th>status</th><th>seconds</th><th>key</th><th>result</th></tr>"
+            f"{rows}</table>",
+            "<h2>Artifacts and verification</h2>", _manifest_table(manifests),
+            "<h2>Latency</h2>", _latency_table(reports)]
+    bars = [b for b in (_op_bars(r) for r in reports) if b]
+    if bars:
+        body += ["<h2>Per-op breakdown</h2>"] + bars
+    body += ["<h2>Resolved recipe</h2>", f"<pre>{_e(yaml.safe_dump(rec['resolved'], sort_keys=False))}</pre>"]
+    out = run_dir / "report.html"
+    with atomic_path(out) as tmp:
+        tmp.write_text(_page(f"edgekit run {rec['resolved']['name']}", body))
+    return out
+
+
 def render(directory: Path, db_path: str | Path | None = None) -> str:
     found = gather(directory)
     reports = list(found["reports"])
@@ -147,8 +217,7 @@ def render(directory: Path, db_path: str | Path | None = None) -> str:
         body += ["<h2>Per-op breakdown</h2>"] + bars
     if found["selection"]:
         body += ["<h2>Selection under a latency budget</h2>", _selection(found["selection"], found["pareto"])]
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>edgekit report</title><style>{CSS}</style>"
-            f"</head><body>{''.join(body)}</body></html>\n")
+    return _page("edgekit report", body)
 
 
 def _default_db_exists() -> bool:

@@ -15,7 +15,7 @@ from ..data import Dataset, accuracy, load_dataset, logits_of
 from ..errors import EdgekitError
 from ..models import checkpoint_out, load_model, save_checkpoint
 from ..models.weights import read_checkpoint
-from .losses import Distiller, soft_kd
+from .losses import Distiller, check_options, soft_kd
 from .loop import TrainConfig, TrainState, cosine_lr, fit, sparsity_masks
 
 __all__ = ["Distiller", "TrainConfig", "TrainResult", "TrainState", "cosine_lr", "distill", "fit", "soft_kd",
@@ -189,6 +189,7 @@ def distill(
     progress=None,
 ) -> TrainResult:
     """Train `student` on `data` with `teacher`'s outputs (soft KD, or DeiT hard labels) and optional features."""
+    check_options(temperature, alpha)  # before the data and models are loaded
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
     spec = {"teacher": str(teacher), "teacher_weights": teacher_weights, "temperature": temperature, "alpha": alpha,
             "hard": hard, "features": features}

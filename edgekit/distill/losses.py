@@ -49,6 +49,13 @@ class _Capture:
             h.remove()
 
 
+def check_options(temperature: float, alpha: float) -> None:
+    if temperature <= 0:
+        raise EdgekitError(f"--temperature {temperature} must be positive, e.g. 4")
+    if not 0.0 <= alpha <= 1.0:
+        raise EdgekitError(f"--alpha {alpha} must be between 0 and 1 (the weight of the teacher's term)")
+
+
 class Distiller(nn.Module):
     """The distillation loss for one (student, teacher) pair; its adapters train with the student."""
 
@@ -65,10 +72,7 @@ class Distiller(nn.Module):
         example: torch.Tensor | None = None,
     ):
         super().__init__()
-        if temperature <= 0:
-            raise EdgekitError(f"--temperature {temperature} must be positive, e.g. 4")
-        if not 0.0 <= alpha <= 1.0:
-            raise EdgekitError(f"--alpha {alpha} must be between 0 and 1 (the weight of the teacher's term)")
+        check_options(temperature, alpha)
         self.teacher = [teacher.eval()]  # a list: not a sub-module, so not trained, saved or moved
         for p in teacher.parameters():
             p.requires_grad_(False)
