@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EDGEKIT := $(VENV)/bin/edgekit
-OUT ?= out/demo
+OUT ?= out/quickstart
 
 .PHONY: setup demo test test-heavy bench clean
 
@@ -17,11 +17,11 @@ $(VENV)/.edgekit-installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[all,dev]'
 	touch $@
 
-# The main job on the built-in default: mobilevig_ti (random weights, nothing downloaded) compiled for
-# every target and verified against PyTorch; artifacts and manifests land in $(OUT).
+# The main job on the built-in default: recipes/quickstart.yaml (MobileViG-Ti on scikit-learn's bundled digits:
+# train, prune, distill, quantize, compile for every target, verify, profile, report) into $(OUT). Nothing is
+# downloaded; a second `make demo` finds every step in $(OUT)/cache.
 demo: setup
-	for t in onnx tflite executorch coreml; do $(EDGEKIT) compile mobilevig_ti --target $$t --out $(OUT) || exit $$?; done
-	$(EDGEKIT) zoo info mobilevig_ti
+	$(EDGEKIT) run recipes/quickstart.yaml --out $(OUT)
 
 test: setup
 	$(PY) -m pytest -q
@@ -36,6 +36,7 @@ bench: setup
 	$(PY) bench/quant.py | tee bench/quant.txt
 	$(PY) bench/distill.py | tee bench/distill.txt
 	$(PY) bench/predictor.py | tee bench/predictor.txt
+	$(PY) bench/recipe_cache.py | tee bench/recipe_cache.txt
 
 clean:
 	rm -rf out .pytest_cache

@@ -21,7 +21,8 @@ from .distill import distill, train  # noqa: E402
 from .errors import EdgekitError  # noqa: E402
 from .models import create_model, load_model  # noqa: E402
 from .prune import prune  # noqa: E402
+from .recipe import run as run_recipe  # noqa: E402
 from .verify import verify  # noqa: E402
 
-__all__ = ["EdgekitError", "__version__", "compile", "create_model", "distill", "load_model", "prune", "train",
-           "verify"]
+__all__ = ["EdgekitError", "__version__", "compile", "create_model", "distill", "load_model", "prune", "run_recipe",
+           "train", "verify"]

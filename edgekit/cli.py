@@ -604,6 +604,42 @@ def run_cmd(
     out.print(f"  manifest    {result.out / 'run.json'}")
 
 
+demo_app = typer.Typer(no_args_is_help=True, help="The Android and iOS demo apps.")
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.command("bundle")
+def demo_bundle(
+    artifact: Path = typer.Argument(..., help="A compiled artifact with its manifest beside it (.pte, .tflite, .mlpackage)."),
+    app_name: str = typer.Option(..., "--app", help="android (ExecuTorch, TFLite) or ios (Core ML, ExecuTorch)."),
+    out_dir: Path = typer.Option(..., "--out", help="A new folder for the app."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Labels file (one per line) or a dataset "
+                                         "(default: the training data's classes where the checkpoint records them)."),
+    device_name: Optional[str] = typer.Option(None, "--device-name", help="Device id the reports carry "
+                                              "(default: android-app / iphone, as in targets/)."),
+    runs: int = typer.Option(50, "--runs", help="Benchmark mode's default timed runs."),
+    warmup: int = typer.Option(10, "--warmup", help="Benchmark mode's default warm-up runs."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Benchmark threads (default: 4 on Android, the runtime's on iOS)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Copy a demo app to DIR with ARTIFACT, its manifest, labels and preprocessing in its assets, ready to build."""
+    from .demo import bundle
+
+    r = bundle(artifact, app_name, out_dir, labels=labels, device_name=device_name, runs=runs, warmup=warmup,
+               threads=threads)
+    if json_out:
+        return _print_json(r)
+    b = r["bundle"]
+    out.print(f"[green]wrote[/green] {r['out']}: the {r['app']} demo app with {b['artifact']['name']} as "
+              f"{r['assets']}/{r['model_file']} ({r['runtime']})")
+    p = b["preprocessing"]
+    out.print(f"  input       {b['input']['name']} {b['input']['shape']} {b['input']['dtype']}, "
+              + ("preprocessing baked into the model" if p.get("baked_in") else
+                 f"x/255, mean {tuple(p['mean'])}, std {tuple(p['std'])}"), highlight=False)
+    out.print(f"  labels      {b['num_classes']} from {r['labels']}")
+    out.print(f"  next        see {r['out']}/README.md: build, run, benchmark, then `edgekit profile import`")
+
+
 class _null:
     def __enter__(self):
         return self

@@ -698,6 +698,7 @@ def _link_or_copy(src, dst) -> None:
 def _artifacts_view(out: Path, steps: list[dict]) -> list[dict]:
     """Rebuild RUN/artifacts/ with this run's outputs: the final checkpoint, artifacts, manifests, latency reports."""
     listed = []
+    summaries = {s["name"]: s.get("summary") for s in steps}
     with atomic_path(out / "artifacts") as tmp:
         tmp.mkdir()
         model_steps = [s for s in steps if s["kind"] in ("train", "prune", "distill") and s["status"] in ("ran", "cached")]
@@ -709,8 +710,8 @@ def _artifacts_view(out: Path, steps: list[dict]) -> list[dict]:
         for s in steps:
             if s["status"] not in ("ran", "cached") or s["kind"] not in ("compile", "profile"):
                 continue
-            for rel, sha in s["outputs"].items():
-                name = rel if s["kind"] == "compile" else f"{s['name'].removeprefix('profile-')}.{rel}"
+            for rel, sha in s["outputs"].items():  # a latency report is named after its artifact
+                name = rel if s["kind"] == "compile" else f"{summaries[s['deps'][0]]['artifact']}.{rel}"
                 _link_tree(out / s["dir"] / rel, tmp / name)
                 listed.append({"kind": "artifact" if s["kind"] == "compile" and not rel.endswith(".json")
                                else ("manifest" if s["kind"] == "compile" else "latency_report"),
