@@ -1,0 +1,5 @@
+// Top-level build file: the plugin versions; the app module applies them.
+plugins {
+    id("com.android.application") version "8.7.3" apply false
+    id("org.jetbrains.kotlin.android") version "2.0.21" apply false
+}
