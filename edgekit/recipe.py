@@ -154,19 +154,19 @@ class Recipe(_Section):
         seen: set[str] = set()
         for i, c in enumerate(self.compile):
             if c.step_id in seen:
-                raise _at(("compile", i, "id"), f"'{c.step_id}' appears twice; give each entry an id")
+                raise _LocatedError(("compile", i, "id"), f"'{c.step_id}' appears twice; give each entry an id")
             seen.add(c.step_id)
             if c.quantize not in (None, "none") and c.quantize not in SCHEMES[c.target]:
-                raise _at(("compile", i, "quantize"), f"{c.target} has no scheme '{c.quantize}' "
+                raise _LocatedError(("compile", i, "quantize"), f"{c.target} has no scheme '{c.quantize}' "
                           f"(choose from: {', '.join(SCHEMES[c.target])}, none)")
         for t, s in (self.quantize.schemes if self.quantize else {}).items():
             if s not in SCHEMES[t]:
-                raise _at(("quantize", "schemes", t), f"{t} has no scheme '{s}' (choose from: {', '.join(SCHEMES[t])})")
+                raise _LocatedError(("quantize", "schemes", t), f"{t} has no scheme '{s}' (choose from: {', '.join(SCHEMES[t])})")
         if self.distill and not self.distill.teacher and not (self.prune or self.train):
-            raise _at(("distill", "teacher"), "give a teacher: with no prune or train step before it the student "
+            raise _LocatedError(("distill", "teacher"), "give a teacher: with no prune or train step before it the student "
                       "would be its own teacher")
         if self.profile and not self.compile:
-            raise _at(("profile",), "there is nothing to profile: name targets under `compile`")
+            raise _LocatedError(("profile",), "there is nothing to profile: name targets under `compile`")
         return self
 
     def scheme_for(self, c: CompileSpec) -> str | None:
@@ -175,13 +175,11 @@ class Recipe(_Section):
 
 
 class _LocatedError(ValueError):
+    """A cross-field check's error, with the key it is about (pydantic gives model validators no location)."""
+
     def __init__(self, loc: tuple, msg: str):
         super().__init__(msg)
         self.loc = loc
-
-
-def _at(loc: tuple, msg: str) -> _LocatedError:
-    return _LocatedError(loc, msg)
 
 
 # -- loading: YAML with line numbers, --set overrides, one-line errors -------------------------------------------
@@ -202,7 +200,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             raise RecipeError(f"--set '{item}': give KEY=VALUE, e.g. --set prune.ratio=0.3")
         parts = key.strip().split(".")
         node = raw
-        for i, part in enumerate(parts[:-1]):
+        for part in parts[:-1]:
             nxt = _child(node, part)
             if nxt is None or not isinstance(nxt, (dict, list)):
                 nxt = {}
@@ -524,8 +522,12 @@ class _Runner:
         self.dirs: dict[str, Path] = {}
         self.results: dict[str, dict] = {}
 
-    def model_path(self, deps: tuple[str, ...]) -> str | None:
-        return str(self.dirs[deps[0]] / "model.pt") if deps else None
+    def source(self, step_name: str | None) -> dict:
+        """The model a step starts from: `step_name`'s checkpoint, or (None) the recipe's model and weights."""
+        m = self.recipe.model
+        if step_name:
+            return {"model": str(self.dirs[step_name] / "model.pt"), "weights": None, "num_classes": None}
+        return {"model": m.ref, "weights": m.weights, "num_classes": m.num_classes}
 
     # each returns the step's summary (JSON) after writing its outputs into `work`
 
@@ -537,24 +539,23 @@ class _Runner:
     def train(self, step: Step, work: Path) -> dict:
         from .distill import train
 
-        p, m = step.params, self.recipe.model
-        src = self.model_path(step.deps)
-        r = train(src or m.ref, p["data"], out=work / "model.pt", epochs=p["epochs"], lr=p["lr"],
+        p = step.params
+        src = self.source(step.deps[0] if step.deps else None)
+        r = train(src.pop("model"), p["data"], out=work / "model.pt", epochs=p["epochs"], lr=p["lr"],
                   batch_size=p["batch_size"], weight_decay=p["weight_decay"], seed=p["seed"],
-                  weights=None if src else m.weights, num_classes=None if src else m.num_classes,
-                  input_size=m.input_size, limit=p["limit"], resume=(work / "model.pt").exists(),
-                  progress=self._train_progress(step))
+                  input_size=self.recipe.model.input_size, limit=p["limit"], resume=(work / "model.pt").exists(),
+                  progress=self._train_progress(step), **src)
         return _training_summary(r.report)
 
     def prune(self, step: Step, work: Path) -> dict:
         from .prune import prune
 
-        p, m = step.params, self.recipe.model
-        src = self.model_path(step.deps)
+        p = step.params
+        src = self.source(step.deps[0] if step.deps else None)
         self.status(f"{step.name}: {p['method']} {p['ratio']:.0%}")
-        r = prune(src or m.ref, p["method"], p["ratio"], out=work / "model.pt", structured=p["structured"],
-                  data=p["data"], steps=p["steps"], optimizer=p["optimizer"], weights=None if src else m.weights,
-                  num_classes=None if src else m.num_classes, input_size=m.input_size).report
+        r = prune(src.pop("model"), p["method"], p["ratio"], out=work / "model.pt", structured=p["structured"],
+                  data=p["data"], steps=p["steps"], optimizer=p["optimizer"], input_size=self.recipe.model.input_size,
+                  **src).report
         keys = ("method", "ratio", "structured", "before", "after", "channels_removed", "channels_total",
                 "prunable_sparsity")
         out = {k: r[k] for k in keys if k in r}
@@ -565,38 +566,36 @@ class _Runner:
     def distill(self, step: Step, work: Path) -> dict:
         from .distill import distill, parse_features
 
-        p, m = step.params, self.recipe.model
-        src = str(self.dirs[p["student_step"]] / "model.pt") if p["student_step"] else None
+        p = step.params
+        student = self.source(p["student_step"])
         if p["teacher"]:
             teacher, teacher_weights = p["teacher"], p["teacher_weights"]
-        elif p["teacher_step"]:
-            teacher, teacher_weights = str(self.dirs[p["teacher_step"]] / "model.pt"), None
         else:
-            teacher, teacher_weights = m.ref, m.weights
-        r = distill(src or m.ref, teacher, p["data"], out=work / "model.pt", epochs=p["epochs"], lr=p["lr"],
+            t = self.source(p["teacher_step"])
+            teacher, teacher_weights = t["model"], t["weights"]
+        r = distill(student["model"], teacher, p["data"], out=work / "model.pt", epochs=p["epochs"], lr=p["lr"],
                     batch_size=p["batch_size"], weight_decay=p["weight_decay"], seed=p["seed"],
                     temperature=p["temperature"], alpha=p["alpha"], hard=p["hard"],
                     features=parse_features(p["features"]), teacher_weights=teacher_weights,
-                    weights=None if src else m.weights, input_size=m.input_size, limit=p["limit"],
+                    weights=student["weights"], input_size=self.recipe.model.input_size, limit=p["limit"],
                     resume=(work / "model.pt").exists(), progress=self._train_progress(step))
         return {**_training_summary(r.report), "teacher_val_accuracy": r.report.get("teacher_val_accuracy")}
 
     def compile(self, step: Step, work: Path) -> dict:
         from .compile import compile as compile_model
 
-        p, m = step.params, self.recipe.model
-        src = self.model_path(step.deps)
+        p = step.params
+        src = self.source(step.deps[0] if step.deps else None)
         q = p.get("quantize") or {}
         scheme = p["scheme"]
         self.status(f"{step.name}: compiling for {p['target']}" + (f" ({scheme})" if scheme else ""))
         name = p["name"] if p["id"] in (None, p["target"]) else f"{p['name']}-{p['id']}"
-        r = compile_model(src or m.ref, p["target"], weights=None if src else m.weights,
-                          num_classes=None if src else m.num_classes, input_size=m.input_size, out=work, name=name,
+        r = compile_model(src.pop("model"), p["target"], input_size=self.recipe.model.input_size, out=work, name=name,
                           delegate=p["delegate"], precision=p["precision"], min_deployment_target=p["min_target"],
                           image_input=p["image_input"], quantize=scheme, calib=p.get("data") if scheme else None,
                           calib_size=q.get("calib_size", 256), float_layers=tuple(q.get("float_layers") or ()),
                           max_drop=q.get("max_drop"), val_samples=q.get("val_samples", 1000),
-                          verify=p["verify"]["enabled"], verify_samples=p["verify"]["samples"])
+                          verify=p["verify"]["enabled"], verify_samples=p["verify"]["samples"], **src)
         man = r.manifest
         summary = {"artifact": r.artifact.name, "target": p["target"], "sha256": man["sha256"], "bytes": man["bytes"],
                    "verification": {k: man["verification"].get(k) for k in ("status", "summary", "reason")
@@ -713,9 +712,11 @@ def _artifacts_view(out: Path, steps: list[dict]) -> list[dict]:
             for rel, sha in s["outputs"].items():  # a latency report is named after its artifact
                 name = rel if s["kind"] == "compile" else f"{summaries[s['deps'][0]]['artifact']}.{rel}"
                 _link_tree(out / s["dir"] / rel, tmp / name)
-                listed.append({"kind": "artifact" if s["kind"] == "compile" and not rel.endswith(".json")
-                               else ("manifest" if s["kind"] == "compile" else "latency_report"),
-                               "step": s["name"], "path": f"artifacts/{name}", "sha256": sha})
+                if s["kind"] == "profile":
+                    kind = "latency_report"
+                else:
+                    kind = "manifest" if rel.endswith(".json") else "artifact"
+                listed.append({"kind": kind, "step": s["name"], "path": f"artifacts/{name}", "sha256": sha})
     return listed
 
 
@@ -756,7 +757,7 @@ def run(
                     entries.append({"name": step.name, "kind": step.kind, "key": step.key, "status": "blocked",
                                     "reason": f"{blocked[0]} did not finish"})
                     failed.add(step.name)
-                    log(f"blocked  {step.name}: {blocked[0]} did not finish")
+                    log(_step_line(entries[-1]))
                     continue
                 status(f"{step.name}…")
                 try:
@@ -803,30 +804,11 @@ def _finish(out: Path, manifest: dict, recipe: Recipe, t0: float) -> None:
 
 
 def _step_line(e: dict) -> str:
-    s = e["status"]
-    if s == "failed":
-        return f"failed   {e['name']}: {e['error']}"
-    if s == "skipped":
-        return f"skipped  {e['name']}: {e['reason']}"
-    return f"{s:<8} {e['name']:<20} {e['seconds']:6.1f} s  {_summary_text(e['kind'], e['summary'])}"
+    from .report import step_detail
 
-
-def _summary_text(kind: str, s: dict) -> str:
-    pct = lambda x: "—" if x is None else f"{x:.1%}"  # noqa: E731
-    if kind in ("train", "distill"):
-        return f"val accuracy {pct(s['val_accuracy_before'])} -> {pct(s['val_accuracy'])}"
-    if kind == "prune":
-        return (f"{s['method']} {s['ratio']:.0%}: MACs {s['before']['macs'] / 1e6:.1f} M -> {s['after']['macs'] / 1e6:.1f} M,"
-                f" params {s['before']['params'] / 1e6:.2f} M -> {s['after']['params'] / 1e6:.2f} M")
-    if kind == "compile":
-        text = f"{s['artifact']} ({s['bytes'] / 1e6:.2f} MB), verify {s['verification'].get('status')}"
-        acc = (s.get("quantization") or {}).get("accuracy") or {}
-        if acc.get("status") == "measured":
-            text += f", {s['quantization']['scheme']} accuracy {pct(acc['float'])} -> {pct(acc['quantized'])}"
-        return text
-    if kind == "profile":
-        return f"median {s['median_ms']:.3f} ms, p90 {s['p90_ms']:.3f} ms ({s['threads']} threads)"
-    return ""
+    if e["status"] in ("failed", "skipped", "blocked"):
+        return f"{e['status']:<8} {e['name']}: {step_detail(e)}"
+    return f"{e['status']:<8} {e['name']:<20} {e['seconds']:6.1f} s  {step_detail(e)}"
 
 
 def explain(recipe_path: str | Path, out: str | Path | None = None, overrides: list[str] | None = None) -> list[dict]:

@@ -133,7 +133,8 @@ def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:.2f} %"
 
 
-def _step_detail(s: dict) -> str:
+def step_detail(s: dict) -> str:
+    """One line on a step of a run (run.json's entry): what it gave, or why it did not run. Also the CLI's."""
     r = s.get("summary") or {}
     if s["status"] in ("failed", "skipped", "blocked"):
         return s.get("error") or s.get("reason") or ""
@@ -148,7 +149,7 @@ def _step_detail(s: dict) -> str:
                 f"{b['params'] / 1e6:.3f} M → {a['params'] / 1e6:.3f} M, MACs {b['macs'] / 1e6:.1f} M → "
                 f"{a['macs'] / 1e6:.1f} M")
     if s["kind"] == "compile":
-        text = f"{r['artifact']}, verification {r['verification'].get('status')}"
+        text = f"{r['artifact']} ({r['bytes'] / 1e6:.2f} MB), verification {r['verification'].get('status')}"
         acc = (r.get("quantization") or {}).get("accuracy") or {}
         if acc.get("status") == "measured":
             text += (f"; {r['quantization']['scheme']}: accuracy {_pct(acc['float'])} → {_pct(acc['quantized'])}, "
@@ -171,7 +172,7 @@ def write_run_report(run_dir: str | Path, run: dict) -> Path:
     rows = "".join(
         f"<tr><td>{_e(s['name'])}</td><td class='{_e(s['status'])}'>{_e(s['status'])}</td>"
         f"<td>{_num(s.get('seconds'), 1)}</td><td><code>{_e(s['key'][:12])}</code></td>"
-        f"<td style='text-align:left'>{_e(_step_detail(s))}</td></tr>" for s in run["steps"])
+        f"<td style='text-align:left'>{_e(step_detail(s))}</td></tr>" for s in run["steps"])
     rec = run["recipe"]
     import yaml
 
