@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EDGEKIT := $(VENV)/bin/edgekit
 OUT ?= out/quickstart
 
-.PHONY: setup demo test test-heavy bench clean
+.PHONY: setup demo test test-heavy bench docs clean
 
 setup: $(VENV)/.edgekit-installed
 
@@ -38,5 +38,10 @@ bench: setup
 	$(PY) bench/predictor.py | tee bench/predictor.txt
 	$(PY) bench/recipe_cache.py | tee bench/recipe_cache.txt
 
+# The documentation site (mkdocs.yml, docs/) into site/; the CLI reference page is generated from the typer app on
+# every build (docs/hooks/cli_reference.py). --strict: a broken link or a missing page fails the build.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache site

@@ -15,14 +15,13 @@ __version__ = "0.1.0"
 from . import compile as _compile_pkg  # noqa: E402,F401
 from . import distill as _distill_pkg  # noqa: E402,F401
 from . import prune as _prune_pkg  # noqa: E402,F401
-from . import verify as _verify_mod  # noqa: E402,F401
 from .compile import compile  # noqa: E402,A004
 from .distill import distill, train  # noqa: E402
 from .errors import EdgekitError  # noqa: E402
 from .models import create_model, load_model  # noqa: E402
 from .prune import prune  # noqa: E402
 from .recipe import run as run_recipe  # noqa: E402
-from .verify import verify  # noqa: E402
+from .compile import verify  # noqa: E402
 
 __all__ = ["EdgekitError", "__version__", "compile", "create_model", "distill", "load_model", "prune", "run_recipe",
            "train", "verify"]

@@ -11,7 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .compile import compile as compile_model
+from .compile import scheme_help, target_names, verify
 from .errors import EdgekitError
+from .prune.methods import method_names
+from .specs import DEFAULT_DATA, PruneSpec
+from .specs import CompileSpec, ProfileSpec, QuantizeSpec, VerifySpec
+from .specs import DATA_HELP, DEFAULT_SEED, DistillSpec, TrainSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="edgekit: vision models to phones, verified.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
@@ -20,6 +26,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+_TARGETS_HELP = ", ".join(target_names()) + "."
 _DATA_HELP = "digits, fashion-mnist[:DIR] or imagefolder:DIR."
 _DB_HELP = "Latency database (SQLite); default $EDGEKIT_DB or ~/.cache/edgekit/latency.sqlite."
 
@@ -91,28 +98,31 @@ def zoo_info(
 @app.command("compile")
 def compile_cmd(
     model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class, package.module:factory or an edgekit checkpoint."),
-    target: str = typer.Option(..., "--target", "-t", help="coreml, tflite, executorch or onnx."),
+    target: str = typer.Option(..., "--target", "-t", help=_TARGETS_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="State dict file (bare or under 'model'/'state_dict')."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input size (default: the model card's)."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classifier width (default: the model card's)."),
     out_dir: Path = typer.Option(Path("out"), "--out", help="Directory for the artifact and its manifest."),
-    delegate: Optional[str] = typer.Option(None, "--delegate", help="ExecuTorch: xnnpack (default), coreml or none."),
-    precision: str = typer.Option("fp16", "--precision", help="Core ML compute precision: fp16 or fp32."),
-    min_target: str = typer.Option("iOS16", "--min-target", help="Core ML minimum deployment target, e.g. iOS16, macOS13."),
-    image_input: bool = typer.Option(False, "--image-input", help="Core ML: take an RGB image, preprocessing baked in."),
-    quantize: Optional[str] = typer.Option(None, "--quantize", "-q", help="executorch: int8, int8-dynamic; tflite: int8, "
-                                           "int8-dynamic, fp16; coreml: w8, w4, palette4, w8a8; onnx: int8, int8-dynamic."),
+    delegate: Optional[str] = typer.Option(CompileSpec.default("delegate"), "--delegate", help=CompileSpec.help("delegate")),
+    precision: str = typer.Option(CompileSpec.default("precision"), "--precision", help=CompileSpec.help("precision")),
+    min_target: str = typer.Option(CompileSpec.default("min_target"), "--min-target",
+                                   help=CompileSpec.help("min_target")),
+    image_input: bool = typer.Option(CompileSpec.default("image_input"), "--image-input",
+                                     help=CompileSpec.help("image_input")),
+    quantize: Optional[str] = typer.Option(None, "--quantize", "-q", help=scheme_help()),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration / validation data: " + _DATA_HELP),
-    calib_size: int = typer.Option(256, "--calib-size", help="Calibration images (at least 32)."),
+    calib_size: int = typer.Option(QuantizeSpec.default("calib_size"), "--calib-size",
+                                   help=QuantizeSpec.help("calib_size")),
     float_layer: Optional[list[str]] = typer.Option(None, "--float-layer", help="Module path to keep float (repeatable)."),
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Most accuracy points to lose; keeps the most harmful layers float."),
-    val_samples: int = typer.Option(1000, "--val-samples", help="Validation images for the accuracy check."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the artifact against PyTorch (default on)."),
+    max_drop: Optional[float] = typer.Option(QuantizeSpec.default("max_drop"), "--max-drop",
+                                             help=QuantizeSpec.help("max_drop")),
+    val_samples: int = typer.Option(QuantizeSpec.default("val_samples"), "--val-samples",
+                                    help=QuantizeSpec.help("val_samples")),
+    verify: bool = typer.Option(VerifySpec.default("enabled"), "--verify/--no-verify",
+                                help=VerifySpec.help("enabled") + " (default on)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Compile MODEL for a target (optionally quantized), verify it against PyTorch and write a manifest beside it."""
-    from .compile import compile as compile_model
-
     with err.status(f"compiling {model} for {target}…", spinner="dots") if not json_out else _null():
         result = compile_model(
             model, target, weights=weights, input_size=input_size, num_classes=num_classes, out=out_dir,
@@ -156,12 +166,10 @@ def verify_cmd(
     artifact: Path = typer.Argument(..., help="A compiled artifact with its manifest beside it."),
     model: Optional[str] = typer.Option(None, "--model", help="The PyTorch model it came from (default: the manifest's)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Weights for --model."),
-    samples: int = typer.Option(4, "--samples", help="Number of fixed inputs."),
+    samples: int = typer.Option(VerifySpec.default("samples"), "--samples", help=VerifySpec.help("samples")),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Run ARTIFACT in its own runtime on fixed inputs and compare with PyTorch; exit 2 on a breach."""
-    from .verify import verify
-
     result = verify(artifact, model, weights=weights, samples=samples, strict=False)
     if json_out:
         _print_json(result)
@@ -178,13 +186,14 @@ def verify_cmd(
 @app.command("prune")
 def prune_cmd(
     model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint."),
-    method: Optional[str] = typer.Option(None, "--method", help="oto, magnitude or dimap (--budget-ms: magnitude by default)."),
+    method: Optional[str] = typer.Option(None, "--method", help=f"A registered pruning method: {', '.join(method_names())} "
+                                                                "(--budget-ms: magnitude by default)."),
     ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction to remove: of weights (unstructured) or channels (--structured)."),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint to write (.pt)."),
-    structured: bool = typer.Option(False, "--structured", help="Remove whole channel groups (real speed-ups; oto always does)."),
-    data: str = typer.Option("digits", "--data", help="oto: the dataset it trains on."),
-    steps: int = typer.Option(200, "--steps", help="oto: training steps."),
-    optimizer: str = typer.Option("hesso", "--optimizer", help="oto: hesso (OTOv3 default) or dhspg."),
+    structured: bool = typer.Option(PruneSpec.default("structured"), "--structured", help=PruneSpec.help("structured")),
+    data: str = typer.Option(DEFAULT_DATA, "--data", help="oto: the dataset it trains on."),
+    steps: int = typer.Option(PruneSpec.default("steps"), "--steps", help=PruneSpec.help("steps")),
+    optimizer: str = typer.Option(PruneSpec.default("optimizer"), "--optimizer", help=PruneSpec.help("optimizer")),
     weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to start from."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes"),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size the MACs are counted at."),
@@ -285,17 +294,18 @@ def _print_training(r: dict) -> None:
 @app.command("train")
 def train_cmd(
     model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint (e.g. a pruned one)."),
-    data: str = typer.Option("digits", "--data", help=_DATA_HELP),
-    epochs: int = typer.Option(1, "--epochs"),
+    data: str = typer.Option(DEFAULT_DATA, "--data", help=DATA_HELP),
+    epochs: int = typer.Option(TrainSpec.default("epochs"), "--epochs", help=TrainSpec.help("epochs")),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint to write after every epoch (.pt)."),
-    lr: float = typer.Option(1e-3, "--lr", help="AdamW peak learning rate (cosine schedule, linear warm-up)."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    weight_decay: float = typer.Option(0.05, "--weight-decay"),
-    seed: int = typer.Option(0, "--seed"),
+    lr: float = typer.Option(TrainSpec.default("lr"), "--lr", help=TrainSpec.help("lr")),
+    batch_size: int = typer.Option(TrainSpec.default("batch_size"), "--batch-size", help=TrainSpec.help("batch_size")),
+    weight_decay: float = typer.Option(TrainSpec.default("weight_decay"), "--weight-decay",
+                                       help=TrainSpec.help("weight_decay")),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to start from."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Default: the dataset's classes for a zoo model."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Train at this square input size."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use a seeded subset of this many training images."),
+    limit: Optional[int] = typer.Option(TrainSpec.default("limit"), "--limit", help=TrainSpec.help("limit")),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -315,21 +325,25 @@ def train_cmd(
 @app.command("distill")
 def distill_cmd(
     student: str = typer.Argument(..., help="The student: usually a pruned checkpoint."),
-    teacher: str = typer.Option(..., "--teacher", help="The teacher: a trained checkpoint (or zoo name + --teacher-weights)."),
-    data: str = typer.Option("digits", "--data", help=_DATA_HELP),
-    epochs: int = typer.Option(1, "--epochs"),
+    teacher: str = typer.Option(..., "--teacher", help=DistillSpec.help("teacher")),
+    data: str = typer.Option(DEFAULT_DATA, "--data", help=DATA_HELP),
+    epochs: int = typer.Option(DistillSpec.default("epochs"), "--epochs", help=DistillSpec.help("epochs")),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint to write after every epoch (.pt)."),
-    temperature: float = typer.Option(4.0, "--temperature", help="Soft-label temperature T."),
-    alpha: float = typer.Option(0.5, "--alpha", help="Weight of the teacher's term against the labels'."),
-    hard: bool = typer.Option(False, "--hard", help="DeiT hard distillation (the teacher's top-1 as the label)."),
-    feature: Optional[list[str]] = typer.Option(None, "--feature", help="STUDENT_LAYER:TEACHER_LAYER to match (repeatable)."),
-    lr: float = typer.Option(1e-3, "--lr"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    weight_decay: float = typer.Option(0.05, "--weight-decay"),
-    seed: int = typer.Option(0, "--seed"),
-    teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights"),
+    temperature: float = typer.Option(DistillSpec.default("temperature"), "--temperature",
+                                      help=DistillSpec.help("temperature")),
+    alpha: float = typer.Option(DistillSpec.default("alpha"), "--alpha", help=DistillSpec.help("alpha")),
+    hard: bool = typer.Option(DistillSpec.default("hard"), "--hard", help=DistillSpec.help("hard")),
+    feature: Optional[list[str]] = typer.Option(None, "--feature", help=DistillSpec.help("features") + " Repeatable."),
+    lr: float = typer.Option(DistillSpec.default("lr"), "--lr", help=DistillSpec.help("lr")),
+    batch_size: int = typer.Option(DistillSpec.default("batch_size"), "--batch-size",
+                                   help=DistillSpec.help("batch_size")),
+    weight_decay: float = typer.Option(DistillSpec.default("weight_decay"), "--weight-decay",
+                                       help=DistillSpec.help("weight_decay")),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed"),
+    teacher_weights: Optional[Path] = typer.Option(DistillSpec.default("teacher_weights"), "--teacher-weights",
+                                                   help=DistillSpec.help("teacher_weights")),
     input_size: Optional[int] = typer.Option(None, "--input-size"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use a seeded subset of this many training images."),
+    limit: Optional[int] = typer.Option(DistillSpec.default("limit"), "--limit", help=DistillSpec.help("limit")),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -374,11 +388,11 @@ def _print_report(r: dict) -> None:
 def profile_cmd(
     artifact: str = typer.Argument(..., help="A compiled artifact (manifest beside it), or `import` to read a report."),
     report_path: Optional[Path] = typer.Argument(None, help="With `import`: the REPORT.json a demo app wrote."),
-    runs: int = typer.Option(50, "--runs", help="Timed runs."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed runs first."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the device's)."),
-    device: str = typer.Option("host", "--device", help="host, adb[:SERIAL], or a device in targets/*.yaml."),
-    per_op: bool = typer.Option(False, "--per-op", help="Per-op rows (ETDump, ONNX Runtime profiler, benchmark_model)."),
+    runs: int = typer.Option(ProfileSpec.default("runs"), "--runs", help=ProfileSpec.help("runs")),
+    warmup: int = typer.Option(ProfileSpec.default("warmup"), "--warmup", help=ProfileSpec.help("warmup")),
+    threads: Optional[int] = typer.Option(ProfileSpec.default("threads"), "--threads", help=ProfileSpec.help("threads")),
+    device: str = typer.Option(ProfileSpec.default("device"), "--device", help=ProfileSpec.help("device")),
+    per_op: bool = typer.Option(ProfileSpec.default("per_op"), "--per-op", help=ProfileSpec.help("per_op")),
     binary: Optional[Path] = typer.Option(None, "--binary", help="adb: your executor_runner / benchmark_model build."),
     db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
     no_db: bool = typer.Option(False, "--no-db", help="Do not record the report in the latency database."),

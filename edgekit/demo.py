@@ -1,6 +1,6 @@
 """`edgekit demo bundle`: a ready-to-build copy of a demo app with one compiled artifact in its assets.
 
-The apps (`android_demo/`, `ios_demo/` in the source tree) read `edgekit_bundle.json` (schema
+The apps (`android_demo/`, `ios_demo/`, shipped in `edgekit/resources/apps/`) read `edgekit_bundle.json` (schema
 `edgekit-bundle/1`): which model file and runtime, the input and output tensors (with int8 scale and zero
 point where the artifact takes or gives int8), the preprocessing from the artifact's manifest, the labels
 file and the benchmark defaults. Their benchmark mode writes the latency report schema
@@ -12,36 +12,44 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from importlib.resources import files
 from pathlib import Path
 
+from .compile import get_target, read_manifest, targets
+from .data import load_dataset
 from .errors import EdgekitError
 from .io import atomic_path, write_json
+from .models.weights import read_checkpoint
 
 BUNDLE_SCHEMA = "edgekit-bundle/1"
-ROOT = Path(__file__).resolve().parents[1]
+# the app templates, shipped inside the package (a wheel carries them); `android_demo/` and `ios_demo/` at the top of
+# the source tree link here
+APPS_DIR = Path(str(files("edgekit") / "resources" / "apps"))
 
 APPS = {
-    "android": {"dir": "android_demo", "assets": "app/src/main/assets", "runtimes": ("executorch", "tflite"),
-                "device": "android-app", "threads": 4},
-    "ios": {"dir": "ios_demo", "assets": "EdgekitDemo/Model", "runtimes": ("coreml", "executorch"),
-            "device": "iphone", "threads": 0},
+    "android": {"dir": "android_demo", "assets": "app/src/main/assets", "device": "android-app", "threads": 4},
+    "ios": {"dir": "ios_demo", "assets": "EdgekitDemo/Model", "device": "iphone", "threads": 0},
 }
-COMPUTE_UNITS = {"ALL": "all", "CPU_ONLY": "cpuOnly", "CPU_AND_GPU": "cpuAndGPU", "CPU_AND_NE": "cpuAndNeuralEngine"}
 # what a copy of an app leaves out: build outputs and IDE state
 SKIP = shutil.ignore_patterns("build", ".gradle", ".idea", "*.xcodeproj", "DerivedData", "local.properties", ".DS_Store",
                               "xcuserdata")
 
 
 def apps_dir() -> Path:
-    return Path(os.environ.get("EDGEKIT_APPS", ROOT))
+    return Path(os.environ.get("EDGEKIT_APPS", APPS_DIR))
 
 
 def _template(app: str) -> Path:
     path = apps_dir() / APPS[app]["dir"]
     if not (path / "README.md").is_file():
-        raise EdgekitError(f"the {app} demo app is not at '{path}'; run edgekit from its source checkout "
-                           "(pip install -e .) or set EDGEKIT_APPS to the folder holding android_demo/ and ios_demo/")
+        raise EdgekitError(f"the {app} demo app is not at '{path}'; reinstall edgekit (its package carries the apps) "
+                           "or set EDGEKIT_APPS to the folder holding android_demo/ and ios_demo/")
     return path
+
+
+def runtimes(app: str) -> tuple[str, ...]:
+    """The targets whose artifacts the app runs (each target names its apps)."""
+    return tuple(t.name for t in targets() if app in t.apps)
 
 
 def _tensor(spec: dict) -> dict:
@@ -58,16 +66,12 @@ def labels_for(manifest: dict, labels: str | None) -> tuple[list[str], str]:
             names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
             source = str(path)
         else:
-            from .data import load_dataset
-
             names, source = list(load_dataset(labels, 16).classes), f"the dataset {labels}"
         if len(names) != n:
             raise EdgekitError(f"--labels {labels} gives {len(names)} labels but the model has {n} classes")
         return names, source
     ref = manifest["model"].get("reference") or ""
     if ref.endswith((".pt", ".pth", ".ckpt")) and Path(ref).is_file():
-        from .models.weights import read_checkpoint
-
         data = (read_checkpoint(Path(ref)).get("provenance") or {}).get("data") or {}
         if len(data.get("classes") or []) == n:
             return [str(c) for c in data["classes"]], f"the training data of {ref} ({data.get('spec')})"
@@ -86,8 +90,6 @@ def bundle(
     threads: int | None = None,
 ) -> dict:
     """Copy the `app` demo to `out` with `artifact`, its manifest, labels and preprocessing in its assets."""
-    from .verify import read_manifest
-
     if app not in APPS:
         raise EdgekitError(f"unknown app '{app}'; choose android or ios")
     if runs < 1 or warmup < 0:
@@ -95,15 +97,13 @@ def bundle(
     spec = APPS[app]
     artifact = Path(artifact)
     manifest = read_manifest(artifact)  # checks the artifact's sha256 against its manifest
-    target = manifest["target"]
-    delegate = manifest.get("options", {}).get("delegate")
-    if target not in spec["runtimes"]:
-        other = next(a for a, s in APPS.items() if target in s["runtimes"]) if target != "onnx" else None
-        hint = f"use --app {other}" if other else "compile for " + " or ".join(spec["runtimes"])
-        raise EdgekitError(f"the {app} app runs {' and '.join(spec['runtimes'])} artifacts, not {target}; {hint}")
-    if app == "android" and target == "executorch" and delegate == "coreml":
-        raise EdgekitError("this .pte is delegated to Core ML, which runs on Apple devices only; bundle it with "
-                           "--app ios, or compile with --delegate xnnpack for Android")
+    target = get_target(manifest["target"])
+    runs_here = runtimes(app)
+    if target.name not in runs_here:
+        other = next((a for a in APPS if a in target.apps), None)
+        hint = f"use --app {other}" if other else "compile for " + " or ".join(runs_here)
+        raise EdgekitError(f"the {app} app runs {' and '.join(runs_here)} artifacts, not {target.name}; {hint}")
+    target.check_app(app, manifest)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdgekitError(f"--out '{out}' exists and is not empty; give a new folder")
@@ -114,8 +114,8 @@ def bundle(
         "schema": BUNDLE_SCHEMA,
         "app": app,
         "model_file": model_file,
-        "runtime": target,
-        "delegate": delegate or ("xnnpack" if target in ("executorch", "tflite") else None),
+        "runtime": target.name,
+        "delegate": target.delegate_of(manifest),
         "artifact": {"name": manifest["artifact"], "sha256": manifest["sha256"], "bytes": manifest["bytes"],
                      "model": manifest["model"].get("name"),
                      "quantization": (manifest.get("quantization") or {}).get("scheme")},
@@ -126,9 +126,8 @@ def bundle(
         "num_classes": len(names),
         "benchmark": {"warmup": warmup, "runs": runs, "threads": spec["threads"] if threads is None else threads},
         "device_name": device_name or spec["device"],
+        **target.bundle_info(manifest),
     }
-    if target == "coreml":
-        info["compute_units"] = COMPUTE_UNITS.get(str(manifest.get("compute_units", "ALL")), "all")
     with atomic_path(out) as tmp:
         shutil.copytree(template, tmp, ignore=SKIP)
         assets = tmp / spec["assets"]
@@ -141,7 +140,7 @@ def bundle(
         (assets / "labels.txt").write_text("\n".join(names) + "\n")
         write_json(assets / "edgekit_bundle.json", info)
     return {"out": str(out), "app": app, "assets": str(out / spec["assets"]), "model_file": model_file,
-            "runtime": target, "labels": labels_source, "bundle": info}
+            "runtime": target.name, "labels": labels_source, "bundle": info}
 
 
 def read_bundle(path: str | Path) -> dict:

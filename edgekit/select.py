@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from .compile import get_target
 from .errors import EdgekitError
 from .io import atomic_path, write_json
 from .latency import LatencyDB, cost_features, ensure_predictor, latency_of, materialize, measure
@@ -143,9 +144,7 @@ def select(
     work.mkdir(parents=True, exist_ok=True)
     names = candidates or default_candidates()
     if quantize is not None:
-        from .quantize import check_scheme
-
-        check_scheme(target, quantize)
+        get_target(target).scheme(quantize)
     predictor, calibrated = ensure_predictor(target, device, threads, db, input_size, quantize, say)
     cands: list[Candidate] = []
     for name in names:
@@ -239,12 +238,11 @@ def prune_to_budget(
 
     from .models import checkpoint_out, count_macs, count_params, load_model, save_checkpoint
     from .models.surgery import apply_plan
-    from .prune import channel_groups, make_plan
-    from .prune.dimap import dimap_group_scores
-    from .prune.magnitude import group_scores
+    from .prune import channel_groups, get_method, make_plan, method_names
 
-    if method not in ("magnitude", "dimap"):
-        raise EdgekitError(f"--budget-ms prunes with magnitude or dimap scores, not '{method}'")
+    scorers = [n for n in method_names() if get_method(n).scores_groups]
+    if method not in scorers:
+        raise EdgekitError(f"--budget-ms prunes with {' or '.join(scorers)} scores, not '{method}'")
     if budget_ms <= 0:
         raise EdgekitError(f"--budget-ms {budget_ms}: give a positive latency budget in milliseconds")
     out = checkpoint_out(out)
@@ -256,7 +254,7 @@ def prune_to_budget(
     groups = channel_groups(base, size)
     if not groups:
         raise EdgekitError(f"'{model}' has no prunable channel groups")
-    scores = dimap_group_scores(base, groups) if method == "dimap" else {g.id: group_scores(base, g) for g in groups}
+    scores = get_method(method).group_scores(base, groups)
     stage_of = {g.id: min(STAGES - 1, i * STAGES // len(groups)) for i, g in enumerate(groups)}
 
     def build(stage_ratios: list[float]):

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import pytest
@@ -50,9 +53,85 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+CLI_ENV = {"COLUMNS": "200"}  # rich wraps at the terminal's width: wide enough that no line a test reads wraps
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `edgekit` entry point as a user would."""
-    env = dict(os.environ, COLUMNS="200")
+    """`edgekit ARGS` in this process, through `edgekit.cli.main()` (the entry point), as the process would end.
+
+    What it writes to file descriptors 1 and 2 (rich's consoles, converters' C++ logs) is captured, SystemExit
+    becomes the return code, and an exception `main()` lets through is a traceback on stderr and exit code 1.
+    sys.argv, the working directory, the environment and the consoles' width are restored afterwards. Tests of the
+    process itself (the installed entry point, `python -m edgekit`, signals) use `run_cli_process`.
+    """
+    from edgekit import cli
+
+    argv = ["edgekit", *map(str, args)]
+    saved_argv, saved_cwd, saved_streams = sys.argv, os.getcwd(), (sys.stdout, sys.stderr)
+    saved_env = {k: os.environ.get(k) for k in CLI_ENV}
+    saved_widths = [(c, getattr(c, "_width", None)) for c in (cli.out, cli.err)]
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved_fds = (os.dup(1), os.dup(2))
+        os.dup2(out_file.fileno(), 1)
+        os.dup2(err_file.fileno(), 2)
+        streams = [io.TextIOWrapper(open(os.dup(fd), "wb"), encoding="utf-8", errors="replace", write_through=True)
+                   for fd in (1, 2)]
+        sys.stdout, sys.stderr = streams
+        try:
+            os.environ.update(CLI_ENV)
+            for console, _ in saved_widths:
+                console.width = int(CLI_ENV["COLUMNS"])  # a Console made while another COLUMNS was set keeps it
+            sys.argv = argv
+            if cwd is not None:
+                os.chdir(cwd)
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as e:
+                code = _exit_code(e.code)
+            except BaseException:  # what the interpreter does with an exception nothing caught
+                traceback.print_exc()
+                code = 1
+        finally:
+            for s in streams:
+                s.flush()
+            sys.stdout, sys.stderr = saved_streams
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            for fd in saved_fds:
+                os.close(fd)
+            for s in streams:
+                s.close()
+            sys.argv = saved_argv
+            os.chdir(saved_cwd)
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            for console, width in saved_widths:
+                console.width = width
+        out_file.seek(0)
+        err_file.seek(0)
+        stdout, stderr = (f.read().decode("utf-8", errors="replace") for f in (out_file, err_file))
+    return subprocess.CompletedProcess(argv, code, stdout, stderr)
+
+
+def _exit_code(code) -> int:
+    """SystemExit's code as the process's exit status (a message is printed to stderr and gives 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def run_cli_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m edgekit.cli` as a process, as a user would: for tests of the process itself."""
+    env = dict(os.environ, **CLI_ENV)
     return subprocess.run(
         [sys.executable, "-m", "edgekit.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=900
     )

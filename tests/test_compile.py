@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import edgekit
-from edgekit.compile import TARGETS, manifest_path
+from edgekit.compile import manifest_path, target_names
 from edgekit.errors import EdgekitError, UnsupportedOperatorError, VerificationError
 from edgekit.io import sha256_of
 
@@ -44,7 +44,7 @@ SMALLEST = ("mobilevig_ti", "greedyvig_s", "mobileone_s0", "mobilenetv2_100")
 ZOO_CASES = [n if n in SMALLEST else pytest.param(n, marks=pytest.mark.heavy) for n in ZOO]
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", target_names())
 @pytest.mark.parametrize("name", ZOO_CASES)
 def test_every_zoo_model_compiles_and_verifies(name, target, tmp_path):
     result = edgekit.compile(name, target, input_size=SMALL, num_classes=10, out=tmp_path)
@@ -55,7 +55,7 @@ def test_every_zoo_model_compiles_and_verifies(name, target, tmp_path):
         assert m["delegation"]["coverage"] > 0.9
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", target_names())
 @pytest.mark.parametrize("name", ["mobilevig_ti", "greedyvig_s"])
 def test_graph_blocks_survive_conversion_with_real_numbers(name, target, tmp_path):
     """At 128 the graph blocks roll and mask for real; random BN stats and layer scales make every branch count."""
@@ -72,7 +72,7 @@ def test_graph_blocks_survive_conversion_with_real_numbers(name, target, tmp_pat
 
 
 def test_user_network_by_path_compiles_for_every_target(user_model_file, tmp_path):
-    for target in TARGETS:
+    for target in target_names():
         proc = run_cli("compile", f"{user_model_file}:TinyNet", "--target", target, "--input-size", "32",
                        "--out", str(tmp_path), "--json")
         assert proc.returncode == 0, proc.stderr
@@ -116,7 +116,7 @@ def test_executorch_coreml_delegate_lowers_here(tmp_path):
         assert r.verification["status"] == "skipped" and "Apple" in r.verification["reason"]
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", target_names())
 def test_operator_a_target_cannot_lower_is_named(user_model_file, target, tmp_path):
     out = tmp_path / "out"
     proc = run_cli("compile", f"{user_model_file}:UsesErfinv", "--target", target, "--input-size", "16", "--out", str(out))
@@ -200,7 +200,7 @@ def test_user_model_is_not_modified_by_compile(tmp_path):
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", target_names())
 @pytest.mark.parametrize("name", ["mobilevig_ti", "greedyvig_s", "mobileone_s0"])
 def test_full_size_compile_verifies(name, target, tmp_path):
     model = randomize(edgekit.create_model(name))

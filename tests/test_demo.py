@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import edgekit
-from edgekit.demo import APPS, BUNDLE_SCHEMA, read_bundle
+from edgekit.demo import APPS, BUNDLE_SCHEMA, read_bundle, runtimes
 from edgekit.io import sha256_of
 from edgekit.profile import load_report
 
@@ -103,7 +103,7 @@ def test_each_apps_sample_report_validates_and_imports(app, tmp_path):
     path = ROOT / APPS[app]["dir"] / "sample_report.json"
     r = load_report(path)
     assert r["device"]["via"] == "app" and len(r["samples_ms"]) == r["runs"]
-    assert r["runtime"]["name"] in APPS[app]["runtimes"]
+    assert r["runtime"]["name"] in runtimes(app)
     proc = run_cli("profile", "import", str(path), "--db", str(tmp_path / "db.sqlite"))
     assert proc.returncode == 0, proc.stderr
     assert "recorded" in proc.stdout

@@ -11,7 +11,9 @@ from torch import nn
 
 import edgekit
 from edgekit.models import load_model
-from edgekit.prune import PruneGraphError, apply_plan, channel_groups, make_plan, zero_channels
+from edgekit.errors import EdgekitError
+from edgekit.prune import (PruneGraphError, PruningMethod, apply_plan, channel_groups, make_plan, method_names,
+                           register_method, unregister_method, zero_channels)
 from edgekit.prune.dimap import dimap_unstructured, layer_scores, modules_of
 
 from .conftest import assert_user_error, randomize, run_cli
@@ -207,6 +209,56 @@ def test_prune_bad_input(tmp_path):
     assert not out.exists()
 
 
+def test_unknown_method_is_a_one_line_error_naming_the_registered_ones(tmp_path):
+    out = tmp_path / "x.pt"
+    with pytest.raises(EdgekitError) as e:
+        edgekit.prune("mobilevig_ti", "magnitud", 0.5, out=out)
+    assert str(e.value) == "unknown pruning method 'magnitud'; choose one of: oto, magnitude, dimap"
+    with pytest.raises(EdgekitError, match=r"^unknown OTO optimizer 'adam'; choose hesso or dhspg$"):
+        edgekit.prune("mobilevig_ti", "oto", 0.5, optimizer="adam", out=out)  # the method checks its own options
+    assert not out.exists()
+
+
+class KeepFirst(PruningMethod):
+    """A pruning method written outside edgekit: scores fall with the channel index, so every group keeps
+    its first channels."""
+
+    name = "keep-first"
+
+    def group_scores(self, net, groups):
+        return {g.id: torch.arange(g.size, 0, -1, dtype=torch.float32) for g in groups}
+
+
+@pytest.fixture
+def keep_first():
+    method = register_method(KeepFirst())
+    yield method
+    unregister_method(method.name)
+    assert method.name not in method_names()
+
+
+def test_a_registered_method_prunes_through_edgekit_prune(keep_first, user_model_file, tmp_path):
+    ref = f"{user_model_file}:TinyNet"
+    assert method_names()[-1] == "keep-first"
+    with pytest.raises(ValueError, match="already registered"):
+        register_method(KeepFirst())
+    result = edgekit.prune(ref, "keep-first", 0.5, structured=True, out=tmp_path / "k.pt", input_size=32)
+    r = result.report
+    assert r["method"] == "keep-first" and 0 < r["channels_removed"] < r["channels_total"]
+    blob = torch.load(result.checkpoint, weights_only=True)
+    assert blob["provenance"]["method"] == "keep-first"
+    kept = [g["keep"] for g in blob["plans"][0]["groups"]]
+    assert kept and all(k == list(range(len(k))) for k in kept)  # the first channels of every group
+    pruned = load_model(str(result.checkpoint)).model
+    first, last = pruned.features[0], pruned.features[6]
+    assert first.out_channels < 16 and last.out_channels < 32 and pruned.fc.in_features == last.out_channels
+    assert sum(p.numel() for p in pruned.parameters()) == r["after"]["params"] < r["before"]["params"]
+    with torch.no_grad():
+        assert pruned(torch.zeros(1, 3, 32, 32)).shape == (1, 5)
+    with pytest.raises(EdgekitError, match="'keep-first' removes whole channel groups only; pass --structured"):
+        edgekit.prune(ref, "keep-first", 0.5, out=tmp_path / "u.pt", input_size=32)
+
+
 @pytest.mark.parametrize("optimizer", ["hesso", "dhspg"])
 def test_oto_drives_groups_to_exact_zero_and_the_subnet_equals_the_sparse_model(optimizer):
     from edgekit.data import load_dataset
@@ -269,11 +321,11 @@ def _pruned_checkpoint(name: str, method: str, path, size: int = 32):
 @pytest.mark.parametrize("name,method", DEFAULT_CASES)
 def test_pruned_models_compile_for_every_target_and_verify(name, method, tmp_path):
     """magnitude structured, dimap unstructured (its default), oto structured: at 0.5, then all four targets."""
-    from edgekit.compile import TARGETS
+    from edgekit.compile import target_names
 
     ckpt = tmp_path / f"{name}_{method}.pt"
     _pruned_checkpoint(name, method, ckpt)
-    for target in TARGETS:
+    for target in target_names():
         r = edgekit.compile(str(ckpt), target, out=tmp_path)
         assert r.verification["status"] in ("passed", "skipped"), r.verification
         if target != "coreml":

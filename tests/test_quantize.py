@@ -7,7 +7,8 @@ import json
 import pytest
 
 import edgekit
-from edgekit.quantize import SCHEMES, layer_units
+from edgekit.compile import targets
+from edgekit.quantize import layer_units
 from tests.conftest import assert_user_error, run_cli
 
 NET = '''
@@ -29,6 +30,7 @@ class QNet(nn.Module):
     def forward(self, x):
         return self.fc(self.pool(self.body(x)).flatten(1))
 '''
+SCHEMES = {t.name: t.scheme_names() for t in targets()}
 CASES = [(t, s) for t, schemes in SCHEMES.items() for s in schemes]
 pytestmark = pytest.mark.xdist_group("quantize")  # one worker trains the network once
 

@@ -1,4 +1,4 @@
-"""The interface every compile target implements: export, run, describe."""
+"""What every target shares: compile options, tolerances, the runner interface, converter errors and quiet()."""
 
 from __future__ import annotations
 
@@ -20,22 +20,26 @@ import torch
 from torch import nn
 
 from ..errors import EdgekitError, UnsupportedOperatorError, first_line
+from ..quantize import QuantSpec
+from ..specs import CompileSpec
 
 
 @dataclass
 class CompileOptions:
+    """The options a target's export reads; defaults from `CompileSpec`."""
+
     input_size: int = 224
     in_chans: int = 3
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    delegate: str | None = None  # executorch: xnnpack (default), coreml, none
-    precision: str = "fp16"  # coreml compute precision: fp16 (default) or fp32
-    min_deployment_target: str = "iOS16"  # coreml
-    image_input: bool = False  # coreml: take an image, preprocessing baked in
-    quant: Any = None  # edgekit.quantize.QuantSpec, or None for float
+    delegate: str | None = CompileSpec.default("delegate")  # executorch: xnnpack (default), coreml, none
+    precision: str = CompileSpec.default("precision")  # coreml compute precision: fp16 or fp32
+    min_deployment_target: str = CompileSpec.default("min_target")  # coreml
+    image_input: bool = CompileSpec.default("image_input")  # coreml: take an image, preprocessing baked in
+    quant: QuantSpec | None = None  # None for float
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tolerance:
     """A breach of any bound fails verification. `atol + rtol * max|reference|` bounds the max abs error."""
 
@@ -53,20 +57,14 @@ FP16 = Tolerance(atol=5e-2, rtol=2e-2, min_cosine=0.999, min_top1=0.9)
 # Quantized artifacts are checked against the float model: an int8 program is expected to differ by its
 # rounding, not by a wrong graph. The cosine carries the check (a broken conversion gives cosines far
 # below these); int8 logits of a wide range can be off by a quarter of their range and still agree.
-QUANTIZED = {
-    "int8": Tolerance(atol=5e-2, rtol=0.35, min_cosine=0.98, min_top1=0.75),
-    "int8-dynamic": Tolerance(atol=5e-2, rtol=0.35, min_cosine=0.98, min_top1=0.75),
-    "w8a8": Tolerance(atol=5e-2, rtol=0.35, min_cosine=0.98, min_top1=0.75),
-    "fp16": FP16,
-    "w8": Tolerance(atol=5e-2, rtol=0.05, min_cosine=0.995, min_top1=0.9),
-    "w4": Tolerance(atol=5e-2, rtol=0.25, min_cosine=0.95, min_top1=0.5),
-    "palette4": Tolerance(atol=5e-2, rtol=0.25, min_cosine=0.95, min_top1=0.5),
-}
+INT8 = Tolerance(atol=5e-2, rtol=0.35, min_cosine=0.98, min_top1=0.75)
+W8 = Tolerance(atol=5e-2, rtol=0.05, min_cosine=0.995, min_top1=0.9)
+W4 = Tolerance(atol=5e-2, rtol=0.25, min_cosine=0.95, min_top1=0.5)
 
 
 @dataclass
 class ExportInfo:
-    """What a backend reports about the artifact it wrote, for the manifest."""
+    """What a target reports about the artifact it wrote, for the manifest."""
 
     inputs: list[dict]
     outputs: list[dict]
@@ -78,32 +76,6 @@ class Runner:
 
     def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
-
-
-class Backend:
-    name: str = ""
-    suffix: str = ""
-    tolerance: Tolerance = FP32
-
-    def artifact_suffix(self, opts: CompileOptions) -> str:
-        return self.suffix
-
-    def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
-        raise NotImplementedError
-
-    def runnable(self, manifest: dict) -> str | None:
-        """None when the artifact can run here, else the reason it cannot."""
-        return None
-
-    def load(self, path: Path, manifest: dict, threads: int | None = None) -> Runner:
-        raise NotImplementedError
-
-    def tolerance_for(self, manifest: dict) -> Tolerance:
-        scheme = (manifest.get("quantization") or {}).get("scheme")
-        return QUANTIZED[scheme] if scheme else self.tolerance
-
-    def versions(self) -> dict[str, str]:
-        return {}
 
 
 def tensor_spec(name: str, shape, dtype) -> dict:
@@ -211,3 +183,12 @@ def quiet() -> Iterator[Captured]:
                 os.environ["TQDM_DISABLE"] = old_tqdm
             sink.seek(0)
             captured.text = sink.read().decode(errors="replace")
+
+
+def op_rows(totals: dict[str, float], counts: dict[str, int]) -> list[dict]:
+    """Per-op rows of a latency report from ms per op kind: {op, module, count, ms, share}, largest first."""
+    grand = sum(totals.values()) or 1.0
+    return [
+        {"op": k, "module": None, "count": counts[k], "ms": round(v, 4), "share": round(v / grand, 4)}
+        for k, v in sorted(totals.items(), key=lambda kv: -kv[1])
+    ]

@@ -1,4 +1,5 @@
-"""Core ML: ML Program `.mlpackage` via coremltools. Converts on Linux; runs (and verifies) on macOS only."""
+"""Core ML: ML Program `.mlpackage` via coremltools. Converts on Linux; runs (and verifies) on macOS only.
+Quantized with coremltools.optimize (w8, w4, palette4 weights) or from a PT2E int8 export (w8a8)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import torch
 from torch import nn
 
 from ..errors import EdgekitError
-from .base import FP16, Backend, CompileOptions, ExportInfo, Runner, on_macos, lowering_error, quiet
+from ..quantize import QuantizationError, int8_quantizer, pt2e
+from .base import FP16, INT8, W4, W8, CompileOptions, ExportInfo, Runner, Tolerance, lowering_error, on_macos, quiet
+from .registry import Scheme, Target, register
 
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
+IOS18_OR_LATER = ("iOS18", "macOS15", "watchOS11", "tvOS18", "visionOS2")
+IOS17_OR_LATER = IOS18_OR_LATER + ("iOS17", "macOS14", "watchOS10", "tvOS17", "visionOS1")
 
 
 def import_coremltools():
@@ -93,19 +98,37 @@ def compress_weights(mlmodel, scheme: str):
     return palettize_weights(mlmodel, OptimizationConfig(global_config=cfg))
 
 
-class CoreMLBackend(Backend):
+@register
+class CoreML(Target):
     name = "coreml"
+    title = "Core ML"
     suffix = ".mlpackage"
     tolerance = FP16
+    schemes = (Scheme("w8", W8, weight_only=True), Scheme("w4", W4, weight_only=True),
+               Scheme("palette4", W4, weight_only=True), Scheme("w8a8", INT8, calibrated=True, simulated=True))
+    packages = ("coremltools",)
+    runtime_package = "coremltools"
+    runtime_module = "coremltools"
+    apps = ("ios",)
+    image_input = True
 
-    def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
-        ct = import_coremltools()
-
+    def check_options(self, opts: CompileOptions) -> None:
+        super().check_options(opts)
         if opts.min_deployment_target not in DEPLOYMENT_TARGETS:
             raise EdgekitError(
                 f"unknown minimum deployment target '{opts.min_deployment_target}'; "
                 f"choose one of {', '.join(DEPLOYMENT_TARGETS)}"
             )
+
+    def check_quantization(self, scheme: Scheme, opts: CompileOptions) -> None:
+        if scheme.name == "w4" and opts.min_deployment_target not in IOS18_OR_LATER:
+            raise QuantizationError("--quantize w4 (int4 weights) needs Core ML 8: add --min-target iOS18 (or macOS15)")
+        if scheme.name == "w8a8" and opts.min_deployment_target not in IOS17_OR_LATER:
+            raise QuantizationError("--quantize w8a8 (int8 activations) needs Core ML 7: add --min-target iOS17 or "
+                                    "later")
+
+    def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
+        ct = import_coremltools()
         if opts.image_input:
             model = Normalize(model, opts.mean, opts.std).eval()
             example = torch.rand_like(example)
@@ -118,9 +141,7 @@ class CoreMLBackend(Backend):
         with quiet() as log, torch.no_grad():
             try:
                 if q is not None and q.scheme == "w8a8":  # activations too: convert a PT2E-quantized export
-                    from ..quantize import pt2e, xnnpack_quantizer
-
-                    model = pt2e(model, example, xnnpack_quantizer(False, q.float_layers), q.calib)
+                    model = pt2e(model, example, int8_quantizer(False, q.float_layers), q.calib)
                 ep = torch.export.export(model, (example,)).run_decompositions({})
                 mlmodel = ct.convert(
                     ep,
@@ -168,10 +189,17 @@ class CoreMLBackend(Backend):
     def load(self, path: Path, manifest: dict, threads: int | None = None) -> Runner:
         return CoreMLRunner(path, manifest["preprocessing"].get("baked_in", False))
 
-    def tolerance_for(self, manifest: dict):
+    def tolerance_for(self, manifest: dict) -> Tolerance:
         if manifest.get("quantization"):
             return super().tolerance_for(manifest)
         return FP16 if manifest.get("options", {}).get("precision", "fp16") == "fp16" else super().tolerance_for(manifest)
 
     def versions(self) -> dict[str, str]:
         return {"coremltools": import_coremltools().__version__}
+
+    def bundle_info(self, manifest: dict) -> dict:
+        return {"compute_units": COMPUTE_UNITS.get(str(manifest.get("compute_units", "ALL")), "all")}
+
+
+# the `compute_units` a manifest records, as the iOS app's MLComputeUnits names them
+COMPUTE_UNITS = {"ALL": "all", "CPU_ONLY": "cpuOnly", "CPU_AND_GPU": "cpuAndGPU", "CPU_AND_NE": "cpuAndNeuralEngine"}

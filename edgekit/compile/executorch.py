@@ -1,16 +1,35 @@
-"""ExecuTorch: `.pte` programs, XNNPACK-delegated by default, or ExecuTorch's Core ML backend."""
+"""ExecuTorch: `.pte` programs, XNNPACK-delegated by default, or ExecuTorch's Core ML backend; quantized with
+XNNPACK's PT2E quantizer; per-op time from ETDump through the devtools Inspector."""
 
 from __future__ import annotations
 
-import contextlib
+import re
+import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UnsupportedOperatorError
-from .base import Backend, CompileOptions, ExportInfo, Runner, on_macos, lowering_error, quiet, tensor_spec
+from ..errors import EdgekitError, UnsupportedOperatorError
+from ..quantize import QuantizationError, int8_quantizer, pt2e
+from .base import (
+    FP16,
+    INT8,
+    CompileOptions,
+    ExportInfo,
+    Runner,
+    Tolerance,
+    lowering_error,
+    on_macos,
+    op_rows,
+    quiet,
+    tensor_spec,
+)
+from .registry import Scheme, Target, register
+
+DELEGATES = ("xnnpack", "coreml", "none")
 
 
 def _partitioners(delegate: str, opts: CompileOptions) -> list:
@@ -85,9 +104,26 @@ class ExecuTorchRunner(Runner):
         return self.method.execute([torch.from_numpy(np.ascontiguousarray(x))])[0].numpy()
 
 
-class ExecuTorchBackend(Backend):
+@register
+class ExecuTorch(Target):
     name = "executorch"
+    title = "ExecuTorch"
     suffix = ".pte"
+    schemes = (Scheme("int8", INT8, calibrated=True, simulated=True), Scheme("int8-dynamic", INT8, simulated=True))
+    packages = ("executorch", "coremltools")  # coremltools: the Core ML delegate
+    runtime_package = "executorch"
+    runtime_module = "executorch.runtime"
+    apps = ("android", "ios")
+    adb_tool = "executor_runner"
+
+    def check_options(self, opts: CompileOptions) -> None:
+        if opts.delegate not in (None, *DELEGATES):
+            raise EdgekitError(f"unknown ExecuTorch delegate '{opts.delegate}'; choose xnnpack, coreml or none")
+
+    def check_quantization(self, scheme: Scheme, opts: CompileOptions) -> None:
+        if (opts.delegate or "xnnpack") != "xnnpack":
+            raise QuantizationError(f"--quantize {scheme.name} on ExecuTorch uses the XNNPACK quantizer: drop "
+                                    f"--delegate {opts.delegate} or use --delegate xnnpack")
 
     def artifact_suffix(self, opts: CompileOptions) -> str:
         delegate = opts.delegate or "xnnpack"
@@ -101,10 +137,8 @@ class ExecuTorchBackend(Backend):
             error = None
             try:
                 if opts.quant is not None:
-                    from ..quantize import pt2e, xnnpack_quantizer
-
                     q = opts.quant
-                    model = pt2e(model, example, xnnpack_quantizer(q.dynamic, q.float_layers), q.calib)
+                    model = pt2e(model, example, int8_quantizer(q.dynamic, q.float_layers), q.calib)
                 ep = torch.export.export(model, (example,))
                 edge = to_edge_transform_and_lower(ep, partitioner=_partitioners(delegate, opts))
                 delegation = delegation_summary(edge.exported_program().graph_module)
@@ -149,17 +183,46 @@ class ExecuTorchBackend(Backend):
     def load(self, path: Path, manifest: dict, threads: int | None = None) -> Runner:
         return ExecuTorchRunner(path, threads)
 
-    def tolerance_for(self, manifest: dict):
-        from .base import FP16
-
+    def tolerance_for(self, manifest: dict) -> Tolerance:
         if manifest.get("delegate") == "coreml" and manifest.get("options", {}).get("precision") == "fp16":
             return FP16
         return super().tolerance_for(manifest)
 
-    def versions(self) -> dict[str, str]:
-        from importlib.metadata import version
+    def op_profile(self, path: Path, x: np.ndarray, threads: int | None) -> list[dict] | None:
+        return executorch_op_profile(path, x, threads)
 
-        v = {"executorch": version("executorch")}
-        with contextlib.suppress(Exception):
-            v["coremltools"] = version("coremltools")
-        return v
+    def delegate_of(self, manifest: dict) -> str | None:
+        return manifest.get("options", {}).get("delegate") or "xnnpack"
+
+    def check_app(self, app: str, manifest: dict) -> None:
+        if app == "android" and self.delegate_of(manifest) == "coreml":
+            raise EdgekitError("this .pte is delegated to Core ML, which runs on Apple devices only; bundle it with "
+                               "--app ios, or compile with --delegate xnnpack for Android")
+
+
+def executorch_op_profile(pte: str | Path, x: np.ndarray, threads: int | None, runs: int = 20) -> list[dict]:
+    """Median time per op kind (XNNPACK kernels inside delegates, portable kernels outside)."""
+    with quiet():
+        from executorch.devtools import Inspector
+        from executorch.extension.pybindings import portable_lib
+
+        set_threads(threads)
+        module = portable_lib._load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
+        inp = (torch.from_numpy(np.ascontiguousarray(x)),)
+        for _ in range(runs):
+            module.forward(inp)
+        with tempfile.TemporaryDirectory() as tmp:
+            etdump = Path(tmp) / "run.etdp"
+            module.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
+            df = Inspector(etdump_path=str(etdump)).to_dataframe()
+    totals: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for _, row in df[df.event_block_name == "Execute"].iterrows():
+        name = str(row.event_name)
+        if name in ("Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"):
+            continue
+        kind = re.sub(r" #\d+$", "", name)
+        raw = sorted(row.raw) if row.raw else [0.0]
+        totals[kind] += raw[len(raw) // 2]
+        counts[kind] += 1
+    return op_rows(totals, counts)

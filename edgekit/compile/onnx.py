@@ -1,15 +1,22 @@
-"""ONNX: `torch.onnx.export(dynamo=True)`, simplified with onnxslim, run with ONNX Runtime."""
+"""ONNX: `torch.onnx.export(dynamo=True)`, simplified with onnxslim, run and profiled with ONNX Runtime;
+quantized with onnxruntime.quantization (int8 static QDQ, int8 dynamic)."""
 
 from __future__ import annotations
 
+import ast
+import json
 import logging
+import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .base import Backend, CompileOptions, ExportInfo, Runner, lowering_error, quiet
+from ..quantize import QuantSpec, module_prefixes
+from .base import INT8, CompileOptions, ExportInfo, Runner, lowering_error, op_rows, quiet
+from .registry import Scheme, Target, register
 
 
 def _value_info(vi) -> dict:
@@ -50,10 +57,6 @@ def _nodes_of(model, float_layers) -> list[str]:
 
     The exporter folds a BatchNorm into the convolution before it and names the result after the BatchNorm.
     """
-    import ast
-
-    from ..quantize import module_prefixes
-
     prefixes = module_prefixes(float_layers)
     names = []
     for n in model.graph.node:
@@ -68,7 +71,7 @@ def _nodes_of(model, float_layers) -> list[str]:
     return names
 
 
-def _quantize(path: Path, q, exclude: list[str]):
+def _quantize(path: Path, q: QuantSpec, exclude: list[str]):
     """onnxruntime's quantizer in place: static QDQ (calibrated) or dynamic, int8 weights per channel.
 
     reduce_range (7-bit weights) because x86 CPUs without VNNI saturate in ORT's u8s8 kernels otherwise.
@@ -103,9 +106,15 @@ def _quantize(path: Path, q, exclude: list[str]):
     return onnx.load(str(path))
 
 
-class OnnxBackend(Backend):
+@register
+class Onnx(Target):
     name = "onnx"
+    title = "ONNX"
     suffix = ".onnx"
+    schemes = (Scheme("int8", INT8, calibrated=True), Scheme("int8-dynamic", INT8))
+    packages = ("onnx", "onnxslim", "onnxruntime")
+    runtime_package = "onnxruntime"
+    runtime_module = "onnxruntime"
 
     def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
         with quiet():
@@ -151,9 +160,29 @@ class OnnxBackend(Backend):
     def load(self, path: Path, manifest: dict, threads: int | None = None) -> Runner:
         return OnnxRunner(path, threads)
 
-    def versions(self) -> dict[str, str]:
-        import onnx
-        import onnxruntime
-        import onnxslim
+    def op_profile(self, path: Path, x: np.ndarray, threads: int | None) -> list[dict] | None:
+        return onnx_op_profile(path, x, threads)
 
-        return {"onnx": onnx.__version__, "onnxslim": onnxslim.__version__, "onnxruntime": onnxruntime.__version__}
+
+def onnx_op_profile(path: str | Path, x: np.ndarray, threads: int | None, runs: int = 20) -> list[dict]:
+    """Mean time per ONNX op type from ONNX Runtime's own profiler (kernel time of every node)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = session_options(threads)
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    totals: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        op = e.get("args", {}).get("op_name", "?")
+        totals[op] += e["dur"] / 1e3 / runs
+        counts[op] += 1
+    return op_rows(totals, {k: max(1, v // runs) for k, v in counts.items()})

@@ -1,4 +1,5 @@
-"""TFLite (LiteRT): converted by litert-torch, run by ai-edge-litert's `Interpreter` (XNNPACK on CPU)."""
+"""TFLite (LiteRT): converted by litert-torch, run by ai-edge-litert's `Interpreter` (XNNPACK on CPU); quantized
+with litert-torch's PT2E quantizer (int8 static and dynamic) or its fp16 recipe."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedOperatorError
-
-from .base import Backend, CompileOptions, ExportInfo, Runner, lowering_error, quiet
+from ..quantize import node_in, pt2e
+from .base import FP16, INT8, CompileOptions, ExportInfo, Runner, lowering_error, quiet
+from .registry import Scheme, Target, register
 
 
 def _spec(detail: dict, name: str) -> dict:
@@ -86,17 +88,40 @@ def _quantized(model: nn.Module, example: torch.Tensor, opts: CompileOptions) ->
         from litert_torch.generative.quantize import quant_recipes
 
         return model, {"quant_config": quant_recipes.full_fp16_recipe()}
-    from ..quantize import litert_quantizer, pt2e
-
     quantizer = litert_quantizer(q.dynamic, q.float_layers)
     # litert's converter needs the quantize ops unfolded; without quant_config it keeps them as float ops
     gm = pt2e(model, example, quantizer, q.calib, fold=False)
     return gm, {"quant_config": QuantConfig(pt2e_quantizer=quantizer)}
 
 
-class TFLiteBackend(Backend):
+def litert_quantizer(dynamic: bool, float_layers=()):
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    class _Quantizer(PT2EQuantizer):
+        """litert-torch's name filters do not match torch 2.13's module stacks: pre-mark float nodes as done."""
+
+        def annotate(self, model):
+            for n in model.graph.nodes:
+                if node_in(n, float_layers):
+                    n.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+            return super().annotate(model)
+
+    return _Quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
+
+
+@register
+class TFLite(Target):
     name = "tflite"
+    title = "TFLite (LiteRT)"
     suffix = ".tflite"
+    schemes = (Scheme("int8", INT8, calibrated=True, simulated=True), Scheme("int8-dynamic", INT8, simulated=True),
+               Scheme("fp16", FP16, weight_only=True))
+    packages = ("litert-torch", "ai-edge-litert")
+    runtime_package = "ai-edge-litert"
+    runtime_module = "ai_edge_litert.interpreter"
+    apps = ("android",)
+    adb_tool = "benchmark_model"  # LiteRT's Python Interpreter has no op profiler; benchmark_model over adb has one
 
     def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
         error = None
@@ -126,7 +151,5 @@ class TFLiteBackend(Backend):
     def load(self, path: Path, manifest: dict, threads: int | None = None) -> Runner:
         return TFLiteRunner(path, threads)
 
-    def versions(self) -> dict[str, str]:
-        from importlib.metadata import version
-
-        return {"litert-torch": version("litert-torch"), "ai-edge-litert": version("ai-edge-litert")}
+    def delegate_of(self, manifest: dict) -> str | None:
+        return "xnnpack"

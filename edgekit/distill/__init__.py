@@ -15,6 +15,7 @@ from ..data import Dataset, accuracy, load_dataset, logits_of
 from ..errors import EdgekitError
 from ..models import checkpoint_out, load_model, save_checkpoint
 from ..models.weights import read_checkpoint
+from ..specs import DEFAULT_DATA, DEFAULT_SEED, DistillSpec, TrainSpec
 from .losses import Distiller, check_options, soft_kd
 from .loop import TrainConfig, TrainState, cosine_lr, fit, sparsity_masks
 
@@ -137,24 +138,25 @@ def _make_distiller(student: torch.nn.Module, spec: dict, dataset: Dataset) -> D
         raise EdgekitError(f"the teacher '{spec['teacher']}' expects different input normalisation than the student; "
                            "distil between models with the same preprocessing")
     example = dataset.train.batch(torch.arange(min(2, len(dataset.train))))[0]
-    return Distiller(student, teacher.model, temperature=spec.get("temperature", 4.0), alpha=spec.get("alpha", 0.5),
-                     hard=spec.get("hard", False), features=spec.get("features"), example=example)
+    return Distiller(student, teacher.model, temperature=spec.get("temperature", DistillSpec.default("temperature")),
+                     alpha=spec.get("alpha", DistillSpec.default("alpha")),
+                     hard=spec.get("hard", DistillSpec.default("hard")), features=spec.get("features"), example=example)
 
 
 def train(
     model: str,
-    data: str = "digits",
+    data: str = DEFAULT_DATA,
     *,
     out: str | Path,
-    epochs: int = 1,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    weight_decay: float = 0.05,
-    seed: int = 0,
+    epochs: int = TrainSpec.default("epochs"),
+    lr: float = TrainSpec.default("lr"),
+    batch_size: int = TrainSpec.default("batch_size"),
+    weight_decay: float = TrainSpec.default("weight_decay"),
+    seed: int = DEFAULT_SEED,
     weights: str | Path | None = None,
     num_classes: int | None = None,
     input_size: int | None = None,
-    limit: int | None = None,
+    limit: int | None = TrainSpec.default("limit"),
     val_limit: int | None = None,
     resume: bool = False,
     progress=None,
@@ -168,22 +170,22 @@ def train(
 def distill(
     student: str,
     teacher: str,
-    data: str = "digits",
+    data: str = DEFAULT_DATA,
     *,
     out: str | Path,
-    epochs: int = 1,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    weight_decay: float = 0.05,
-    seed: int = 0,
-    temperature: float = 4.0,
-    alpha: float = 0.5,
-    hard: bool = False,
+    epochs: int = DistillSpec.default("epochs"),
+    lr: float = DistillSpec.default("lr"),
+    batch_size: int = DistillSpec.default("batch_size"),
+    weight_decay: float = DistillSpec.default("weight_decay"),
+    seed: int = DEFAULT_SEED,
+    temperature: float = DistillSpec.default("temperature"),
+    alpha: float = DistillSpec.default("alpha"),
+    hard: bool = DistillSpec.default("hard"),
     features: list[tuple[str, str]] | None = None,
-    teacher_weights: str | Path | None = None,
+    teacher_weights: str | Path | None = DistillSpec.default("teacher_weights"),
     weights: str | Path | None = None,
     input_size: int | None = None,
-    limit: int | None = None,
+    limit: int | None = DistillSpec.default("limit"),
     val_limit: int | None = None,
     resume: bool = False,
     progress=None,

@@ -21,18 +21,19 @@ import torch
 from torch import nn
 
 from ..data import Dataset, accuracy, batches
+from ..specs import DEFAULT_SEED, TrainSpec
 from .losses import Distiller
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    batch_size: int = 64
+    epochs: int = TrainSpec.default("epochs")
+    lr: float = TrainSpec.default("lr")
+    weight_decay: float = TrainSpec.default("weight_decay")
+    batch_size: int = TrainSpec.default("batch_size")
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.0
-    seed: int = 0
+    seed: int = DEFAULT_SEED
 
     def to_dict(self) -> dict:
         return asdict(self)

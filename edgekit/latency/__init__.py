@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ..compile import get_target
 from ..errors import EdgekitError
 from .db import LatencyDB, default_path, latency_of
 from .features import cost_features
@@ -67,9 +68,7 @@ def measure(reference: str, target: str, device: str, threads: int | None, db: L
     from ..compile import compile as compile_model
     from ..profile import profile
 
-    from ..quantize import SCHEMES
-
-    static = quantize in ("int8", "w8a8") and quantize in SCHEMES.get(target, ())
+    static = quantize is not None and get_target(target).scheme(quantize).calibrated
     # Latency does not depend on what the calibration images show: the bundled digits calibrate a static
     # scheme without a download (accuracy is the selection's other axis, not measured here).
     result = compile_model(reference, target, out=work, input_size=input_size, quantize=quantize, name=name,

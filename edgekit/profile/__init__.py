@@ -8,13 +8,16 @@ over adb; `load_report()` reads (and checks) a report a demo app wrote.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import json
 import platform
 import time
 from pathlib import Path
 from typing import Callable
 
+from ..compile import fixed_inputs, get_target, quiet, read_manifest, target_names
 from ..errors import ArtifactError, EdgekitError
+from ..specs import ProfileSpec
 from .devices import Device, find_device
 from .timing import gc_paused, summarize, timed
 
@@ -24,7 +27,10 @@ NOISY = 0.10  # interquartile range over median above which a run is called nois
 
 
 def schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
+    """The report schema, with the runtimes it accepts taken from the registered targets."""
+    s = json.loads(SCHEMA_PATH.read_text())
+    s["properties"]["runtime"]["properties"]["name"]["enum"] = list(target_names())
+    return s
 
 
 def validate_report(report: dict, source: str = "report") -> dict:
@@ -94,8 +100,6 @@ def _reset_peak() -> bool:
 
 
 def _host_input(manifest: dict):
-    from ..verify import fixed_inputs
-
     images, tensors = fixed_inputs(manifest, 1)
     return images[0] if manifest["preprocessing"].get("baked_in") else tensors[0].numpy()
 
@@ -105,19 +109,19 @@ def measure_host(
     repeats: int = 2, warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Load and time the artifact in this process; a noisy run (IQR > 10 % of the median) is repeated."""
-    from ..compile import get_backend
-
-    backend = get_backend(manifest["target"])
-    reason = backend.runnable(manifest)
+    target = get_target(manifest["target"])
+    reason = target.runnable(manifest)
     if reason:
         raise EdgekitError(f"cannot profile '{artifact.name}' here: {reason}; profile it on the device and "
                            "`edgekit profile import` the report")
     x = _host_input(manifest)
-    _import_runtime(manifest["target"])  # a first import costs seconds: not the artifact's load time
+    if target.runtime_module:  # a first import costs seconds: not the artifact's load time
+        with quiet():
+            importlib.import_module(target.runtime_module)
     rss0 = _status_kb("VmRSS")
     tracked = _reset_peak()
     t0 = time.perf_counter()
-    runner = backend.load(artifact, manifest, threads=threads)
+    runner = target.load(artifact, manifest, threads=threads)
     load_ms = (time.perf_counter() - t0) * 1e3
     notes: list[str] = []
     best = None
@@ -148,61 +152,25 @@ def measure_host(
     }
     runner = None  # unload before the per-op pass loads its own copy
     if per_op:
-        report["ops"] = host_ops(manifest["target"], artifact, x, threads)
+        report["ops"] = target.op_profile(artifact, x, threads)
         if report["ops"] is None:
             report.pop("ops")
             report["notes"].append(f"{manifest['target']} on this host exposes no per-op timing")
     return report
 
 
-RUNTIME_MODULES = {"executorch": "executorch.runtime", "tflite": "ai_edge_litert.interpreter",
-                   "onnx": "onnxruntime", "coreml": "coremltools"}
-
-
-def _import_runtime(target: str) -> None:
-    import importlib
-
-    from ..compile.base import quiet
-
-    with quiet():
-        importlib.import_module(RUNTIME_MODULES[target])
-
-
-def host_ops(target: str, artifact: Path, x, threads: int | None) -> list[dict] | None:
-    from .ops import executorch_op_profile, onnx_op_profile
-
-    if target == "executorch":
-        return executorch_op_profile(artifact, x, threads)
-    if target == "onnx":
-        return onnx_op_profile(artifact, x, threads)
-    return None  # LiteRT's Python Interpreter has no op profiler; benchmark_model over adb has one
-
-
-def runtime_version(target: str) -> str | None:
-    from importlib import metadata
-
-    package = {"executorch": "executorch", "tflite": "ai-edge-litert", "onnx": "onnxruntime",
-               "coreml": "coremltools"}[target]
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFound:
-        return None
-
-
 def profile(
     artifact: str | Path,
     *,
-    runs: int = 50,
-    warmup: int = 10,
-    threads: int | None = None,
-    device: str = "host",
-    per_op: bool = False,
+    runs: int = ProfileSpec.default("runs"),
+    warmup: int = ProfileSpec.default("warmup"),
+    threads: int | None = ProfileSpec.default("threads"),
+    device: str = ProfileSpec.default("device"),
+    per_op: bool = ProfileSpec.default("per_op"),
     binary: str | Path | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Measure `artifact` (beside its manifest) on `device` and return a latency report (validated)."""
-    from ..verify import read_manifest
-
     if runs < 1 or warmup < 0:
         raise EdgekitError(f"--runs {runs} / --warmup {warmup}: give at least 1 run and 0 or more warm-up runs")
     if threads is not None and threads < 1:
@@ -230,7 +198,7 @@ def profile(
         "schema": SCHEMA_ID,
         "created": now(),
         "device": device_info,
-        "runtime": {"name": target, "version": runtime_version(target),
+        "runtime": {"name": target, "version": get_target(target).runtime_version(),
                     "delegate": manifest.get("options", {}).get("delegate") or dev.delegate,
                     "compute_units": dev.compute_units},
         "artifact": {"sha256": manifest["sha256"], "name": manifest["artifact"], "bytes": manifest["bytes"],

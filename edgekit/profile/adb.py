@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..compile import get_target
 from ..errors import EdgekitError
 from .devices import Device
 from .timing import summarize
@@ -147,7 +148,10 @@ def find_binary(tool: str, binary: str | Path | None) -> Path:
 def measure_adb(artifact: Path, manifest: dict, dev: Device, device: str, *, runs: int, warmup: int,
                 threads: int, per_op: bool, binary=None) -> tuple[dict, dict]:
     serial = device.split(":", 1)[1] if device.startswith("adb:") else None
-    tool = dev.profile.tool or {"executorch": "executor_runner", "tflite": "benchmark_model"}[dev.target]
+    tool = dev.profile.tool or get_target(dev.target).adb_tool
+    if tool not in BINARY_ENV:
+        raise EdgekitError(f"{dev.target} has no benchmark tool for adb (edgekit drives {' and '.join(BINARY_ENV)}); "
+                           f"set profile.tool in the definition of {dev.name}")
     exe = find_binary(tool, binary)
     remote = dev.profile.remote_dir.rstrip("/")
     _adb(serial, "shell", "mkdir", "-p", remote)

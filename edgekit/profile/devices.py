@@ -1,17 +1,20 @@
-"""Target/device definitions: the YAML files in `targets/` (one per compile target and device)."""
+"""Target/device definitions: the YAML files in `edgekit/resources/targets/` (one per compile target and device)."""
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from ..compile import target_names
 from ..errors import EdgekitError
 
-TARGETS_DIR = Path(__file__).resolve().parents[2] / "targets"
+# shipped inside the package (a wheel carries them); `targets/` at the top of the source tree links here
+TARGETS_DIR = Path(str(files("edgekit") / "resources" / "targets"))
 
 
 class ProfileHow(BaseModel):
@@ -24,7 +27,7 @@ class ProfileHow(BaseModel):
 class Device(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-    target: Literal["executorch", "tflite", "onnx", "coreml"]
+    target: str
     device: str
     description: str = ""
     delegate: Optional[str] = None
@@ -33,6 +36,13 @@ class Device(BaseModel):
     quantization: Optional[str] = None
     threads: Optional[int] = None
     profile: ProfileHow
+
+    @field_validator("target")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in target_names():
+            raise ValueError(f"target '{v}' is not a registered target ({', '.join(target_names())})")
+        return v
 
     def threads_for(self, threads: int | None) -> int:
         """The thread count a run uses: the one asked for, else the device's, else every core of this host."""

@@ -11,13 +11,11 @@ from ..data import accuracy, load_dataset
 from ..errors import EdgekitError
 from ..models import checkpoint_out, count_macs, load_model, save_checkpoint
 from ..models.surgery import apply_plan
-from .dimap import dimap_group_scores, dimap_unstructured
+from ..specs import DEFAULT_DATA, PruneSpec
 from .graph import channel_groups
-from .magnitude import magnitude_structured, magnitude_unstructured, prunable_weights
-from .oto import OTOConfig, oto_train
+from .magnitude import magnitude_structured, prunable_weights
+from .methods import get_method
 from .plan import make_plan
-
-METHODS = ("oto", "magnitude", "dimap")
 
 
 @dataclass
@@ -44,56 +42,52 @@ def prune(
     ratio: float,
     *,
     out: str | Path,
-    structured: bool = False,
-    data: str = "digits",
-    steps: int = 200,
-    optimizer: str = "hesso",
+    structured: bool = PruneSpec.default("structured"),
+    data: str = DEFAULT_DATA,
+    steps: int = PruneSpec.default("steps"),
+    optimizer: str = PruneSpec.default("optimizer"),
     weights: str | Path | None = None,
     num_classes: int | None = None,
     input_size: int | None = None,
 ) -> PruneResult:
-    """Prune `model` (a reference) with `method` at `ratio` and write an edgekit checkpoint to `out`."""
-    if method not in METHODS:
-        raise EdgekitError(f"unknown pruning method '{method}'; choose one of: {', '.join(METHODS)}")
-    if method == "oto" and optimizer not in ("hesso", "dhspg"):
-        raise EdgekitError(f"unknown OTO optimizer '{optimizer}'; choose hesso or dhspg")
+    """Prune `model` (a reference) with `method` (a registered `PruningMethod`'s name) at `ratio` and write an
+    edgekit checkpoint to `out`."""
+    pm = get_method(method)
+    # not validated here: the ratio has its own message below, and the method checks its own options
+    spec = PruneSpec.model_construct(method=method, ratio=ratio, structured=structured, steps=steps, optimizer=optimizer)
+    pm.check(spec)
     if not 0.0 < float(ratio) < 1.0:
         raise EdgekitError(f"--ratio {ratio} is out of range; give a fraction between 0 and 1, e.g. 0.5")
     out = checkpoint_out(out)
     loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
     net, size = loaded.model, loaded.card.input_size
-    if method == "oto":  # check the data before the (slower) graph analysis
+    dataset = None
+    if pm.needs_data:  # check the data before the (slower) graph analysis
         dataset = load_dataset(data, size, loaded.card.mean, loaded.card.std)
         _fit_classes(net, dataset.num_classes, loaded)
     before = {"params": sum(p.numel() for p in net.parameters()), "nonzero_params": _nonzero_params(net),
               "macs": count_macs(net, size)}
     plan = None
     report: dict = {"method": method, "ratio": ratio, "structured": structured, "input_size": size}
-    if method == "oto" or structured:
+    if pm.trains or structured:
         groups = channel_groups(net, size)
         if not groups:
             raise EdgekitError(f"'{model}' has no prunable channel groups")
-        if method == "oto":
-            acc_before = accuracy(net, dataset.val)
-            result = oto_train(net, groups, ratio, dataset, OTOConfig(optimizer=optimizer, steps=steps))
-            keep = result["keep"]
-            report["oto"] = result["log"]
-            report["oto"]["val_accuracy_before_training"] = acc_before
-            report["oto"]["val_accuracy_group_sparse"] = accuracy(net, dataset.val)
+        log = None
+        if pm.trains:
+            keep, log = pm.train(net, groups, ratio, dataset, spec)
+            report[pm.name] = log
         else:
-            scores = dimap_group_scores(net, groups) if method == "dimap" else None
-            keep = magnitude_structured(net, groups, ratio, scores=scores)
+            keep = magnitude_structured(net, groups, ratio, scores=pm.group_scores(net, groups))
         plan = make_plan(groups, keep)
         apply_plan(net, plan)
-        if method == "oto":
-            report["oto"]["val_accuracy_subnet"] = accuracy(net, dataset.val)
+        if log is not None and dataset is not None:
+            log["val_accuracy_subnet"] = accuracy(net, dataset.val)
         report["groups"] = len(groups)
         report["channels_removed"] = sum(g.size - len(keep[g.id]) for g in groups)
         report["channels_total"] = sum(g.size for g in groups)
-    elif method == "magnitude":
-        report["sparsity_per_layer"] = magnitude_unstructured(net, ratio)
     else:
-        report["sparsity_per_module"] = dimap_unstructured(net, ratio)
+        report[f"sparsity_per_{pm.sparsity_unit}"] = pm.unstructured(net, ratio)
     after = {"params": sum(p.numel() for p in net.parameters()), "nonzero_params": _nonzero_params(net),
              "macs": count_macs(net, size)}
     prunable = prunable_weights(net)

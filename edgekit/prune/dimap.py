@@ -17,6 +17,7 @@ from torch import nn
 from ..models.surgery import tensor_at
 from .graph import Group
 from .magnitude import prunable_weights
+from .methods import PruningMethod, register_method
 
 _LEAVES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm)
 
@@ -105,3 +106,19 @@ def dimap_group_scores(model: nn.Module, groups: list[Group]) -> dict[int, torch
             count += 1
         out[g.id] = total / max(count, 1)
     return out
+
+
+class DIMAP(PruningMethod):
+    """DIMAP: unstructured per module by its score, structured by the channels' mean score."""
+
+    name = "dimap"
+    sparsity_unit = "module"
+
+    def group_scores(self, net: nn.Module, groups: list[Group]) -> dict[int, torch.Tensor]:
+        return dimap_group_scores(net, groups)
+
+    def unstructured(self, net: nn.Module, ratio: float) -> dict[str, float]:
+        return dimap_unstructured(net, ratio)
+
+
+register_method(DIMAP())

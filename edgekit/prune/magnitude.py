@@ -10,6 +10,7 @@ from torch import nn
 
 from ..models.surgery import tensor_at
 from .graph import Group
+from .methods import PruningMethod, register_method
 
 
 def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -89,3 +90,19 @@ def magnitude_structured(
             kept = s.topk(floor).indices.sort().values
         keep[g.id] = kept.tolist()
     return keep
+
+
+class Magnitude(PruningMethod):
+    """Global magnitude: unstructured by |w| ranked across layers, structured by the channels' L2 norms."""
+
+    name = "magnitude"
+    sparsity_unit = "layer"
+
+    def group_scores(self, net: nn.Module, groups: list[Group]) -> dict[int, torch.Tensor]:
+        return {g.id: group_scores(net, g) for g in groups}
+
+    def unstructured(self, net: nn.Module, ratio: float) -> dict[str, float]:
+        return magnitude_unstructured(net, ratio)
+
+
+register_method(Magnitude())

@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..data import Dataset, batches
+from ..data import Dataset, accuracy, batches
+from ..errors import EdgekitError
 from ..models.surgery import tensor_at
+from ..specs import PruneSpec
 from .graph import Group
+from .methods import PruningMethod, register_method
 
 
 @dataclass
@@ -214,3 +217,30 @@ def oto_train(model: nn.Module, groups: list[Group], ratio: float, data: Dataset
     log["zeroed"] = len(zero)
     keep = {g.id: [c for c in range(g.size) if (g.id, c) not in set(zero)] for g in groups}
     return {"keep": keep, "log": log}
+
+
+OPTIMIZERS = ("hesso", "dhspg")
+
+
+class OTO(PruningMethod):
+    """Only-Train-Once: trains on the data until the dropped channel groups are exactly zero."""
+
+    name = "oto"
+    trains = True
+    needs_data = True
+
+    def check(self, spec: PruneSpec) -> None:
+        if spec.optimizer not in OPTIMIZERS:
+            raise EdgekitError(f"unknown OTO optimizer '{spec.optimizer}'; choose hesso or dhspg")
+
+    def train(self, net: nn.Module, groups: list[Group], ratio: float, dataset: Dataset,
+              spec: PruneSpec) -> tuple[dict[int, list[int]], dict]:
+        acc_before = accuracy(net, dataset.val)
+        result = oto_train(net, groups, ratio, dataset, OTOConfig(optimizer=spec.optimizer, steps=spec.steps))
+        log = result["log"]
+        log["val_accuracy_before_training"] = acc_before
+        log["val_accuracy_group_sparse"] = accuracy(net, dataset.val)
+        return result["keep"], log
+
+
+register_method(OTO())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,7 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ArtifactError, VerificationError
+from ..data import load_dataset
+from ..errors import ArtifactError, VerificationError
+from ..io import sha256_of
+from ..models import load_model
+from .base import Tolerance
+from .export import prepare_for_export
+from .manifest import read_manifest
+from .registry import Target, get_target
 
 VERIFY_SEED = 1234
 
@@ -35,14 +41,12 @@ def fixed_inputs(manifest: dict, samples: int, seed: int = VERIFY_SEED) -> tuple
 
 def data_inputs(manifest: dict, data: str, samples: int) -> list[torch.Tensor]:
     """The first `samples` validation images of `data`, preprocessed as the manifest says."""
-    from .data import load_dataset
-
     pre = manifest["preprocessing"]
     val = load_dataset(data, int(pre["size"]), pre["mean"], pre["std"]).val
     return [val.batch([i])[0] for i in range(min(samples, len(val)))]
 
 
-def compare(reference: list[np.ndarray], got: list[np.ndarray], tol) -> dict:
+def compare(reference: list[np.ndarray], got: list[np.ndarray], tol: Tolerance) -> dict:
     ref = np.concatenate([r.reshape(1, -1) for r in reference]).astype(np.float64)
     out = np.concatenate([g.reshape(1, -1) for g in got]).astype(np.float64)
     if ref.shape != out.shape:
@@ -88,13 +92,12 @@ def compare(reference: list[np.ndarray], got: list[np.ndarray], tol) -> dict:
 
 @torch.no_grad()
 def verify_artifact(
-    path: str | Path, manifest: dict, model: nn.Module, samples: int = 4, backend=None, threads: int | None = None
+    path: str | Path, manifest: dict, model: nn.Module, samples: int = 4, target: Target | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Run the artifact in its own runtime and compare with `model` (already prepared for export)."""
-    from .compile import get_backend
-
-    backend = backend or get_backend(manifest["target"])
-    reason = backend.runnable(manifest)
+    target = target or get_target(manifest["target"])
+    reason = target.runnable(manifest)
     if reason:
         return {"status": "skipped", "reason": reason}
     images, tensors = fixed_inputs(manifest, samples)
@@ -106,28 +109,13 @@ def verify_artifact(
         inputs = f"the first {len(tensors)} validation images of {data}"
     reference = [model(t).numpy() for t in tensors]
     t0 = time.perf_counter()
-    runner = backend.load(Path(path), manifest, threads=threads)
+    runner = target.load(Path(path), manifest, threads=threads)
     feeds = images if manifest["preprocessing"].get("baked_in") else [t.numpy() for t in tensors]
     got = [runner.run(f) for f in feeds]
-    result = compare(reference, got, backend.tolerance_for(manifest))
+    result = compare(reference, got, target.tolerance_for(manifest))
     result["inputs"] = inputs
     result["runtime_seconds"] = round(time.perf_counter() - t0, 3)
     return result
-
-
-def read_manifest(artifact: str | Path) -> dict:
-    from .compile import manifest_path
-
-    artifact = Path(artifact)
-    if not artifact.exists():
-        raise ArtifactError(f"artifact '{artifact}' does not exist; compile one with `edgekit compile`")
-    mpath = manifest_path(artifact)
-    if not mpath.is_file():
-        raise ArtifactError(f"no manifest '{mpath.name}' beside '{artifact}'; recompile it with `edgekit compile`")
-    try:
-        return json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"manifest '{mpath}' is not valid JSON ({e}); recompile the artifact") from None
 
 
 def verify(
@@ -140,10 +128,6 @@ def verify(
     strict: bool = True,
 ) -> dict:
     """`edgekit verify`: compare an artifact with the model it came from; raise on a breach when `strict`."""
-    from .compile import prepare_for_export
-    from .io import sha256_of
-    from .models import load_model
-
     manifest = read_manifest(artifact)
     if sha256_of(artifact) != manifest.get("sha256"):
         raise ArtifactError(f"'{artifact}' does not match the sha256 in its manifest; it changed after compiling")
