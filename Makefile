@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EDGEKIT := $(VENV)/bin/edgekit
 OUT ?= out/quickstart
 
-.PHONY: setup demo test test-heavy bench docs clean
+.PHONY: setup demo test test-heavy bench docs lint clean
 
 setup: $(VENV)/.edgekit-installed
 
@@ -37,6 +37,16 @@ bench: setup
 	$(PY) bench/distill.py | tee bench/distill.txt
 	$(PY) bench/predictor.py | tee bench/predictor.txt
 	$(PY) bench/recipe_cache.py | tee bench/recipe_cache.txt
+
+# Code health: ruff's lint rules and formatting over every Python file of the repository (edgekit/, bench/, docs/hooks/,
+# tests/), mypy over the package, and the import contracts in pyproject.toml (the rooms of DESIGN.md, checked by
+# import-linter; tests/test_structure.py checks what the contracts cannot say). Each is configured in pyproject.toml;
+# `ruff check --fix` and `ruff format` repair most of what the first two report.
+lint: setup
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 # The documentation site (mkdocs.yml, docs/) into site/; the CLI reference page is generated from the typer app on
 # every build (docs/hooks/cli_reference.py). --strict: a broken link or a missing page fails the build.

@@ -45,13 +45,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgekit-distill-bench-"))
     t0 = time.perf_counter()
     teacher = work / "teacher.pt"
-    edgekit.train(args.model, args.data, out=teacher, epochs=args.epochs, input_size=args.size, limit=args.limit,
-                  lr=args.lr)
+    edgekit.train(
+        args.model, args.data, out=teacher, epochs=args.epochs, input_size=args.size, limit=args.limit, lr=args.lr
+    )
     student = work / "student.pt"
     edgekit.prune(str(teacher), "oto", args.ratio, out=student, data=args.data, steps=args.oto_steps)
     val = load_dataset(args.data, args.size).val
-    acc = {"teacher": accuracy(load_model(str(teacher)).model, val),
-           "pruned, no fine-tune": accuracy(load_model(str(student)).model, val)}
+    acc = {
+        "teacher": accuracy(load_model(str(teacher)).model, val),
+        "pruned, no fine-tune": accuracy(load_model(str(student)).model, val),
+    }
     macs = count_macs(load_model(str(student)).model, args.size) / count_macs(load_model(str(teacher)).model, args.size)
     common = dict(epochs=args.ft_epochs, limit=args.ft_limit, lr=args.lr / 2)
     t = time.perf_counter()
@@ -59,21 +62,31 @@ def main() -> None:
     ft_s = time.perf_counter() - t
     acc["fine-tuned on labels"] = accuracy(load_model(str(work / "ft.pt")).model, val)
     t = time.perf_counter()
-    edgekit.distill(str(student), str(teacher), args.data, out=work / "kd.pt", temperature=args.temperature,
-                    alpha=args.alpha, **common)
+    edgekit.distill(
+        str(student),
+        str(teacher),
+        args.data,
+        out=work / "kd.pt",
+        temperature=args.temperature,
+        alpha=args.alpha,
+        **common,
+    )
     kd_s = time.perf_counter() - t
     acc["fine-tuned with distillation"] = accuracy(load_model(str(work / "kd.pt")).model, val)
-    print(f"# {args.model} on {args.data} at {args.size}x{args.size}: teacher trained {args.epochs} epochs of "
-          f"{args.limit} images; OTO (HESSO) {args.ratio:.0%}, {args.oto_steps} steps -> {macs:.0%} of the MACs")
-    print(f"# fine-tunes: {args.ft_epochs} epoch(s) of {args.ft_limit} images each, lr {args.lr / 2:g}; distillation: "
-          f"T {args.temperature}, alpha {args.alpha} (soft KD on the distillation head, labels on the class head)")
+    print(
+        f"# {args.model} on {args.data} at {args.size}x{args.size}: teacher trained {args.epochs} epochs of "
+        f"{args.limit} images; OTO (HESSO) {args.ratio:.0%}, {args.oto_steps} steps -> {macs:.0%} of the MACs"
+    )
+    print(
+        f"# fine-tunes: {args.ft_epochs} epoch(s) of {args.ft_limit} images each, lr {args.lr / 2:g}; distillation: "
+        f"T {args.temperature}, alpha {args.alpha} (soft KD on the distillation head, labels on the class head)"
+    )
     print(f"# test split: {len(val)} images")
     for k, v in acc.items():
         print(f"{k:30s} {v:7.2%}")
     gap = acc["teacher"] - acc["fine-tuned on labels"]
     closed = (acc["fine-tuned with distillation"] - acc["fine-tuned on labels"]) / gap if gap > 0 else float("nan")
-    print(f"gap teacher - fine-tuned: {100 * gap:.2f} points; distillation closes {closed:.0%} of it "
-          f"(goal >= 50 %)")
+    print(f"gap teacher - fine-tuned: {100 * gap:.2f} points; distillation closes {closed:.0%} of it (goal >= 50 %)")
     print(f"# fine-tune {ft_s:.0f} s, distillation {kd_s:.0f} s; total {time.perf_counter() - t0:.0f} s")
 
 

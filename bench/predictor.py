@@ -31,14 +31,29 @@ from edgekit.latency.db import LatencyDB
 from edgekit.latency.features import cost_features
 from edgekit.latency.predictor import fit, leave_one_out, quality
 from edgekit.models import load_model
-from edgekit.profile import profile, host_name
+from edgekit.profile import host_name, profile
 from edgekit.prune import prune
 
-BASE = ["mobilenetv2_100", "mobilenetv2_140", "mobileone_s0", "mobileone_s1", "mobileone_s2", "mobilevig_ti",
-        "mobilevig_s", "greedyvig_s"]
-PRUNED = {"mobilenetv2_100": (0.3, 0.5), "mobilenetv2_140": (0.3,), "mobileone_s0": (0.3, 0.5),
-          "mobileone_s1": (0.3, 0.5, 0.7), "mobileone_s2": (0.5,), "mobilevig_ti": (0.3, 0.5, 0.7),
-          "mobilevig_s": (0.3, 0.5), "greedyvig_s": (0.3, 0.5)}
+BASE = [
+    "mobilenetv2_100",
+    "mobilenetv2_140",
+    "mobileone_s0",
+    "mobileone_s1",
+    "mobileone_s2",
+    "mobilevig_ti",
+    "mobilevig_s",
+    "greedyvig_s",
+]
+PRUNED = {
+    "mobilenetv2_100": (0.3, 0.5),
+    "mobilenetv2_140": (0.3,),
+    "mobileone_s0": (0.3, 0.5),
+    "mobileone_s1": (0.3, 0.5, 0.7),
+    "mobileone_s2": (0.5,),
+    "mobilevig_ti": (0.3, 0.5, 0.7),
+    "mobilevig_s": (0.3, 0.5),
+    "greedyvig_s": (0.3, 0.5),
+}
 TARGETS = ("executorch", "tflite")
 
 
@@ -60,15 +75,20 @@ def measure(args) -> list[dict]:
         feats = cost_features(load_model(ref, input_size=args.size).model, args.size)
         row = {"model": name, "ratio": ratio, "features": feats}
         for target in TARGETS:
-            art = edgekit.compile(ref, target, out=work / target, input_size=args.size,
-                                  name=f"{name}_p{int(ratio * 100)}", verify=False).artifact
+            art = edgekit.compile(
+                ref, target, out=work / target, input_size=args.size, name=f"{name}_p{int(ratio * 100)}", verify=False
+            ).artifact
             rep = profile(art, runs=args.runs, warmup=args.warmup, threads=args.threads)
             db.add(rep, feats)
             row[target] = rep["median_ms"]
             row[f"{target}_iqr"] = rep["iqr_ms"]
         out.append(row)
-        print(f"# measured {name} pruned {ratio:.0%}: " + ", ".join(f"{t} {row[t]:.2f} ms" for t in TARGETS)
-              + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"# measured {name} pruned {ratio:.0%}: "
+            + ", ".join(f"{t} {row[t]:.2f} ms" for t in TARGETS)
+            + f" ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     db.close()
     return out
 
@@ -87,12 +107,24 @@ def main() -> None:
         rows = json.loads(Path(args.measurements).read_text())["variants"]
         print(f"# refit on {args.measurements}")
     else:
-        print(f"# {len(BASE)} zoo models + structured magnitude pruning; {args.size}x{args.size}, batch 1, fp32, "
-              f"{args.threads} threads; {host_name()}; torch {torch.__version__}; median of {args.runs} runs each")
+        print(
+            f"# {len(BASE)} zoo models + structured magnitude pruning; {args.size}x{args.size}, batch 1, fp32, "
+            f"{args.threads} threads; {host_name()}; torch {torch.__version__}; median of {args.runs} runs each"
+        )
         rows = measure(args)
-        Path(args.save).write_text(json.dumps({"host": host_name(), "platform": platform.platform(),
-                                               "size": args.size, "threads": args.threads, "variants": rows},
-                                              indent=1) + "\n")
+        Path(args.save).write_text(
+            json.dumps(
+                {
+                    "host": host_name(),
+                    "platform": platform.platform(),
+                    "size": args.size,
+                    "threads": args.threads,
+                    "variants": rows,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     names = [f"{r['model']}" + (f" -{r['ratio']:.0%}" if r["ratio"] else "") for r in rows]
     fams = [family(r["model"]) for r in rows]
     print(f"\n## {len(rows)} variants: measured vs predicted (leave-one-out / leave-one-family-out), ms")
@@ -118,8 +150,10 @@ def main() -> None:
         line = f"{names[i]:22s} {macs:6.3f}"
         for t in TARGETS:
             y, loo, lofo, _ = results[t]
-            line += (f" | {y[i]:8.2f} {loo[i]:6.2f} {(loo[i] - y[i]) / y[i]:+5.0%} {lofo[i]:6.2f}"
-                     f" {(lofo[i] - y[i]) / y[i]:+5.0%}")
+            line += (
+                f" | {y[i]:8.2f} {loo[i]:6.2f} {(loo[i] - y[i]) / y[i]:+5.0%} {lofo[i]:6.2f}"
+                f" {(lofo[i] - y[i]) / y[i]:+5.0%}"
+            )
         print(line)
     print("\n## quality (goals: Spearman >= 0.9, MdAPE <= 10 %)")
     print(f"{'runtime':11s} {'evaluation':22s} {'Spearman':>8s} {'MdAPE':>6s} {'max APE':>7s}  goal")

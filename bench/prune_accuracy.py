@@ -59,16 +59,22 @@ def main() -> None:
     net = load_model(str(base)).model
     acc0, macs0 = accuracy(net, val), count_macs(net, args.size)
     params0 = sum(int((p != 0).sum()) for p in net.parameters())
-    print(f"# {args.model} on {args.data} at {args.size}x{args.size}: trained {args.epochs} epochs of {args.limit} "
-          f"images ({time.perf_counter() - t0:.0f} s); test split {len(val)} images")
-    print(f"# fine-tune: {args.ft_epochs} epoch(s) of {args.limit} images, lr {args.lr / 2:g}; "
-          f"OTO: {args.oto_steps} steps; ratio {args.ratio:.0%}")
+    print(
+        f"# {args.model} on {args.data} at {args.size}x{args.size}: trained {args.epochs} epochs of {args.limit} "
+        f"images ({time.perf_counter() - t0:.0f} s); test split {len(val)} images"
+    )
+    print(
+        f"# fine-tune: {args.ft_epochs} epoch(s) of {args.limit} images, lr {args.lr / 2:g}; "
+        f"OTO: {args.oto_steps} steps; ratio {args.ratio:.0%}"
+    )
     ctrl = work / "control.pt"
     edgekit.train(str(base), out=ctrl, epochs=args.ft_epochs, **{**common, "lr": args.lr / 2})
     acc_ctrl = accuracy(load_model(str(ctrl)).model, val)
     print(f"# unpruned: {acc0:.2%}; unpruned + the same fine-tune (control): {acc_ctrl:.2%}")
-    print(f"{'variant':24s} {'nonzero':>8s} {'MACs':>6s} {'no FT':>7s} {'drop':>6s} {'FT':>7s} {'drop':>6s} "
-          f"{'vs ctrl':>7s} {'seconds':>7s}")
+    print(
+        f"{'variant':24s} {'nonzero':>8s} {'MACs':>6s} {'no FT':>7s} {'drop':>6s} {'FT':>7s} {'drop':>6s} "
+        f"{'vs ctrl':>7s} {'seconds':>7s}"
+    )
     print(f"{'unpruned':24s} {1:8.0%} {1:6.0%} {acc0:7.2%} {'':>6s} {acc_ctrl:7.2%}")
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     for label, method, structured, extra in VARIANTS:
@@ -85,11 +91,15 @@ def main() -> None:
         ft = work / f"{label.replace(' ', '_')}_ft.pt"
         edgekit.train(str(ckpt), out=ft, epochs=args.ft_epochs, **{**common, "lr": args.lr / 2})
         acc_ft = accuracy(load_model(str(ft)).model, val)
-        print(f"{label:24s} {nonzero:8.0%} {macs:6.0%} {acc_p:7.2%} {100 * (acc0 - acc_p):+6.2f} {acc_ft:7.2%} "
-              f"{100 * (acc0 - acc_ft):+6.2f} {100 * (acc_ctrl - acc_ft):+7.2f} {time.perf_counter() - t:7.0f}",
-              flush=True)
-    print("# drop = points below the unpruned model (negative: above); vs ctrl = below the unpruned model fine-tuned "
-          "as long; nonzero = parameters left non-zero")
+        print(
+            f"{label:24s} {nonzero:8.0%} {macs:6.0%} {acc_p:7.2%} {100 * (acc0 - acc_p):+6.2f} {acc_ft:7.2%} "
+            f"{100 * (acc0 - acc_ft):+6.2f} {100 * (acc_ctrl - acc_ft):+7.2f} {time.perf_counter() - t:7.0f}",
+            flush=True,
+        )
+    print(
+        "# drop = points below the unpruned model (negative: above); vs ctrl = below the unpruned model fine-tuned "
+        "as long; nonzero = parameters left non-zero"
+    )
     print(f"# total {time.perf_counter() - t0:.0f} s")
 
 

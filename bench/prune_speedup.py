@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -37,8 +38,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgekit-prune-bench-"))
     torch.set_num_threads(args.threads)
     print(f"# structured magnitude pruning at {args.size}x{args.size}, {args.threads} threads, batch 1, fp32")
-    print(f"{'model':14s} {'ratio':>5s} {'params M':>8s} {'GMACs':>7s} {'MAC red.':>8s} "
-          f"{'target':>10s} {'ms orig':>8s} {'ms pruned':>9s} {'speed-up':>8s} {'vs MACs':>7s}")
+    print(
+        f"{'model':14s} {'ratio':>5s} {'params M':>8s} {'GMACs':>7s} {'MAC red.':>8s} "
+        f"{'target':>10s} {'ms orig':>8s} {'ms pruned':>9s} {'speed-up':>8s} {'vs MACs':>7s}"
+    )
     x = torch.randn(1, 3, args.size, args.size).numpy()
     for name in args.models.split(","):
         base = {t: edgekit.compile(name, t, out=work / "base", input_size=args.size) for t in RUNNERS}
@@ -53,11 +56,14 @@ def main() -> None:
             for target, runner in RUNNERS.items():
                 art = edgekit.compile(str(ckpt), target, out=work / "pruned").artifact
                 a, b = runner(base[target].artifact, args.threads).run, runner(art, args.threads).run
-                res = interleaved({"orig": lambda: a(x), "pruned": lambda: b(x)}, rounds=args.rounds, per_round=5)
+                res = interleaved({"orig": partial(a, x), "pruned": partial(b, x)}, rounds=args.rounds, per_round=5)
                 t0, t1 = res["orig"]["median_ms"], res["pruned"]["median_ms"]
                 speed = t0 / t1
-                print(f"{name:14s} {ratio:5.0%} {params:8.2f} {macs / 1e9:7.3f} {mac_red:7.2f}x "
-                      f"{target:>10s} {t0:8.2f} {t1:9.2f} {speed:7.2f}x {speed / mac_red:7.2f}", flush=True)
+                print(
+                    f"{name:14s} {ratio:5.0%} {params:8.2f} {macs / 1e9:7.3f} {mac_red:7.2f}x "
+                    f"{target:>10s} {t0:8.2f} {t1:9.2f} {speed:7.2f}x {speed / mac_red:7.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

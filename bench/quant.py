@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -47,10 +48,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="edgekit-quant-bench-"))
-    print(f"# {args.data}: trained {args.epochs} epochs of {args.limit} images at {args.size}x{args.size}; accuracy on "
-          f"{args.val} test images at {args.size}; latency at {args.latency_size}, {args.threads} threads, batch 1")
-    print(f"{'model':13s} {'target':10s} {'scheme':12s} {'acc float':>9s} {'acc q':>7s} {'drop':>6s} {'agree':>7s} "
-          f"{'size':>6s} {'ms float':>8s} {'ms q':>7s} {'latency':>7s}")
+    print(
+        f"# {args.data}: trained {args.epochs} epochs of {args.limit} images at {args.size}x{args.size}; accuracy on "
+        f"{args.val} test images at {args.size}; latency at {args.latency_size}, {args.threads} threads, batch 1"
+    )
+    print(
+        f"{'model':13s} {'target':10s} {'scheme':12s} {'acc float':>9s} {'acc q':>7s} {'drop':>6s} {'agree':>7s} "
+        f"{'size':>6s} {'ms float':>8s} {'ms q':>7s} {'latency':>7s}"
+    )
     for name in args.models.split(","):
         t0 = time.perf_counter()
         ckpt = work / f"{name}.pt"
@@ -60,10 +65,25 @@ def main() -> None:
             flt_big = edgekit.compile(str(ckpt), target, out=work / "fb", input_size=args.latency_size)
             for scheme in schemes:
                 try:
-                    q = edgekit.compile(str(ckpt), target, quantize=scheme, calib=args.data, val_samples=args.val,
-                                        out=work / "q", name=f"{name}_{scheme}")
-                    q_big = edgekit.compile(str(ckpt), target, quantize=scheme, calib=args.data, val_samples=32,
-                                            out=work / "qb", name=f"{name}_{scheme}", input_size=args.latency_size)
+                    q = edgekit.compile(
+                        str(ckpt),
+                        target,
+                        quantize=scheme,
+                        calib=args.data,
+                        val_samples=args.val,
+                        out=work / "q",
+                        name=f"{name}_{scheme}",
+                    )
+                    q_big = edgekit.compile(
+                        str(ckpt),
+                        target,
+                        quantize=scheme,
+                        calib=args.data,
+                        val_samples=32,
+                        out=work / "qb",
+                        name=f"{name}_{scheme}",
+                        input_size=args.latency_size,
+                    )
                 except EdgekitError as e:
                     print(f"{name:13s} {target:10s} {scheme:12s} failed: {e}", flush=True)
                     continue
@@ -72,11 +92,13 @@ def main() -> None:
                 x = torch.randn(1, 3, args.latency_size, args.latency_size).numpy()
                 runner = RUNNERS[target]
                 f_run, q_run = runner(flt_big.artifact, args.threads).run, runner(q_big.artifact, args.threads).run
-                res = interleaved({"f": lambda: f_run(x), "q": lambda: q_run(x)}, rounds=args.rounds, per_round=5)
+                res = interleaved({"f": partial(f_run, x), "q": partial(q_run, x)}, rounds=args.rounds, per_round=5)
                 tf, tq = res["f"]["median_ms"], res["q"]["median_ms"]
-                print(f"{name:13s} {target:10s} {scheme:12s} {a['float']:9.2%} {a['quantized']:7.2%} "
-                      f"{a['drop_points']:+6.2f} {a['agreement']:7.2%} {size:5.2f}x {tf:8.2f} {tq:7.2f} {tq / tf:6.2f}x",
-                      flush=True)
+                print(
+                    f"{name:13s} {target:10s} {scheme:12s} {a['float']:9.2%} {a['quantized']:7.2%} "
+                    f"{a['drop_points']:+6.2f} {a['agreement']:7.2%} {size:5.2f}x {tf:8.2f} {tq:7.2f} {tq / tf:6.2f}x",
+                    flush=True,
+                )
     print("# size and latency: quantized / float; drop in accuracy points (negative: better than float)")
 
 

@@ -34,8 +34,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, EDGEKIT_DB=str(Path(tmp) / "latency.sqlite"))
         out = Path(tmp) / "quickstart"
-        runs = [("cold", *run(out, env)), ("again", *run(out, env)),
-                ("distill.epochs=3", *run(out, env, "distill.epochs=3"))]
+        runs = [
+            ("cold", *run(out, env)),
+            ("again", *run(out, env)),
+            ("distill.epochs=3", *run(out, env, "distill.epochs=3")),
+        ]
         names = [s["name"] for s in runs[0][2]["steps"]]
         print(f"edgekit run {RECIPE.relative_to(ROOT)} (cpus: {os.cpu_count()})\n")
         print(f"{'step':<20}" + "".join(f"{label:>22}" for label, _, _ in runs))
@@ -43,17 +46,22 @@ def main() -> None:
             cells = []
             for _, _, m in runs:
                 s = m["steps"][i]
-                cells.append(f"{s['status']} {s.get('seconds', 0.0):.1f} s" if s["status"] in ("ran", "cached")
-                             else s["status"])
+                cells.append(
+                    f"{s['status']} {s.get('seconds', 0.0):.1f} s" if s["status"] in ("ran", "cached") else s["status"]
+                )
             print(f"{name:<20}" + "".join(f"{c:>22}" for c in cells))
         print(f"{'wall (whole command)':<20}" + "".join(f"{w:>20.1f} s" for _, w, _ in runs))
         cold, again, changed = (w for _, w, _ in runs)
-        print(f"\nsecond run: {cold / again:.1f}x faster than the first (every step cached: "
-              f"{all(s['status'] in ('cached', 'skipped') for s in runs[1][2]['steps'])})")
+        print(
+            f"\nsecond run: {cold / again:.1f}x faster than the first (every step cached: "
+            f"{all(s['status'] in ('cached', 'skipped') for s in runs[1][2]['steps'])})"
+        )
         ran = [s["name"] for s in runs[2][2]["steps"] if s["status"] == "ran"]
         print(f"distill.epochs=3: {cold / changed:.1f}x faster than the first; ran only {', '.join(ran)}")
-        print(f"run folder: {sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 1e6:.1f} MB "
-              f"(cache entries: {len(list((out / 'cache').iterdir()))})")
+        print(
+            f"run folder: {sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 1e6:.1f} MB "
+            f"(cache entries: {len(list((out / 'cache').iterdir()))})"
+        )
 
 
 if __name__ == "__main__":

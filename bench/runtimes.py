@@ -15,17 +15,17 @@ import platform
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 import edgekit
-from edgekit.compile import ExportWrapper, example_input, get_backend
+from edgekit.compile import ExportWrapper, example_input, get_target
 from edgekit.compile.base import CompileOptions
-from edgekit.compile.executorch import ExecuTorchRunner
+from edgekit.compile.executorch import ExecuTorchRunner, executorch_op_profile
 from edgekit.compile.onnx import OnnxRunner
 from edgekit.compile.tflite import TFLiteRunner
-from edgekit.profile.ops import executorch_op_profile
 from edgekit.profile.timing import interleaved
 
 
@@ -53,11 +53,11 @@ def kernel_check(work: Path, threads: int) -> None:
         x = torch.randn(1, 42, 56, 56)
         opts = CompileOptions(input_size=56, in_chans=42)
         pte, tfl = work / f"k{kind}.pte", work / f"k{kind}.tflite"
-        get_backend("executorch").export(net, x, pte, opts)
-        get_backend("tflite").export(net, x, tfl, opts)
+        get_target("executorch").export(net, x, pte, opts)
+        get_target("tflite").export(net, x, tfl, opts)
         xn = x.numpy()
         et, lite = ExecuTorchRunner(pte, threads).run, TFLiteRunner(tfl, threads).run
-        res = interleaved({"et": lambda: et(xn), "lite": lambda: lite(xn)}, rounds=8, per_round=5)
+        res = interleaved({"et": partial(et, xn), "lite": partial(lite, xn)}, rounds=8, per_round=5)
         a, b = res["et"]["median_ms"], res["lite"]["median_ms"]
         print(f"{kind:14s} {a:14.2f} {b:10.2f} {a / b:6.2f}")
 
@@ -74,21 +74,25 @@ def main() -> None:
     torch.manual_seed(0)
     model = edgekit.create_model(args.model)  # random weights: latency does not depend on their values
     work = Path(tempfile.mkdtemp(prefix="edgekit-bench-"))
-    print(f"# {args.model} at {args.size}x{args.size}, batch 1, fp32; {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads available; torch {torch.__version__}")
+    print(
+        f"# {args.model} at {args.size}x{args.size}, batch 1, fp32; {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads available; torch {torch.__version__}"
+    )
     print("\n## compile (wall time, verification against PyTorch)")
     artifacts = {}
     for target in ("executorch", "tflite", "onnx"):
         t0 = time.perf_counter()
         r = edgekit.compile(model, target, input_size=args.size, out=work, name=args.model)
         v = r.verification
-        print(f"{target:11s} {time.perf_counter() - t0:6.1f} s  {r.manifest['bytes'] / 1e6:6.2f} MB  "
-              f"verify {v['status']}: max abs err {v['max_abs_err']:.2e}, cosine {v['cosine_min']:.6f}")
+        print(
+            f"{target:11s} {time.perf_counter() - t0:6.1f} s  {r.manifest['bytes'] / 1e6:6.2f} MB  "
+            f"verify {v['status']}: max abs err {v['max_abs_err']:.2e}, cosine {v['cosine_min']:.6f}"
+        )
         artifacts[target] = r.artifact
     # The same network, exported as torch.export sees it, without edgekit's export form.
     plain = work / "plain.pte"
     opts = CompileOptions(input_size=args.size)
-    get_backend("executorch").export(ExportWrapper(model).eval(), example_input(opts), plain, opts)
+    get_target("executorch").export(ExportWrapper(model).eval(), example_input(opts), plain, opts)
     artifacts["executorch_plain"] = plain
 
     x = example_input(opts).numpy()
@@ -113,7 +117,9 @@ def main() -> None:
         print(f"\n## {n} thread{'s' if n > 1 else ''}: median of {res['litert']['runs']} runs each, interleaved")
         print(f"{'runtime':28s} {'median ms':>10s} {'p90 ms':>8s} {'IQR ms':>8s} {'x LiteRT':>9s}")
         for name, s in res.items():
-            print(f"{name:28s} {s['median_ms']:10.2f} {s['p90_ms']:8.2f} {s['iqr_ms']:8.2f} {s['median_ms'] / lite:9.2f}")
+            print(
+                f"{name:28s} {s['median_ms']:10.2f} {s['p90_ms']:8.2f} {s['iqr_ms']:8.2f} {s['median_ms'] / lite:9.2f}"
+            )
     if set(results) >= {1, 2}:
         print("\n## thread scaling (1 thread / 2 threads)")
         for name in results[1]:
@@ -121,7 +127,9 @@ def main() -> None:
 
     n = max(results)
     kernel_check(work, n)
-    print(f"\n## where ExecuTorch's time goes ({n} thread{'s' if n > 1 else ''}; ETDump, median per op, summed by kind)")
+    print(
+        f"\n## where ExecuTorch's time goes ({n} thread{'s' if n > 1 else ''}; ETDump, median per op, summed by kind)"
+    )
     for label, pte in (("edgekit", artifacts["executorch"]), ("plain export", artifacts["executorch_plain"])):
         rows = executorch_op_profile(pte, x, threads=n)
         total = sum(r["ms"] for r in rows)

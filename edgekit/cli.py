@@ -5,19 +5,40 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from . import recipe as recipes
 from .compile import compile as compile_model
 from .compile import scheme_help, target_names, verify
+from .data import data_help
+from .demo import bundle
+from .distill import distill, parse_features, train
 from .errors import EdgekitError
+from .io import atomic_path, write_json
+from .latency import CALIBRATION, LatencyDB, calibrate, latency_of, predict, record
+from .models import model_info, zoo_rows
+from .profile import load_report, profile
+from .profile.devices import find_device
+from .prune import prune
 from .prune.methods import method_names
-from .specs import DEFAULT_DATA, PruneSpec
-from .specs import CompileSpec, ProfileSpec, QuantizeSpec, VerifySpec
-from .specs import DATA_HELP, DEFAULT_SEED, DistillSpec, TrainSpec
+from .report import write_report
+from .select import prune_to_budget, select
+from .specs import (
+    DEFAULT_DATA,
+    DEFAULT_SEED,
+    CompileSpec,
+    DistillSpec,
+    ProfileSpec,
+    PruneSpec,
+    QuantizeSpec,
+    TrainSpec,
+    VerifySpec,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="edgekit: vision models to phones, verified.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
@@ -27,7 +48,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 _TARGETS_HELP = ", ".join(target_names()) + "."
-_DATA_HELP = "digits, fashion-mnist[:DIR] or imagefolder:DIR."
+_DATA_HELP = data_help() + "."
 _DB_HELP = "Latency database (SQLite); default $EDGEKIT_DB or ~/.cache/edgekit/latency.sqlite."
 
 
@@ -45,8 +66,6 @@ def zoo_list(
     count: bool = typer.Option(False, "--count", help="Also count params and MACs (slower)."),
 ) -> None:
     """List the zoo with the papers' numbers (and edgekit's counts with --count)."""
-    from .models import zoo_rows
-
     rows = zoo_rows(count=count)
     if json_out:
         return _print_json(rows)
@@ -59,8 +78,14 @@ def zoo_list(
         table.add_column("GMACs\n(edgekit)", no_wrap=True)
     for r in rows:
         p = r["paper"]
-        cells = [r["name"], str(r["input_size"]), _fmt(p["params_m"], "M", 1), _fmt(p["gmacs"]),
-                 _fmt(p["top1"], "%", 1), _fmt(p["latency_ms"], " ms")]
+        cells = [
+            r["name"],
+            str(r["input_size"]),
+            _fmt(p["params_m"], "M", 1),
+            _fmt(p["gmacs"]),
+            _fmt(p["top1"], "%", 1),
+            _fmt(p["latency_ms"], " ms"),
+        ]
         if count:
             cells += [_fmt(r["params_m"], "M"), _fmt(r["gmacs"])]
         table.add_row(*cells)
@@ -70,12 +95,10 @@ def zoo_list(
 @zoo_app.command("info")
 def zoo_info(
     name: str,
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Count MACs at this input size."),
+    input_size: int | None = typer.Option(None, "--input-size", help="Count MACs at this input size."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """A model card: input, preprocessing, params and MACs counted by edgekit beside the paper's."""
-    from .models import model_info
-
     info = model_info(name, input_size=input_size)
     if json_out:
         return _print_json(info)
@@ -97,45 +120,72 @@ def zoo_info(
 
 @app.command("compile")
 def compile_cmd(
-    model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class, package.module:factory or an edgekit checkpoint."),
+    model: str = typer.Argument(
+        ..., help="Zoo name, path/to/file.py:Class, package.module:factory or an edgekit checkpoint."
+    ),
     target: str = typer.Option(..., "--target", "-t", help=_TARGETS_HELP),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="State dict file (bare or under 'model'/'state_dict')."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Square input size (default: the model card's)."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classifier width (default: the model card's)."),
+    weights: Path | None = typer.Option(
+        None, "--weights", help="State dict file (bare or under 'model'/'state_dict')."
+    ),
+    input_size: int | None = typer.Option(None, "--input-size", help="Square input size (default: the model card's)."),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="Classifier width (default: the model card's)."),
     out_dir: Path = typer.Option(Path("out"), "--out", help="Directory for the artifact and its manifest."),
-    delegate: Optional[str] = typer.Option(CompileSpec.default("delegate"), "--delegate", help=CompileSpec.help("delegate")),
+    delegate: str | None = typer.Option(
+        CompileSpec.default("delegate"), "--delegate", help=CompileSpec.help("delegate")
+    ),
     precision: str = typer.Option(CompileSpec.default("precision"), "--precision", help=CompileSpec.help("precision")),
-    min_target: str = typer.Option(CompileSpec.default("min_target"), "--min-target",
-                                   help=CompileSpec.help("min_target")),
-    image_input: bool = typer.Option(CompileSpec.default("image_input"), "--image-input",
-                                     help=CompileSpec.help("image_input")),
-    quantize: Optional[str] = typer.Option(None, "--quantize", "-q", help=scheme_help()),
-    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration / validation data: " + _DATA_HELP),
-    calib_size: int = typer.Option(QuantizeSpec.default("calib_size"), "--calib-size",
-                                   help=QuantizeSpec.help("calib_size")),
-    float_layer: Optional[list[str]] = typer.Option(None, "--float-layer", help="Module path to keep float (repeatable)."),
-    max_drop: Optional[float] = typer.Option(QuantizeSpec.default("max_drop"), "--max-drop",
-                                             help=QuantizeSpec.help("max_drop")),
-    val_samples: int = typer.Option(QuantizeSpec.default("val_samples"), "--val-samples",
-                                    help=QuantizeSpec.help("val_samples")),
-    verify: bool = typer.Option(VerifySpec.default("enabled"), "--verify/--no-verify",
-                                help=VerifySpec.help("enabled") + " (default on)."),
+    min_target: str = typer.Option(
+        CompileSpec.default("min_target"), "--min-target", help=CompileSpec.help("min_target")
+    ),
+    image_input: bool = typer.Option(
+        CompileSpec.default("image_input"), "--image-input", help=CompileSpec.help("image_input")
+    ),
+    quantize: str | None = typer.Option(None, "--quantize", "-q", help=scheme_help()),
+    calib: str | None = typer.Option(None, "--calib", help="Calibration / validation data: " + _DATA_HELP),
+    calib_size: int = typer.Option(
+        QuantizeSpec.default("calib_size"), "--calib-size", help=QuantizeSpec.help("calib_size")
+    ),
+    float_layer: list[str] | None = typer.Option(None, "--float-layer", help="Module path to keep float (repeatable)."),
+    max_drop: float | None = typer.Option(
+        QuantizeSpec.default("max_drop"), "--max-drop", help=QuantizeSpec.help("max_drop")
+    ),
+    val_samples: int = typer.Option(
+        QuantizeSpec.default("val_samples"), "--val-samples", help=QuantizeSpec.help("val_samples")
+    ),
+    verify: bool = typer.Option(
+        VerifySpec.default("enabled"), "--verify/--no-verify", help=VerifySpec.help("enabled") + " (default on)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Compile MODEL for a target (optionally quantized), verify it against PyTorch and write a manifest beside it."""
     with err.status(f"compiling {model} for {target}…", spinner="dots") if not json_out else _null():
         result = compile_model(
-            model, target, weights=weights, input_size=input_size, num_classes=num_classes, out=out_dir,
-            delegate=delegate, precision=precision, min_deployment_target=min_target, image_input=image_input,
-            quantize=quantize, calib=calib, calib_size=calib_size, float_layers=tuple(float_layer or ()),
-            max_drop=max_drop, val_samples=val_samples, verify=verify,
+            model,
+            target,
+            weights=weights,
+            input_size=input_size,
+            num_classes=num_classes,
+            out=out_dir,
+            delegate=delegate,
+            precision=precision,
+            min_deployment_target=min_target,
+            image_input=image_input,
+            quantize=quantize,
+            calib=calib,
+            calib_size=calib_size,
+            float_layers=tuple(float_layer or ()),
+            max_drop=max_drop,
+            val_samples=val_samples,
+            verify=verify,
         )
     m = result.manifest
     if json_out:
         return _print_json({"artifact": str(result.artifact), "manifest_path": str(result.manifest_path), **m})
     v = m["verification"]
-    out.print(f"[green]wrote[/green] {result.artifact} ({m['bytes'] / 1e6:.2f} MB, sha256 {m['sha256'][:12]}…) "
-              f"in {m['compile_seconds']:.1f} s")
+    out.print(
+        f"[green]wrote[/green] {result.artifact} ({m['bytes'] / 1e6:.2f} MB, sha256 {m['sha256'][:12]}…) "
+        f"in {m['compile_seconds']:.1f} s"
+    )
     if "delegation" in m:
         d = m["delegation"]
         left = ", ".join(d["not_delegated_ops"]) or "none"
@@ -148,8 +198,10 @@ def compile_cmd(
             line += f", calibrated on {q['calibration']['samples']} images of {q['calibration']['data']}"
         out.print(line)
         if a["status"] == "measured":
-            out.print(f"  accuracy    {a['float']:.2%} float -> {a['quantized']:.2%} ({a['drop_points']:+.2f} points drop), "
-                      f"top-1 agreement {a['agreement']:.2%} on {a['samples']} val images ({a['measured_with']})")
+            out.print(
+                f"  accuracy    {a['float']:.2%} float -> {a['quantized']:.2%} ({a['drop_points']:+.2f} points drop), "
+                f"top-1 agreement {a['agreement']:.2%} on {a['samples']} val images ({a['measured_with']})"
+            )
         else:
             out.print(f"  accuracy    not measured: {a['reason']}")
         if q.get("float_layers"):
@@ -164,8 +216,8 @@ def compile_cmd(
 @app.command("verify")
 def verify_cmd(
     artifact: Path = typer.Argument(..., help="A compiled artifact with its manifest beside it."),
-    model: Optional[str] = typer.Option(None, "--model", help="The PyTorch model it came from (default: the manifest's)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights for --model."),
+    model: str | None = typer.Option(None, "--model", help="The PyTorch model it came from (default: the manifest's)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights for --model."),
     samples: int = typer.Option(VerifySpec.default("samples"), "--samples", help=VerifySpec.help("samples")),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -186,22 +238,29 @@ def verify_cmd(
 @app.command("prune")
 def prune_cmd(
     model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint."),
-    method: Optional[str] = typer.Option(None, "--method", help=f"A registered pruning method: {', '.join(method_names())} "
-                                                                "(--budget-ms: magnitude by default)."),
-    ratio: Optional[float] = typer.Option(None, "--ratio", help="Fraction to remove: of weights (unstructured) or channels (--structured)."),
+    method: str | None = typer.Option(
+        None,
+        "--method",
+        help=f"A registered pruning method: {', '.join(method_names())} (--budget-ms: magnitude by default).",
+    ),
+    ratio: float | None = typer.Option(
+        None, "--ratio", help="Fraction to remove: of weights (unstructured) or channels (--structured)."
+    ),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint to write (.pt)."),
     structured: bool = typer.Option(PruneSpec.default("structured"), "--structured", help=PruneSpec.help("structured")),
     data: str = typer.Option(DEFAULT_DATA, "--data", help="oto: the dataset it trains on."),
     steps: int = typer.Option(PruneSpec.default("steps"), "--steps", help=PruneSpec.help("steps")),
     optimizer: str = typer.Option(PruneSpec.default("optimizer"), "--optimizer", help=PruneSpec.help("optimizer")),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to start from."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes"),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Input size the MACs are counted at."),
-    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Latency budget: per-stage ratios chosen to fit it."),
-    target: Optional[str] = typer.Option(None, "--target", help="With --budget-ms: the target the budget is for."),
+    weights: Path | None = typer.Option(None, "--weights", help="State dict to start from."),
+    num_classes: int | None = typer.Option(None, "--num-classes"),
+    input_size: int | None = typer.Option(None, "--input-size", help="Input size the MACs are counted at."),
+    budget_ms: float | None = typer.Option(
+        None, "--budget-ms", help="Latency budget: per-stage ratios chosen to fit it."
+    ),
+    target: str | None = typer.Option(None, "--target", help="With --budget-ms: the target the budget is for."),
     device: str = typer.Option("host", "--device", help="With --budget-ms: the device the budget is for."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="With --budget-ms: runtime threads."),
-    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    threads: int | None = typer.Option(None, "--threads", help="With --budget-ms: runtime threads."),
+    db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Prune MODEL and write an edgekit checkpoint every other command takes as a model.
@@ -209,67 +268,100 @@ def prune_cmd(
     With --budget-ms and --target: structured pruning whose per-stage ratios are chosen so the predicted
     latency fits the budget, confirmed by compiling and measuring.
     """
-    from .prune import prune
-
     if budget_ms is not None:
-        return _prune_budget(model, method or "magnitude", budget_ms, target, device, threads, out_path, input_size,
-                             ratio, db, json_out)
+        return _prune_budget(
+            model, method or "magnitude", budget_ms, target, device, threads, out_path, input_size, ratio, db, json_out
+        )
     if method is None or ratio is None:
         raise EdgekitError("give --method and --ratio (or --budget-ms MS --target T for latency-aware pruning)")
 
     with err.status(f"pruning {model} ({method}, {ratio:.0%})…", spinner="dots") if not json_out else _null():
-        result = prune(model, method, ratio, out=out_path, structured=structured, weights=weights,
-                       num_classes=num_classes, input_size=input_size, data=data, steps=steps, optimizer=optimizer)
+        result = prune(
+            model,
+            method,
+            ratio,
+            out=out_path,
+            structured=structured,
+            weights=weights,
+            num_classes=num_classes,
+            input_size=input_size,
+            data=data,
+            steps=steps,
+            optimizer=optimizer,
+        )
     r = result.report
     if json_out:
         return _print_json({"checkpoint": str(result.checkpoint), **r})
     b, a = r["before"], r["after"]
     out.print(f"[green]wrote[/green] {result.checkpoint}")
-    out.print(f"  params      {b['params'] / 1e6:.3f} M -> {a['params'] / 1e6:.3f} M "
-              f"(non-zero {b['nonzero_params'] / 1e6:.3f} M -> {a['nonzero_params'] / 1e6:.3f} M)")
+    out.print(
+        f"  params      {b['params'] / 1e6:.3f} M -> {a['params'] / 1e6:.3f} M "
+        f"(non-zero {b['nonzero_params'] / 1e6:.3f} M -> {a['nonzero_params'] / 1e6:.3f} M)"
+    )
     out.print(f"  MACs        {b['macs'] / 1e9:.4f} G -> {a['macs'] / 1e9:.4f} G at {r['input_size']}")
     if "channels_removed" in r:
         out.print(f"  channels    {r['channels_removed']} of {r['channels_total']} removed in {r['groups']} groups")
     if "oto" in r:
         o = r["oto"]
-        out.print(f"  oto         {o['optimizer']}: loss {o['loss_first']:.3f} -> {o['loss_last']:.3f}; val accuracy "
-                  f"{o['val_accuracy_group_sparse']:.1%} group-sparse, {o['val_accuracy_subnet']:.1%} subnet")
+        out.print(
+            f"  oto         {o['optimizer']}: loss {o['loss_first']:.3f} -> {o['loss_last']:.3f}; val accuracy "
+            f"{o['val_accuracy_group_sparse']:.1%} group-sparse, {o['val_accuracy_subnet']:.1%} subnet"
+        )
     out.print(f"  sparsity    {r['prunable_sparsity']:.1%} of prunable weights are zero")
 
 
 def _prune_budget(model, method, budget_ms, target, device, threads, out_path, input_size, ratio, db, json_out):
-    from .latency import LatencyDB
-    from .select import prune_to_budget
-
     if target is None:
         raise EdgekitError("--budget-ms needs --target (the runtime the budget is measured on)")
     if ratio is not None:
         raise EdgekitError("give --ratio or --budget-ms, not both: the budget chooses the ratios")
     n = _threads_for(target, device, threads)
     with LatencyDB(db) as database, err.status("pruning to budget…", spinner="dots") as status:
-        r = prune_to_budget(model, target, device, budget_ms, threads=n, db=database, out=out_path, method=method,
-                            input_size=input_size, progress=lambda m: status.update(m))
+        r = prune_to_budget(
+            model,
+            target,
+            device,
+            budget_ms,
+            threads=n,
+            db=database,
+            out=out_path,
+            method=method,
+            input_size=input_size,
+            progress=lambda m: status.update(m),
+        )
     if json_out:
         return _print_json(r)
     out.print(f"[green]wrote[/green] {r['checkpoint']}")
     out.print(f"  stage ratios {', '.join(f'{x:.0%}' for x in r['stage_ratios'])} (stem side to head side)")
-    out.print(f"  MACs        {r['before']['macs'] / 1e9:.4f} G -> {r['after']['macs'] / 1e9:.4f} G at {r['input_size']}")
-    out.print(f"  latency     {r['predicted_ms_unpruned']:.2f} ms -> {r['predicted_ms']:.2f} ms predicted, "
-              f"{_fmt(r['measured_ms'])} ms measured on {target}/{device} (budget {budget_ms:g} ms)")
+    out.print(
+        f"  MACs        {r['before']['macs'] / 1e9:.4f} G -> {r['after']['macs'] / 1e9:.4f} G at {r['input_size']}"
+    )
+    out.print(
+        f"  latency     {r['predicted_ms_unpruned']:.2f} ms -> {r['predicted_ms']:.2f} ms predicted, "
+        f"{_fmt(r['measured_ms'])} ms measured on {target}/{device} (budget {budget_ms:g} ms)"
+    )
     if r["within_budget"] is False:
-        err.print(f"error: measured {r['measured_ms']:.2f} ms is over the {budget_ms:g} ms budget after "
-                  f"{len(r['attempts'])} attempts; the checkpoint is the closest found", markup=False)
+        err.print(
+            f"error: measured {r['measured_ms']:.2f} ms is over the {budget_ms:g} ms budget after "
+            f"{len(r['attempts'])} attempts; the checkpoint is the closest found",
+            markup=False,
+        )
         raise typer.Exit(2)
 
 
 def _progress_bar(label: str, quiet: bool):
     """A rich progress bar over training steps, and the callback that advances it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     if quiet:
         return _null(), None
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
-                   TimeRemainingColumn(), console=err, transient=True)
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
     task = bar.add_task(label, total=None, loss=float("nan"))
 
     def advance(step: int, total: int, loss: float) -> None:
@@ -281,42 +373,61 @@ def _progress_bar(label: str, quiet: bool):
 def _print_training(r: dict) -> None:
     out.print(f"[green]wrote[/green] {r['checkpoint']}")
     for h in r["history"]:
-        out.print(f"  epoch {h['epoch']:>3}  loss {h['train_loss']:.4f}  val accuracy {h['val_accuracy']:.2%}  "
-                  f"({h['seconds']:.0f} s)")
+        out.print(
+            f"  epoch {h['epoch']:>3}  loss {h['train_loss']:.4f}  val accuracy {h['val_accuracy']:.2%}  "
+            f"({h['seconds']:.0f} s)"
+        )
     before = r["val_accuracy_before"]
     if before is not None:
-        out.print(f"  val accuracy {before:.2%} -> {r['val_accuracy']:.2%} on {r['data']['spec']} "
-                  f"({r['data']['val']} images)")
+        out.print(
+            f"  val accuracy {before:.2%} -> {r['val_accuracy']:.2%} on {r['data']['spec']} ({r['data']['val']} images)"
+        )
     if "teacher_val_accuracy" in r:
         out.print(f"  teacher     {r['teacher']}: val accuracy {r['teacher_val_accuracy']:.2%}")
 
 
 @app.command("train")
 def train_cmd(
-    model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint (e.g. a pruned one)."),
-    data: str = typer.Option(DEFAULT_DATA, "--data", help=DATA_HELP),
+    model: str = typer.Argument(
+        ..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint (e.g. a pruned one)."
+    ),
+    data: str = typer.Option(DEFAULT_DATA, "--data", help=data_help()),
     epochs: int = typer.Option(TrainSpec.default("epochs"), "--epochs", help=TrainSpec.help("epochs")),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint to write after every epoch (.pt)."),
     lr: float = typer.Option(TrainSpec.default("lr"), "--lr", help=TrainSpec.help("lr")),
     batch_size: int = typer.Option(TrainSpec.default("batch_size"), "--batch-size", help=TrainSpec.help("batch_size")),
-    weight_decay: float = typer.Option(TrainSpec.default("weight_decay"), "--weight-decay",
-                                       help=TrainSpec.help("weight_decay")),
+    weight_decay: float = typer.Option(
+        TrainSpec.default("weight_decay"), "--weight-decay", help=TrainSpec.help("weight_decay")
+    ),
     seed: int = typer.Option(DEFAULT_SEED, "--seed"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to start from."),
-    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Default: the dataset's classes for a zoo model."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Train at this square input size."),
-    limit: Optional[int] = typer.Option(TrainSpec.default("limit"), "--limit", help=TrainSpec.help("limit")),
+    weights: Path | None = typer.Option(None, "--weights", help="State dict to start from."),
+    num_classes: int | None = typer.Option(
+        None, "--num-classes", help="Default: the dataset's classes for a zoo model."
+    ),
+    input_size: int | None = typer.Option(None, "--input-size", help="Train at this square input size."),
+    limit: int | None = typer.Option(TrainSpec.default("limit"), "--limit", help=TrainSpec.help("limit")),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Train or fine-tune MODEL on a dataset (AdamW, cosine schedule); pruning zeros and plans are kept."""
-    from .distill import train
-
     bar, advance = _progress_bar(f"training {model}", json_out)
     with bar:
-        result = train(model, data, out=out_path, epochs=epochs, lr=lr, batch_size=batch_size,
-                       weight_decay=weight_decay, seed=seed, weights=weights, num_classes=num_classes,
-                       input_size=input_size, limit=limit, resume=resume, progress=advance)
+        result = train(
+            model,
+            data,
+            out=out_path,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            weight_decay=weight_decay,
+            seed=seed,
+            weights=weights,
+            num_classes=num_classes,
+            input_size=input_size,
+            limit=limit,
+            resume=resume,
+            progress=advance,
+        )
     if json_out:
         return _print_json(result.report)
     _print_training(result.report)
@@ -326,37 +437,55 @@ def train_cmd(
 def distill_cmd(
     student: str = typer.Argument(..., help="The student: usually a pruned checkpoint."),
     teacher: str = typer.Option(..., "--teacher", help=DistillSpec.help("teacher")),
-    data: str = typer.Option(DEFAULT_DATA, "--data", help=DATA_HELP),
+    data: str = typer.Option(DEFAULT_DATA, "--data", help=data_help()),
     epochs: int = typer.Option(DistillSpec.default("epochs"), "--epochs", help=DistillSpec.help("epochs")),
     out_path: Path = typer.Option(..., "--out", help="Checkpoint to write after every epoch (.pt)."),
-    temperature: float = typer.Option(DistillSpec.default("temperature"), "--temperature",
-                                      help=DistillSpec.help("temperature")),
+    temperature: float = typer.Option(
+        DistillSpec.default("temperature"), "--temperature", help=DistillSpec.help("temperature")
+    ),
     alpha: float = typer.Option(DistillSpec.default("alpha"), "--alpha", help=DistillSpec.help("alpha")),
     hard: bool = typer.Option(DistillSpec.default("hard"), "--hard", help=DistillSpec.help("hard")),
-    feature: Optional[list[str]] = typer.Option(None, "--feature", help=DistillSpec.help("features") + " Repeatable."),
+    feature: list[str] | None = typer.Option(None, "--feature", help=DistillSpec.help("features") + " Repeatable."),
     lr: float = typer.Option(DistillSpec.default("lr"), "--lr", help=DistillSpec.help("lr")),
-    batch_size: int = typer.Option(DistillSpec.default("batch_size"), "--batch-size",
-                                   help=DistillSpec.help("batch_size")),
-    weight_decay: float = typer.Option(DistillSpec.default("weight_decay"), "--weight-decay",
-                                       help=DistillSpec.help("weight_decay")),
+    batch_size: int = typer.Option(
+        DistillSpec.default("batch_size"), "--batch-size", help=DistillSpec.help("batch_size")
+    ),
+    weight_decay: float = typer.Option(
+        DistillSpec.default("weight_decay"), "--weight-decay", help=DistillSpec.help("weight_decay")
+    ),
     seed: int = typer.Option(DEFAULT_SEED, "--seed"),
-    teacher_weights: Optional[Path] = typer.Option(DistillSpec.default("teacher_weights"), "--teacher-weights",
-                                                   help=DistillSpec.help("teacher_weights")),
-    input_size: Optional[int] = typer.Option(None, "--input-size"),
-    limit: Optional[int] = typer.Option(DistillSpec.default("limit"), "--limit", help=DistillSpec.help("limit")),
+    teacher_weights: Path | None = typer.Option(
+        DistillSpec.default("teacher_weights"), "--teacher-weights", help=DistillSpec.help("teacher_weights")
+    ),
+    input_size: int | None = typer.Option(None, "--input-size"),
+    limit: int | None = typer.Option(DistillSpec.default("limit"), "--limit", help=DistillSpec.help("limit")),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Train STUDENT with a TEACHER's outputs: soft-label KD, DeiT hard distillation, feature matching."""
-    from .distill import distill, parse_features
-
     features = parse_features(feature)
     bar, advance = _progress_bar(f"distilling into {student}", json_out)
     with bar:
-        result = distill(student, teacher, data, out=out_path, epochs=epochs, lr=lr, batch_size=batch_size,
-                         weight_decay=weight_decay, seed=seed, temperature=temperature, alpha=alpha, hard=hard,
-                         features=features, teacher_weights=teacher_weights, input_size=input_size, limit=limit,
-                         resume=resume, progress=advance)
+        result = distill(
+            student,
+            teacher,
+            data,
+            out=out_path,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            weight_decay=weight_decay,
+            seed=seed,
+            temperature=temperature,
+            alpha=alpha,
+            hard=hard,
+            features=features,
+            teacher_weights=teacher_weights,
+            input_size=input_size,
+            limit=limit,
+            resume=resume,
+            progress=advance,
+        )
     if json_out:
         return _print_json(result.report)
     _print_training(result.report)
@@ -364,15 +493,23 @@ def distill_cmd(
 
 def _print_report(r: dict) -> None:
     a, d = r["artifact"], r["device"]
-    out.print(f"[bold]{a.get('name', a['sha256'][:12])}[/bold] on {d['name']} ({d.get('model', '')}), "
-              f"{r['runtime']['name']} {r['runtime'].get('version') or ''}, {r['threads']} threads")
+    out.print(
+        f"[bold]{a.get('name', a['sha256'][:12])}[/bold] on {d['name']} ({d.get('model', '')}), "
+        f"{r['runtime']['name']} {r['runtime'].get('version') or ''}, {r['threads']} threads"
+    )
     if r["samples_ms"]:
-        out.print(f"  latency     median {r['median_ms']:.3f} ms | min {r['min_ms']:.3f} | p90 {r['p90_ms']:.3f} | "
-                  f"IQR {r['iqr_ms']:.3f}  ({r['runs']} runs after {r['warmup']} warm-up)")
+        out.print(
+            f"  latency     median {r['median_ms']:.3f} ms | min {r['min_ms']:.3f} | p90 {r['p90_ms']:.3f} | "
+            f"IQR {r['iqr_ms']:.3f}  ({r['runs']} runs after {r['warmup']} warm-up)"
+        )
     else:
-        out.print(f"  latency     mean {_fmt(r.get('mean_ms'), ' ms', 3)} | median {_fmt(r.get('median_ms'), ' ms', 3)}"
-                  f"  ({r['runs']} runs; the tool gave a summary only)")
-    out.print(f"  load        {_fmt(r.get('load_ms'), ' ms', 1)}   peak memory {_fmt(r.get('peak_memory_mb'), ' MB', 1)}")
+        out.print(
+            f"  latency     mean {_fmt(r.get('mean_ms'), ' ms', 3)} | median {_fmt(r.get('median_ms'), ' ms', 3)}"
+            f"  ({r['runs']} runs; the tool gave a summary only)"
+        )
+    out.print(
+        f"  load        {_fmt(r.get('load_ms'), ' ms', 1)}   peak memory {_fmt(r.get('peak_memory_mb'), ' MB', 1)}"
+    )
     for note in r.get("notes", []):
         out.print(f"  [yellow]note[/yellow]        {note}")
     if r.get("ops"):
@@ -387,23 +524,19 @@ def _print_report(r: dict) -> None:
 @app.command("profile")
 def profile_cmd(
     artifact: str = typer.Argument(..., help="A compiled artifact (manifest beside it), or `import` to read a report."),
-    report_path: Optional[Path] = typer.Argument(None, help="With `import`: the REPORT.json a demo app wrote."),
+    report_path: Path | None = typer.Argument(None, help="With `import`: the REPORT.json a demo app wrote."),
     runs: int = typer.Option(ProfileSpec.default("runs"), "--runs", help=ProfileSpec.help("runs")),
     warmup: int = typer.Option(ProfileSpec.default("warmup"), "--warmup", help=ProfileSpec.help("warmup")),
-    threads: Optional[int] = typer.Option(ProfileSpec.default("threads"), "--threads", help=ProfileSpec.help("threads")),
+    threads: int | None = typer.Option(ProfileSpec.default("threads"), "--threads", help=ProfileSpec.help("threads")),
     device: str = typer.Option(ProfileSpec.default("device"), "--device", help=ProfileSpec.help("device")),
     per_op: bool = typer.Option(ProfileSpec.default("per_op"), "--per-op", help=ProfileSpec.help("per_op")),
-    binary: Optional[Path] = typer.Option(None, "--binary", help="adb: your executor_runner / benchmark_model build."),
-    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    binary: Path | None = typer.Option(None, "--binary", help="adb: your executor_runner / benchmark_model build."),
+    db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     no_db: bool = typer.Option(False, "--no-db", help="Do not record the report in the latency database."),
-    save: Optional[Path] = typer.Option(None, "--save", help="Also write the report JSON here."),
+    save: Path | None = typer.Option(None, "--save", help="Also write the report JSON here."),
     json_out: bool = typer.Option(False, "--json", help="Print the report JSON."),
 ) -> None:
     """Measure ARTIFACT's latency in its runtime (or `profile import REPORT.json`); record it in the database."""
-    from .io import write_json
-    from .latency import LatencyDB, record
-    from .profile import load_report, profile
-
     if artifact == "import":
         if report_path is None:
             raise EdgekitError("`edgekit profile import` needs the REPORT.json a demo app wrote")
@@ -412,8 +545,9 @@ def profile_cmd(
         if report_path is not None:
             raise EdgekitError(f"unexpected argument '{report_path}'; give one artifact (or `import REPORT.json`)")
         with err.status(f"profiling {artifact}…", spinner="dots") if not json_out else _null():
-            report = profile(artifact, runs=runs, warmup=warmup, threads=threads, device=device, per_op=per_op,
-                             binary=binary)
+            report = profile(
+                artifact, runs=runs, warmup=warmup, threads=threads, device=device, per_op=per_op, binary=binary
+            )
     if save:
         write_json(save, report)
     row_id = None
@@ -433,14 +567,12 @@ app.add_typer(latency_app, name="latency")
 
 @latency_app.command("list")
 def latency_list(
-    target: Optional[str] = typer.Option(None, "--target"),
-    device: Optional[str] = typer.Option(None, "--device"),
-    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    target: str | None = typer.Option(None, "--target"),
+    device: str | None = typer.Option(None, "--device"),
+    db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Every recorded report: artifact, target, device, threads, latency."""
-    from .latency import LatencyDB, latency_of
-
     with LatencyDB(db) as database:
         rows = database.rows(target, device)
     if json_out:
@@ -449,23 +581,28 @@ def latency_list(
     for col in ("id", "artifact", "target", "device", "threads", "quant", "ms", "runs"):
         table.add_column(col, no_wrap=True)
     for r in rows:
-        table.add_row(str(r["id"]), f"{r['artifact_name'] or ''} {r['artifact_sha256'][:8]}", r["target"], r["device"],
-                      str(r["threads"]), r["quantization"] or "float", _fmt(latency_of(r), "", 3), str(r["runs"]))
+        table.add_row(
+            str(r["id"]),
+            f"{r['artifact_name'] or ''} {r['artifact_sha256'][:8]}",
+            r["target"],
+            r["device"],
+            str(r["threads"]),
+            r["quantization"] or "float",
+            _fmt(latency_of(r), "", 3),
+            str(r["runs"]),
+        )
     out.print(table)
 
 
 @latency_app.command("export")
 def latency_export(
-    out_path: Optional[Path] = typer.Argument(None, help="File to write (default: stdout)."),
+    out_path: Path | None = typer.Argument(None, help="File to write (default: stdout)."),
     fmt: str = typer.Option("json", "--format", help="json (the full reports) or csv (one row each)."),
-    target: Optional[str] = typer.Option(None, "--target"),
-    device: Optional[str] = typer.Option(None, "--device"),
-    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    target: str | None = typer.Option(None, "--target"),
+    device: str | None = typer.Option(None, "--device"),
+    db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
 ) -> None:
     """Export the database's reports as JSON (the report schema) or CSV."""
-    from .io import atomic_path
-    from .latency import LatencyDB
-
     with LatencyDB(db) as database:
         text = database.export(fmt, target=target, device=device)
     if out_path is None:
@@ -476,9 +613,7 @@ def latency_export(
     err.print(f"wrote {out_path}")
 
 
-def _threads_for(target: str, device: str, threads: Optional[int]) -> int:
-    from .profile.devices import find_device
-
+def _threads_for(target: str, device: str, threads: int | None) -> int:
     return find_device(target, device).threads_for(threads)
 
 
@@ -486,48 +621,57 @@ def _threads_for(target: str, device: str, threads: Optional[int]) -> int:
 def latency_calibrate(
     target: str = typer.Option(..., "--target"),
     device: str = typer.Option("host", "--device"),
-    threads: Optional[int] = typer.Option(None, "--threads"),
+    threads: int | None = typer.Option(None, "--threads"),
     input_size: int = typer.Option(224, "--input-size"),
-    quantization: Optional[str] = typer.Option(None, "--quantize", help="Calibrate for artifacts of this scheme."),
-    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    quantization: str | None = typer.Option(None, "--quantize", help="Calibrate for artifacts of this scheme."),
+    db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Measure edgekit's calibration set on TARGET/DEVICE and fit the predictor (a few minutes)."""
-    from .latency import CALIBRATION, LatencyDB, calibrate
-
     n = _threads_for(target, device, threads)
     with LatencyDB(db) as database, err.status("calibrating…", spinner="dots") as status:
-        pred = calibrate(target, device, n, database, input_size=input_size, quantization=quantization,
-                         progress=lambda m: status.update(m))
+        pred = calibrate(
+            target,
+            device,
+            n,
+            database,
+            input_size=input_size,
+            quantization=quantization,
+            progress=lambda m: status.update(m),
+        )
     if json_out:
         return _print_json(pred.to_dict())
-    out.print(f"[green]fitted[/green] {target} on {device} ({n} threads) on {pred.points} models "
-              f"({len(CALIBRATION)} measured now): leave-one-out Spearman {pred.loo['spearman']:.3f}, "
-              f"median error {pred.loo['mdape']:.1%}")
+    out.print(
+        f"[green]fitted[/green] {target} on {device} ({n} threads) on {pred.points} models "
+        f"({len(CALIBRATION)} measured now): leave-one-out Spearman {pred.loo['spearman']:.3f}, "
+        f"median error {pred.loo['mdape']:.1%}"
+    )
 
 
 @latency_app.command("predict")
 def latency_predict(
-    model: str = typer.Argument(..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint (pruned ones too)."),
+    model: str = typer.Argument(
+        ..., help="Zoo name, path/to/file.py:Class or an edgekit checkpoint (pruned ones too)."
+    ),
     target: str = typer.Option(..., "--target"),
     device: str = typer.Option("host", "--device"),
-    threads: Optional[int] = typer.Option(None, "--threads"),
-    input_size: Optional[int] = typer.Option(None, "--input-size"),
-    quantization: Optional[str] = typer.Option(None, "--quantize", help="Predict for artifacts of this scheme."),
-    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    threads: int | None = typer.Option(None, "--threads"),
+    input_size: int | None = typer.Option(None, "--input-size"),
+    quantization: str | None = typer.Option(None, "--quantize", help="Predict for artifacts of this scheme."),
+    db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Predict MODEL's latency on TARGET/DEVICE from the database's measurements, without compiling it."""
-    from .latency import LatencyDB, predict
-
     n = _threads_for(target, device, threads)
     with LatencyDB(db) as database:
         r = predict(model, target, device, n, database, input_size=input_size, quantization=quantization)
     if json_out:
         return _print_json(r)
     p = r["predictor"]
-    out.print(f"{model} on {target}/{device} ({n} threads) at {r['input_size']}: [bold]{r['predicted_ms']:.2f} ms[/bold] "
-              f"predicted (fitted on {p['points']} measured models; leave-one-out median error {p['loo']['mdape']:.1%})")
+    out.print(
+        f"{model} on {target}/{device} ({n} threads) at {r['input_size']}: [bold]{r['predicted_ms']:.2f} ms[/bold] "
+        f"predicted (fitted on {p['points']} measured models; leave-one-out median error {p['loo']['mdape']:.1%})"
+    )
 
 
 @app.command("select")
@@ -535,24 +679,34 @@ def select_cmd(
     target: str = typer.Option(..., "--target"),
     device: str = typer.Option("host", "--device"),
     budget_ms: float = typer.Option(..., "--budget-ms", help="Latency budget in ms (median, measured)."),
-    candidates: Optional[str] = typer.Option(None, "--candidates",
-                                             help="Comma-separated references; name@0.3 = pruned 30 %. Default: the zoo."),
-    threads: Optional[int] = typer.Option(None, "--threads"),
-    input_size: Optional[int] = typer.Option(None, "--input-size"),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help="Compile every candidate with this scheme."),
-    out_dir: Path = typer.Option(Path("out/select"), "--out", help="Where selection.json, pareto.png and artifacts go."),
-    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    candidates: str | None = typer.Option(
+        None, "--candidates", help="Comma-separated references; name@0.3 = pruned 30 %. Default: the zoo."
+    ),
+    threads: int | None = typer.Option(None, "--threads"),
+    input_size: int | None = typer.Option(None, "--input-size"),
+    quantize: str | None = typer.Option(None, "--quantize", help="Compile every candidate with this scheme."),
+    out_dir: Path = typer.Option(
+        Path("out/select"), "--out", help="Where selection.json, pareto.png and artifacts go."
+    ),
+    db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Pick the most accurate model within a latency budget on TARGET/DEVICE; measure it to confirm."""
-    from .latency import LatencyDB
-    from .select import select
-
     n = _threads_for(target, device, threads)
     names = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
     with LatencyDB(db) as database, err.status("selecting…", spinner="dots") as status:
-        r = select(target, device, budget_ms, candidates=names, threads=n, db=database, out=out_dir,
-                   input_size=input_size, quantize=quantize, progress=lambda m: status.update(m))
+        r = select(
+            target,
+            device,
+            budget_ms,
+            candidates=names,
+            threads=n,
+            db=database,
+            out=out_dir,
+            input_size=input_size,
+            quantize=quantize,
+            progress=lambda m: status.update(m),
+        )
     if json_out:
         return _print_json(r)
     c = r["chosen"]
@@ -560,10 +714,14 @@ def select_cmd(
     for col in ("candidate", "top-1 %", "predicted ms", "measured ms", "status"):
         table.add_column(col, no_wrap=True)
     for k in r["candidates"]:
-        table.add_row(k["name"], _fmt(k["accuracy"], "", 1), _fmt(k["predicted_ms"]), _fmt(k["measured_ms"]), k["status"])
+        table.add_row(
+            k["name"], _fmt(k["accuracy"], "", 1), _fmt(k["predicted_ms"]), _fmt(k["measured_ms"]), k["status"]
+        )
     out.print(table)
-    out.print(f"[green]chose[/green] {c['model']}: {c['measured_ms']:.2f} ms measured (budget {budget_ms:g}), "
-              f"top-1 {_fmt(c['accuracy'], '%', 1)} ({c['accuracy_source']})")
+    out.print(
+        f"[green]chose[/green] {c['model']}: {c['measured_ms']:.2f} ms measured (budget {budget_ms:g}), "
+        f"top-1 {_fmt(c['accuracy'], '%', 1)} ({c['accuracy_source']})"
+    )
     out.print(f"  artifact    {c['artifact']}")
     out.print(f"  pareto      {r['pareto_png']}")
 
@@ -571,12 +729,10 @@ def select_cmd(
 @app.command("report")
 def report_cmd(
     directory: Path = typer.Argument(..., help="A folder of artifacts (manifests), latency reports, selection.json."),
-    out_path: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: DIR/report.html)."),
-    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    out_path: Path | None = typer.Option(None, "--out", help="HTML file to write (default: DIR/report.html)."),
+    db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
 ) -> None:
     """Write one self-contained HTML page about DIR: manifests, verification, latency, per-op bars, Pareto plot."""
-    from .report import write_report
-
     path = write_report(directory, out=out_path, db=db)
     out.print(f"[green]wrote[/green] {path}")
 
@@ -584,16 +740,20 @@ def report_cmd(
 @app.command("run")
 def run_cmd(
     recipe: Path = typer.Argument(..., help="A recipe YAML, e.g. recipes/quickstart.yaml."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: out/<recipe name>)."),
-    overrides: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE over the recipe, e.g. prune.ratio=0.3 "
-                                                  "(repeatable; VALUE is YAML: 3, true, [onnx, tflite], null)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the steps and what is cached; run nothing."),
-    db: Optional[Path] = typer.Option(None, "--db", help=_DB_HELP),
+    out_dir: Path | None = typer.Option(None, "--out", help="Run folder (default: out/<recipe name>)."),
+    overrides: list[str] | None = typer.Option(
+        None,
+        "--set",
+        help="KEY=VALUE over the recipe, e.g. prune.ratio=0.3 "
+        "(repeatable; VALUE is YAML: 3, true, [onnx, tflite], null).",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate and print the steps and what is cached; run nothing."
+    ),
+    db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run manifest (or the plan) as JSON."),
 ) -> None:
-    """Carry out RECIPE: train, prune, distill, quantize, compile, verify, profile, report; finished steps are cached."""
-    from . import recipe as recipes
-
+    """Carry out RECIPE: train, prune, distill, quantize, compile, verify, profile, report; finished steps are cached."""  # noqa: E501 - the help text, one line
     if dry_run:
         steps = recipes.explain(recipe, out_dir, overrides)
         if json_out:
@@ -603,15 +763,22 @@ def run_cmd(
         out.print(f"{sum(not s['cached'] for s in steps)} of {len(steps)} steps to run")
         return None
     with err.status("starting…", spinner="dots") if not json_out else _null() as status:
-        result = recipes.run(recipe, out_dir, overrides, db=db,
-                             log=(lambda line: None) if json_out else (lambda line: out.print("  " + line, highlight=False)),
-                             status=(lambda m: status.update(m)) if not json_out else None)
+        result = recipes.run(
+            recipe,
+            out_dir,
+            overrides,
+            db=db,
+            log=(lambda line: None) if json_out else (lambda line: out.print("  " + line, highlight=False)),
+            status=(lambda m: status.update(m)) if not json_out else None,
+        )
     m = result.manifest
     if json_out:
         return _print_json(m)
     counts = {k: sum(s["status"] == k for s in m["steps"]) for k in ("ran", "cached", "skipped")}
-    out.print(f"[green]run {m['status']}[/green] in {m['seconds']:.1f} s: {counts['ran']} steps ran, "
-              f"{counts['cached']} cached, {counts['skipped']} skipped")
+    out.print(
+        f"[green]run {m['status']}[/green] in {m['seconds']:.1f} s: {counts['ran']} steps ran, "
+        f"{counts['cached']} cached, {counts['skipped']} skipped"
+    )
     if m.get("report"):
         out.print(f"  report      {result.out / m['report']}")
     out.print(f"  artifacts   {result.out / 'artifacts'}")
@@ -624,34 +791,56 @@ app.add_typer(demo_app, name="demo")
 
 @demo_app.command("bundle")
 def demo_bundle(
-    artifact: Path = typer.Argument(..., help="A compiled artifact with its manifest beside it (.pte, .tflite, .mlpackage)."),
+    artifact: Path = typer.Argument(
+        ..., help="A compiled artifact with its manifest beside it (.pte, .tflite, .mlpackage)."
+    ),
     app_name: str = typer.Option(..., "--app", help="android (ExecuTorch, TFLite) or ios (Core ML, ExecuTorch)."),
     out_dir: Path = typer.Option(..., "--out", help="A new folder for the app."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Labels file (one per line) or a dataset "
-                                         "(default: the training data's classes where the checkpoint records them)."),
-    device_name: Optional[str] = typer.Option(None, "--device-name", help="Device id the reports carry "
-                                              "(default: android-app / iphone, as in targets/)."),
+    labels: str | None = typer.Option(
+        None,
+        "--labels",
+        help="Labels file (one per line) or a dataset "
+        "(default: the training data's classes where the checkpoint records them).",
+    ),
+    device_name: str | None = typer.Option(
+        None, "--device-name", help="Device id the reports carry (default: android-app / iphone, as in targets/)."
+    ),
     runs: int = typer.Option(50, "--runs", help="Benchmark mode's default timed runs."),
     warmup: int = typer.Option(10, "--warmup", help="Benchmark mode's default warm-up runs."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Benchmark threads (default: 4 on Android, the runtime's on iOS)."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Benchmark threads (default: 4 on Android, the runtime's on iOS)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Copy a demo app to DIR with ARTIFACT, its manifest, labels and preprocessing in its assets, ready to build."""
-    from .demo import bundle
-
-    r = bundle(artifact, app_name, out_dir, labels=labels, device_name=device_name, runs=runs, warmup=warmup,
-               threads=threads)
+    r = bundle(
+        artifact, app_name, out_dir, labels=labels, device_name=device_name, runs=runs, warmup=warmup, threads=threads
+    )
     if json_out:
         return _print_json(r)
     b = r["bundle"]
-    out.print(f"[green]wrote[/green] {r['out']}: the {r['app']} demo app with {b['artifact']['name']} as "
-              f"{r['assets']}/{r['model_file']} ({r['runtime']})")
+    out.print(
+        f"[green]wrote[/green] {r['out']}: the {r['app']} demo app with {b['artifact']['name']} as "
+        f"{r['assets']}/{r['model_file']} ({r['runtime']})"
+    )
     p = b["preprocessing"]
-    out.print(f"  input       {b['input']['name']} {b['input']['shape']} {b['input']['dtype']}, "
-              + ("preprocessing baked into the model" if p.get("baked_in") else
-                 f"x/255, mean {tuple(p['mean'])}, std {tuple(p['std'])}"), highlight=False)
+    out.print(
+        f"  input       {b['input']['name']} {b['input']['shape']} {b['input']['dtype']}, "
+        + (
+            "preprocessing baked into the model"
+            if p.get("baked_in")
+            else f"x/255, mean {tuple(p['mean'])}, std {tuple(p['std'])}"
+        ),
+        highlight=False,
+    )
     out.print(f"  labels      {b['num_classes']} from {r['labels']}")
     out.print(f"  next        see {r['out']}/README.md: build, run, benchmark, then `edgekit profile import`")
+
+
+# The usage errors typer raises under standalone_mode=False are click's ClickException. Recent typer runs on its
+# own copy of click (`typer._click`; `click` itself is no dependency of typer's or edgekit's), so the class is
+# found through typer's public BadParameter, which derives from it whichever click typer uses.
+_CLICK_ERROR: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 class _null:
@@ -678,13 +867,9 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except _CLICK_ERROR as e:  # a usage error (missing argument, unknown option): usage line and message
+        e.show()
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import os
 import shutil
 from importlib.resources import files
 from pathlib import Path
+from typing import TypedDict
 
 from .compile import get_target, read_manifest, targets
 from .data import load_dataset
@@ -26,13 +27,22 @@ BUNDLE_SCHEMA = "edgekit-bundle/1"
 # the source tree link here
 APPS_DIR = Path(str(files("edgekit") / "resources" / "apps"))
 
-APPS = {
+
+class AppSpec(TypedDict):
+    dir: str  # the template's folder under apps_dir()
+    assets: str  # where the model and its files go, inside the app
+    device: str  # the device id its reports carry by default
+    threads: int  # benchmark threads by default (0: the runtime's choice)
+
+
+APPS: dict[str, AppSpec] = {
     "android": {"dir": "android_demo", "assets": "app/src/main/assets", "device": "android-app", "threads": 4},
     "ios": {"dir": "ios_demo", "assets": "EdgekitDemo/Model", "device": "iphone", "threads": 0},
 }
 # what a copy of an app leaves out: build outputs and IDE state
-SKIP = shutil.ignore_patterns("build", ".gradle", ".idea", "*.xcodeproj", "DerivedData", "local.properties", ".DS_Store",
-                              "xcuserdata")
+SKIP = shutil.ignore_patterns(
+    "build", ".gradle", ".idea", "*.xcodeproj", "DerivedData", "local.properties", ".DS_Store", "xcuserdata"
+)
 
 
 def apps_dir() -> Path:
@@ -42,8 +52,10 @@ def apps_dir() -> Path:
 def _template(app: str) -> Path:
     path = apps_dir() / APPS[app]["dir"]
     if not (path / "README.md").is_file():
-        raise EdgekitError(f"the {app} demo app is not at '{path}'; reinstall edgekit (its package carries the apps) "
-                           "or set EDGEKIT_APPS to the folder holding android_demo/ and ios_demo/")
+        raise EdgekitError(
+            f"the {app} demo app is not at '{path}'; reinstall edgekit (its package carries the apps) "
+            "or set EDGEKIT_APPS to the folder holding android_demo/ and ios_demo/"
+        )
     return path
 
 
@@ -53,8 +65,13 @@ def runtimes(app: str) -> tuple[str, ...]:
 
 
 def _tensor(spec: dict) -> dict:
-    return {"name": spec["name"], "shape": spec["shape"], "dtype": spec.get("dtype", "float32"), "layout": "NCHW",
-            "quant": spec.get("quantization")}
+    return {
+        "name": spec["name"],
+        "shape": spec["shape"],
+        "dtype": spec.get("dtype", "float32"),
+        "layout": "NCHW",
+        "quant": spec.get("quantization"),
+    }
 
 
 def labels_for(manifest: dict, labels: str | None) -> tuple[list[str], str]:
@@ -116,9 +133,13 @@ def bundle(
         "model_file": model_file,
         "runtime": target.name,
         "delegate": target.delegate_of(manifest),
-        "artifact": {"name": manifest["artifact"], "sha256": manifest["sha256"], "bytes": manifest["bytes"],
-                     "model": manifest["model"].get("name"),
-                     "quantization": (manifest.get("quantization") or {}).get("scheme")},
+        "artifact": {
+            "name": manifest["artifact"],
+            "sha256": manifest["sha256"],
+            "bytes": manifest["bytes"],
+            "model": manifest["model"].get("name"),
+            "quantization": (manifest.get("quantization") or {}).get("scheme"),
+        },
         "input": _tensor(manifest["inputs"][0]),
         "output": _tensor(manifest["outputs"][0]),
         "preprocessing": manifest["preprocessing"],
@@ -139,8 +160,15 @@ def bundle(
         write_json(assets / "model.json", manifest)
         (assets / "labels.txt").write_text("\n".join(names) + "\n")
         write_json(assets / "edgekit_bundle.json", info)
-    return {"out": str(out), "app": app, "assets": str(out / spec["assets"]), "model_file": model_file,
-            "runtime": target.name, "labels": labels_source, "bundle": info}
+    return {
+        "out": str(out),
+        "app": app,
+        "assets": str(out / spec["assets"]),
+        "model_file": model_file,
+        "runtime": target.name,
+        "labels": labels_source,
+        "bundle": info,
+    }
 
 
 def read_bundle(path: str | Path) -> dict:

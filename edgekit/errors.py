@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def first_line(text: str, limit: int = 200) -> str:
+def first_line(text: object, limit: int = 200) -> str:
     """The first non-empty line of a (converter's, loader's) message, cut to `limit` characters."""
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
     return lines[0][:limit] if lines else ""

@@ -8,8 +8,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
-from typing import Iterator
 
 
 def _remove(p: Path) -> None:
@@ -64,3 +65,11 @@ def sha256_of(path: str | Path) -> str:
 def size_of(path: str | Path) -> int:
     path = Path(path)
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def package_version(dist: str) -> str | None:
+    """The installed version of the distribution `dist`, or None."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None

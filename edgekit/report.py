@@ -11,9 +11,13 @@ import base64
 import html
 import json
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from .errors import EdgekitError
 from .io import atomic_path
+from .latency import LatencyDB, default_path
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -42,7 +46,7 @@ def _load_json(path: Path):
 
 
 def gather(directory: Path) -> dict:
-    found = {"manifests": [], "reports": [], "selection": None, "pareto": None}
+    found: dict[str, Any] = {"manifests": [], "reports": [], "selection": None, "pareto": None}
     for path in sorted(directory.rglob("*.json")):
         data = _load_json(path)
         if not isinstance(data, dict):
@@ -60,7 +64,7 @@ def gather(directory: Path) -> dict:
 
 def _manifest_table(manifests) -> str:
     rows = []
-    for path, m in manifests:
+    for _path, m in manifests:
         v = m.get("verification", {})
         status = v.get("status", "not run")
         detail = v.get("summary") or v.get("reason") or ""
@@ -69,9 +73,12 @@ def _manifest_table(manifests) -> str:
             f"<tr><td><code>{_e(m['artifact'])}</code></td><td>{_e(m['target'])}</td><td>{_e(m['model'].get('name'))}</td>"
             f"<td>{_e(quant)}</td><td>{m['bytes'] / 1e6:.2f}</td><td>{_e(m['preprocessing'].get('size'))}</td>"
             f"<td class='{_e(status)}'>{_e(status)}</td><td style='text-align:left'>{_e(detail)}</td>"
-            f"<td><code>{_e(m['sha256'][:12])}</code></td></tr>")
-    head = ("<tr><th>artifact</th><th>target</th><th>model</th><th>quantization</th><th>MB</th><th>input</th>"
-            "<th>verification</th><th>detail</th><th>sha256</th></tr>")
+            f"<td><code>{_e(m['sha256'][:12])}</code></td></tr>"
+        )
+    head = (
+        "<tr><th>artifact</th><th>target</th><th>model</th><th>quantization</th><th>MB</th><th>input</th>"
+        "<th>verification</th><th>detail</th><th>sha256</th></tr>"
+    )
     return f"<table>{head}{''.join(rows)}</table>" if rows else "<p>No artifact manifests in this folder.</p>"
 
 
@@ -82,11 +89,16 @@ def _latency_table(reports: list[dict]) -> str:
         rows.append(
             f"<tr><td><code>{_e(a.get('name') or a['sha256'][:12])}</code></td><td>{_e(r['runtime']['name'])}</td>"
             f"<td>{_e(r['device']['name'])} {_e(r['device'].get('model', ''))}</td><td>{r['threads']}</td>"
-            f"<td>{_num(r.get('median_ms'), 3)}</td><td>{_num(r.get('min_ms'), 3)}</td><td>{_num(r.get('p90_ms'), 3)}</td>"
+            f"<td>{_num(r.get('median_ms'), 3)}</td><td>{_num(r.get('min_ms'), 3)}</td>"
+            f"<td>{_num(r.get('p90_ms'), 3)}</td>"
             f"<td>{_num(r.get('iqr_ms'), 3)}</td><td>{_num(r.get('mean_ms'), 3)}</td><td>{r['runs']}</td>"
-            f"<td>{_num(r.get('load_ms'), 1)}</td><td>{_num(r.get('peak_memory_mb'), 1)}</td><td>{_e(r.get('created'))}</td></tr>")
-    head = ("<tr><th>artifact</th><th>runtime</th><th>device</th><th>threads</th><th>median ms</th><th>min</th>"
-            "<th>p90</th><th>IQR</th><th>mean</th><th>runs</th><th>load ms</th><th>peak MB</th><th>measured</th></tr>")
+            f"<td>{_num(r.get('load_ms'), 1)}</td><td>{_num(r.get('peak_memory_mb'), 1)}</td>"
+            f"<td>{_e(r.get('created'))}</td></tr>"
+        )
+    head = (
+        "<tr><th>artifact</th><th>runtime</th><th>device</th><th>threads</th><th>median ms</th><th>min</th>"
+        "<th>p90</th><th>IQR</th><th>mean</th><th>runs</th><th>load ms</th><th>peak MB</th><th>measured</th></tr>"
+    )
     return f"<table>{head}{''.join(rows)}</table>" if rows else "<p>No latency reports for these artifacts.</p>"
 
 
@@ -98,35 +110,46 @@ def _op_bars(report: dict) -> str:
     rows = "".join(
         f"<tr><td class='op'>{_e(o['op'])}</td><td>{_e(o.get('count'))}</td><td>{o['ms']:.3f}</td>"
         f"<td>{o.get('share', 0):.1%}</td><td style='text-align:left'><span class='bar' "
-        f"style='width:{300 * o['ms'] / top:.0f}px'></span></td></tr>" for o in ops[:20])
+        f"style='width:{300 * o['ms'] / top:.0f}px'></span></td></tr>"
+        for o in ops[:20]
+    )
     a = report["artifact"]
-    return (f"<h3>{_e(a.get('name') or a['sha256'][:12])} — {_e(report['runtime']['name'])} on "
-            f"{_e(report['device']['name'])}, {report['threads']} threads</h3>"
-            f"<table><tr><th>op</th><th>count</th><th>ms</th><th>share</th><th></th></tr>{rows}</table>")
+    return (
+        f"<h3>{_e(a.get('name') or a['sha256'][:12])} — {_e(report['runtime']['name'])} on "
+        f"{_e(report['device']['name'])}, {report['threads']} threads</h3>"
+        f"<table><tr><th>op</th><th>count</th><th>ms</th><th>share</th><th></th></tr>{rows}</table>"
+    )
 
 
 def _selection(sel: dict, pareto: Path | None) -> str:
     parts = []
     c = sel.get("chosen")
     if c:
-        parts.append(f"<p>Chosen for {_e(sel['target'])} on {_e(sel['device'])} ({sel['threads']} threads) within "
-                     f"{sel['budget_ms']:g} ms: <b>{_e(c['model'])}</b>, measured {_num(c['measured_ms'])} ms, "
-                     f"top-1 {_num(c['accuracy'], 1)} % ({_e(c['accuracy_source'])}).</p>")
+        parts.append(
+            f"<p>Chosen for {_e(sel['target'])} on {_e(sel['device'])} ({sel['threads']} threads) within "
+            f"{sel['budget_ms']:g} ms: <b>{_e(c['model'])}</b>, measured {_num(c['measured_ms'])} ms, "
+            f"top-1 {_num(c['accuracy'], 1)} % ({_e(c['accuracy_source'])}).</p>"
+        )
     if pareto is not None:
         b64 = base64.b64encode(pareto.read_bytes()).decode()
         parts.append(f"<img alt='accuracy-latency Pareto front' src='data:image/png;base64,{b64}'>")
     rows = "".join(
         f"<tr><td>{_e(k['name'])}</td><td>{_num(k['accuracy'], 1)}</td><td>{_e(k['accuracy_source'])}</td>"
         f"<td>{_num(k['predicted_ms'])}</td><td>{_num(k['measured_ms'])}</td><td>{_e(k['status'])}</td></tr>"
-        for k in sel["candidates"])
-    parts.append("<table><tr><th>candidate</th><th>top-1 %</th><th>accuracy from</th><th>predicted ms</th>"
-                 f"<th>measured ms</th><th>status</th></tr>{rows}</table>")
+        for k in sel["candidates"]
+    )
+    parts.append(
+        "<table><tr><th>candidate</th><th>top-1 %</th><th>accuracy from</th><th>predicted ms</th>"
+        f"<th>measured ms</th><th>status</th></tr>{rows}</table>"
+    )
     return "".join(parts)
 
 
 def _page(title: str, body: list[str]) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{CSS}</style>"
-            f"</head><body>{''.join(body)}</body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{CSS}</style>"
+        f"</head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def _pct(x) -> str:
@@ -145,15 +168,19 @@ def step_detail(s: dict) -> str:
         return text + f", {r.get('epochs')} epochs on {r.get('train_images')} images of {r.get('data')}"
     if s["kind"] == "prune":
         b, a = r["before"], r["after"]
-        return (f"{r['method']} {r['ratio']:.0%}{' structured' if r.get('structured') else ''}: params "
-                f"{b['params'] / 1e6:.3f} M → {a['params'] / 1e6:.3f} M, MACs {b['macs'] / 1e6:.1f} M → "
-                f"{a['macs'] / 1e6:.1f} M")
+        return (
+            f"{r['method']} {r['ratio']:.0%}{' structured' if r.get('structured') else ''}: params "
+            f"{b['params'] / 1e6:.3f} M → {a['params'] / 1e6:.3f} M, MACs {b['macs'] / 1e6:.1f} M → "
+            f"{a['macs'] / 1e6:.1f} M"
+        )
     if s["kind"] == "compile":
         text = f"{r['artifact']} ({r['bytes'] / 1e6:.2f} MB), verification {r['verification'].get('status')}"
         acc = (r.get("quantization") or {}).get("accuracy") or {}
         if acc.get("status") == "measured":
-            text += (f"; {r['quantization']['scheme']}: accuracy {_pct(acc['float'])} → {_pct(acc['quantized'])}, "
-                     f"agreement {_pct(acc['agreement'])}")
+            text += (
+                f"; {r['quantization']['scheme']}: accuracy {_pct(acc['float'])} → {_pct(acc['quantized'])}, "
+                f"agreement {_pct(acc['agreement'])}"
+            )
         return text
     if s["kind"] == "profile":
         return f"median {_num(r.get('median_ms'), 3)} ms, p90 {_num(r.get('p90_ms'), 3)} ms, {r.get('threads')} threads"
@@ -172,19 +199,25 @@ def write_run_report(run_dir: str | Path, run: dict) -> Path:
     rows = "".join(
         f"<tr><td>{_e(s['name'])}</td><td class='{_e(s['status'])}'>{_e(s['status'])}</td>"
         f"<td>{_num(s.get('seconds'), 1)}</td><td><code>{_e(s['key'][:12])}</code></td>"
-        f"<td style='text-align:left'>{_e(step_detail(s))}</td></tr>" for s in run["steps"])
+        f"<td style='text-align:left'>{_e(step_detail(s))}</td></tr>"
+        for s in run["steps"]
+    )
     rec = run["recipe"]
-    import yaml
 
-    body = [f"<h1>edgekit run: {_e(rec['resolved']['name'])}</h1>",
-            f"<p>{_e(rec['resolved'].get('description'))}</p>",
-            f"<p>Recipe <code>{_e(rec['path'])}</code> (sha256 <code>{_e(rec['sha256'][:12])}</code>)"
-            + (f", overrides <code>{_e(' '.join(rec['overrides']))}</code>" if rec["overrides"] else "")
-            + f"; status <b>{_e(run['status'])}</b>; {_num(run.get('seconds'), 1)} s; edgekit {_e(run['edgekit_version'])}.</p>",
-            "<h2>Steps</h2><table><tr><th>step</th><th>status</th><th>seconds</th><th>key</th><th>result</th></tr>"
-            f"{rows}</table>",
-            "<h2>Artifacts and verification</h2>", _manifest_table(manifests),
-            "<h2>Latency</h2>", _latency_table(reports)]
+    body = [
+        f"<h1>edgekit run: {_e(rec['resolved']['name'])}</h1>",
+        f"<p>{_e(rec['resolved'].get('description'))}</p>",
+        f"<p>Recipe <code>{_e(rec['path'])}</code> (sha256 <code>{_e(rec['sha256'][:12])}</code>)"
+        + (f", overrides <code>{_e(' '.join(rec['overrides']))}</code>" if rec["overrides"] else "")
+        + f"; status <b>{_e(run['status'])}</b>; {_num(run.get('seconds'), 1)} s; "
+        f"edgekit {_e(run['edgekit_version'])}.</p>",
+        "<h2>Steps</h2><table><tr><th>step</th><th>status</th><th>seconds</th><th>key</th><th>result</th></tr>"
+        f"{rows}</table>",
+        "<h2>Artifacts and verification</h2>",
+        _manifest_table(manifests),
+        "<h2>Latency</h2>",
+        _latency_table(reports),
+    ]
     bars = [b for b in (_op_bars(r) for r in reports) if b]
     if bars:
         body += ["<h2>Per-op breakdown</h2>"] + bars
@@ -200,19 +233,26 @@ def render(directory: Path, db_path: str | Path | None = None) -> str:
     reports = list(found["reports"])
     shas = {m["sha256"] for _, m in found["manifests"]}
     if shas and (db_path is not None or _default_db_exists()):
-        from .latency import LatencyDB
-
         with LatencyDB(db_path) as db:
             seen = {(r["artifact"]["sha256"], r.get("created")) for r in reports}
             for sha in sorted(shas):  # only these artifacts' reports, not the whole database's JSON
-                reports += [row["report"] for row in db.rows(sha256=sha, with_report=True)
-                            if (sha, row["report"].get("created")) not in seen]
+                reports += [
+                    row["report"]
+                    for row in db.rows(sha256=sha, with_report=True)
+                    if (sha, row["report"].get("created")) not in seen
+                ]
     if not (found["manifests"] or reports or found["selection"]):
-        raise EdgekitError(f"'{directory}' holds no manifests, latency reports or selection.json; "
-                           "give the --out folder of `edgekit compile`, `profile --save` or `select`")
-    body = [f"<h1>edgekit report: {_e(directory)}</h1>",
-            "<h2>Artifacts and verification</h2>", _manifest_table(found["manifests"]),
-            "<h2>Latency</h2>", _latency_table(reports)]
+        raise EdgekitError(
+            f"'{directory}' holds no manifests, latency reports or selection.json; "
+            "give the --out folder of `edgekit compile`, `profile --save` or `select`"
+        )
+    body = [
+        f"<h1>edgekit report: {_e(directory)}</h1>",
+        "<h2>Artifacts and verification</h2>",
+        _manifest_table(found["manifests"]),
+        "<h2>Latency</h2>",
+        _latency_table(reports),
+    ]
     bars = [b for b in (_op_bars(r) for r in reports) if b]
     if bars:
         body += ["<h2>Per-op breakdown</h2>"] + bars
@@ -222,8 +262,6 @@ def render(directory: Path, db_path: str | Path | None = None) -> str:
 
 
 def _default_db_exists() -> bool:
-    from .latency import default_path
-
     return default_path().is_file()
 
 

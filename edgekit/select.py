@@ -2,22 +2,37 @@
 
 Candidates are model references: zoo names, user networks, edgekit checkpoints, and `name@R` for `name`
 structurally pruned by magnitude at ratio R. Each gets a predicted latency (from the fitted predictor,
-which `select` calibrates first when the database has too few measurements) and an accuracy (a checkpoint's own measured accuracy, else the paper's top-1 for an
-unpruned zoo model, else unknown). Candidates predicted to fit, within the predictor's own error, are
-ranked by accuracy (unknown last, then fastest first); the best are compiled and measured until one is
-measured within the budget.
+which `select` calibrates first when the database has too few measurements) and an accuracy (a checkpoint's
+own measured accuracy, else the paper's top-1 for an unpruned zoo model, else unknown). Candidates predicted
+to fit, within the predictor's own error, are ranked by accuracy (unknown last, then fastest first); the best
+are compiled and measured until one is measured within the budget.
 """
 
 from __future__ import annotations
 
+import copy
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 from .compile import get_target
 from .errors import EdgekitError
 from .io import atomic_path, write_json
 from .latency import LatencyDB, cost_features, ensure_predictor, latency_of, materialize, measure
+from .models import (
+    checkpoint_out,
+    count_macs,
+    count_params,
+    list_models,
+    load_model,
+    model_card,
+    save_checkpoint,
+    zoo_rows,
+)
+from .models.surgery import apply_plan
+from .models.weights import read_checkpoint
+from .prune import channel_groups, get_method, make_plan, method_names
 
 
 @dataclass
@@ -26,7 +41,7 @@ class Candidate:
     reference: str
     accuracy: float | None  # top-1, percent
     accuracy_source: str
-    predicted_ms: float | None = None
+    predicted_ms: float
     measured_ms: float | None = None
     artifact: str | None = None
     status: str = "predicted"
@@ -38,18 +53,12 @@ class Candidate:
 
 def default_candidates() -> list[str]:
     """Every zoo model with a published top-1."""
-    from .models import zoo_rows
-
     return [r["name"] for r in zoo_rows() if r["paper"]["top1"] is not None]
 
 
 def accuracy_of(candidate: str, reference: str) -> tuple[float | None, str]:
     """A checkpoint's measured validation accuracy, else the paper's top-1 of an unpruned zoo model."""
-    from .models import list_models, model_card
-
     if Path(reference).suffix in (".pt", ".pth", ".ckpt") and "@" not in candidate:
-        from .models.weights import read_checkpoint
-
         prov = read_checkpoint(reference).get("provenance") or {}
         history = prov.get("history") or [{}]
         acc = history[-1].get("val_accuracy")
@@ -65,15 +74,26 @@ def accuracy_of(candidate: str, reference: str) -> tuple[float | None, str]:
     return None, "unknown"
 
 
+def _latency(report: dict) -> float:
+    """The latency of a report edgekit measured (its median)."""
+    ms = latency_of(report)
+    assert ms is not None, "a report measured here has its median"
+    return ms
+
+
+def _with_accuracy(cands: list[Candidate]) -> list[tuple[Candidate, float]]:
+    """The candidates whose accuracy is known, each with it."""
+    return [(c, c.accuracy) for c in cands if c.accuracy is not None]
+
+
 def pareto_front(cands: list[Candidate]) -> list[Candidate]:
     """Candidates no other is both faster and more accurate than."""
-    known = sorted((c for c in cands if c.accuracy is not None and c.latency_ms is not None),
-                   key=lambda c: (c.latency_ms, -c.accuracy))
+    known = sorted(_with_accuracy(cands), key=lambda ca: (ca[0].latency_ms, -ca[1]))
     front, best = [], float("-inf")
-    for c in known:
-        if c.accuracy > best:
+    for c, accuracy in known:
+        if accuracy > best:
             front.append(c)
-            best = c.accuracy
+            best = accuracy
     return front
 
 
@@ -84,23 +104,42 @@ def plot_pareto(cands: list[Candidate], budget_ms: float, chosen: Candidate | No
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    known = [c for c in cands if c.accuracy is not None and c.latency_ms is not None]
+    known = _with_accuracy(cands)
     for measured, marker in ((False, "o"), (True, "s")):
-        pts = [c for c in known if (c.measured_ms is not None) == measured]
+        pts = [(c, accuracy) for c, accuracy in known if (c.measured_ms is not None) == measured]
         if pts:
-            ax.scatter([c.latency_ms for c in pts], [c.accuracy for c in pts], marker=marker, s=30,
-                       facecolors="none" if not measured else "C0", edgecolors="C0",
-                       label="measured" if measured else "predicted")
-    for c in known:
-        ax.annotate(c.name, (c.latency_ms, c.accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    front = pareto_front(cands)
+            ax.scatter(
+                [c.latency_ms for c, _ in pts],
+                [accuracy for _, accuracy in pts],
+                marker=marker,
+                s=30,
+                facecolors="none" if not measured else "C0",
+                edgecolors="C0",
+                label="measured" if measured else "predicted",
+            )
+    for c, accuracy in known:
+        ax.annotate(c.name, (c.latency_ms, accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = _with_accuracy(pareto_front(cands))
     if front:
-        ax.step([c.latency_ms for c in front], [c.accuracy for c in front], where="post", color="C1", lw=1,
-                label="Pareto front")
+        ax.step(
+            [c.latency_ms for c, _ in front],
+            [accuracy for _, accuracy in front],
+            where="post",
+            color="C1",
+            lw=1,
+            label="Pareto front",
+        )
     ax.axvline(budget_ms, color="C3", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
     if chosen is not None and chosen.accuracy is not None:
-        ax.scatter([chosen.latency_ms], [chosen.accuracy], marker="*", s=200, color="C2", zorder=5,
-                   label=f"chosen: {chosen.name}")
+        ax.scatter(
+            [chosen.latency_ms],
+            [chosen.accuracy],
+            marker="*",
+            s=200,
+            color="C2",
+            zorder=5,
+            label=f"chosen: {chosen.name}",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
@@ -134,8 +173,6 @@ def select(
     With `quantize`, every candidate is compiled with that scheme and timed as such (the predictor is
     fitted on artifacts of the same scheme); its accuracy stays the float model's, marked as such.
     """
-    from .models import load_model
-
     if budget_ms <= 0:
         raise EdgekitError(f"--budget-ms {budget_ms}: give a positive latency budget in milliseconds")
     say = progress or (lambda m: None)
@@ -154,21 +191,32 @@ def select(
         if quantize and acc is not None:
             source += f"; the float model's: the {quantize} drop was not measured"
         loaded = load_model(ref, input_size=input_size)
-        c = Candidate(name, ref, acc, source)
-        c.predicted_ms = round(predictor.predict(cost_features(loaded.model, loaded.card.input_size)), 3)
-        cands.append(c)
+        predicted = round(predictor.predict(cost_features(loaded.model, loaded.card.input_size)), 3)
+        cands.append(Candidate(name, ref, acc, source, predicted))
     # A prediction is as good as the predictor's own leave-one-out error: candidates predicted within that
     # margin over the budget are measured too, most accurate first, and the measurement decides.
     slack = min(0.25, max(0.05, predictor.loo.get("mdape", 0.1)))
-    ranked = sorted((c for c in cands if c.predicted_ms <= budget_ms * (1 + slack)),
-                    key=lambda c: (c.accuracy is None, -(c.accuracy or 0.0), c.predicted_ms))
+    ranked = sorted(
+        (c for c in cands if c.predicted_ms <= budget_ms * (1 + slack)),
+        key=lambda c: (c.accuracy is None, -(c.accuracy or 0.0), c.predicted_ms),
+    )
     chosen = None
     for c in ranked[:max_confirm]:
         say(f"confirming {c.name}: compiling and measuring on {device}")
-        report, artifact = measure(c.reference, target, device, threads, db, work / "artifacts", runs=runs,
-                                   input_size=input_size, name=c.name.replace("@", "_p"), verify=True,
-                                   quantize=quantize)
-        c.measured_ms, c.artifact = round(latency_of(report), 3), str(artifact)
+        report, artifact = measure(
+            c.reference,
+            target,
+            device,
+            threads,
+            db,
+            work / "artifacts",
+            runs=runs,
+            input_size=input_size,
+            name=c.name.replace("@", "_p"),
+            verify=True,
+            quantize=quantize,
+        )
+        c.measured_ms, c.artifact = round(_latency(report), 3), str(artifact)
         if c.measured_ms <= budget_ms:
             c.status = "chosen"
             chosen = c
@@ -180,12 +228,23 @@ def select(
     title = f"{target} on {device}, {threads} threads, budget {budget_ms:g} ms"
     png = plot_pareto(cands, budget_ms, chosen, out / "pareto.png", title)
     result = {
-        "target": target, "device": device, "threads": threads, "budget_ms": budget_ms, "quantization": quantize,
-        "chosen": None if chosen is None else {
-            "model": chosen.name, "reference": chosen.reference, "artifact": chosen.artifact,
-            "manifest": chosen.artifact + ".json", "measured_ms": chosen.measured_ms,
-            "predicted_ms": chosen.predicted_ms, "accuracy": chosen.accuracy,
-            "accuracy_source": chosen.accuracy_source},
+        "target": target,
+        "device": device,
+        "threads": threads,
+        "budget_ms": budget_ms,
+        "quantization": quantize,
+        "chosen": None
+        if chosen is None
+        else {
+            "model": chosen.name,
+            "reference": chosen.reference,
+            "artifact": chosen.artifact,
+            "manifest": f"{chosen.artifact}.json",
+            "measured_ms": chosen.measured_ms,
+            "predicted_ms": chosen.predicted_ms,
+            "accuracy": chosen.accuracy,
+            "accuracy_source": chosen.accuracy_source,
+        },
         "candidates": [asdict(c) for c in sorted(cands, key=lambda c: c.latency_ms)],
         "pareto_front": [c.name for c in pareto_front(cands)],
         "prediction_margin": round(slack, 4),
@@ -195,8 +254,10 @@ def select(
     write_json(out / "selection.json", result)
     if chosen is None:
         tried = ", ".join(f"{c.name} {c.measured_ms:.2f} ms" for c in ranked[:max_confirm]) or "none predicted to fit"
-        raise EdgekitError(f"no candidate was measured within {budget_ms:g} ms on {target}/{device} ({tried}); "
-                           f"raise the budget or add smaller candidates (e.g. name@0.5 for a pruned one)")
+        raise EdgekitError(
+            f"no candidate was measured within {budget_ms:g} ms on {target}/{device} ({tried}); "
+            f"raise the budget or add smaller candidates (e.g. name@0.5 for a pruned one)"
+        )
     return result
 
 
@@ -234,11 +295,6 @@ def prune_to_budget(
     by pruning it alone by 30 %) sets its share; one scale is searched so the predicted latency meets
     the budget; the result is compiled and measured, and pruned further while it measures over.
     """
-    import copy
-
-    from .models import checkpoint_out, count_macs, count_params, load_model, save_checkpoint
-    from .models.surgery import apply_plan
-    from .prune import channel_groups, get_method, make_plan, method_names
 
     scorers = [n for n in method_names() if get_method(n).scores_groups]
     if method not in scorers:
@@ -283,8 +339,10 @@ def prune_to_budget(
         lo, hi = 0.0, 1.7
         floor_ms = predicted(ratios_at(hi))
         if floor_ms > budget_ms:
-            raise EdgekitError(f"{model} is predicted at {floor_ms:.2f} ms even with 85 % of its "
-                               f"channels pruned, over {budget_ms:g} ms; choose a smaller model or a larger budget")
+            raise EdgekitError(
+                f"{model} is predicted at {floor_ms:.2f} ms even with 85 % of its "
+                f"channels pruned, over {budget_ms:g} ms; choose a smaller model or a larger budget"
+            )
         for _ in range(12):
             mid = (lo + hi) / 2
             say(f"searching stage ratios: {ratios_at(mid)}")
@@ -300,23 +358,33 @@ def prune_to_budget(
         pred_ms = predictor.predict(cost_features(net, size))
         measured_ms = None
         if confirm:
-            import tempfile
-
             say(f"confirming: compiling and measuring at stage ratios {stage_ratios}")
             with tempfile.TemporaryDirectory(prefix="edgekit-budget-") as tmp:
                 ckpt = Path(tmp) / "candidate.pt"
                 save_checkpoint(replace(loaded, model=net), ckpt, plan=plan)
                 report, _ = measure(str(ckpt), target, device, threads, db, Path(tmp), input_size=size)
-            measured_ms = round(latency_of(report), 3)
+            measured_ms = round(_latency(report), 3)
         attempts.append({"stage_ratios": stage_ratios, "predicted_ms": round(pred_ms, 3), "measured_ms": measured_ms})
         if measured_ms is None or measured_ms <= budget_ms or len(attempts) >= 4 or min(stage_ratios) >= 0.85:
             break
         scale = min(1.7, scale * (1.0 + max(0.05, (measured_ms - budget_ms) / measured_ms)))  # prune more
-    report = {"method": method, "structured": True, "budget_ms": budget_ms, "target": target, "device": device,
-              "threads": threads, "input_size": size, "stage_ratios": stage_ratios, "stage_sensitivity_ms": saving,
-              "predicted_ms_unpruned": round(full, 3), "predicted_ms": round(pred_ms, 3), "measured_ms": measured_ms,
-              "within_budget": None if measured_ms is None else measured_ms <= budget_ms, "attempts": attempts,
-              "before": {"params": count_params(base), "macs": count_macs(base, size)},
-              "after": {"params": count_params(net), "macs": count_macs(net, size)}}
+    report = {
+        "method": method,
+        "structured": True,
+        "budget_ms": budget_ms,
+        "target": target,
+        "device": device,
+        "threads": threads,
+        "input_size": size,
+        "stage_ratios": stage_ratios,
+        "stage_sensitivity_ms": saving,
+        "predicted_ms_unpruned": round(full, 3),
+        "predicted_ms": round(pred_ms, 3),
+        "measured_ms": measured_ms,
+        "within_budget": None if measured_ms is None else measured_ms <= budget_ms,
+        "attempts": attempts,
+        "before": {"params": count_params(base), "macs": count_macs(base, size)},
+        "after": {"params": count_params(net), "macs": count_macs(net, size)},
+    }
     save_checkpoint(replace(loaded, model=net), out, plan=plan, provenance={"command": "prune", **report})
     return {"checkpoint": str(out), **report}

@@ -8,12 +8,11 @@ nothing of edgekit's.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_SEED = 0
-DATA_HELP = "digits, fashion-mnist[:DIR] or imagefolder:DIR"
 DEFAULT_DATA = "digits"
 
 
@@ -39,13 +38,16 @@ class TrainSpec(Spec):
     lr: float = Field(1e-3, gt=0, description="AdamW peak learning rate (cosine schedule, linear warm-up).")
     batch_size: int = Field(64, ge=1, description="Images per step.")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
-    limit: Optional[int] = Field(None, ge=1, description="Train on a seeded subset of this many images.")
+    limit: int | None = Field(None, ge=1, description="Train on a seeded subset of this many images.")
 
 
 class DistillSpec(TrainSpec):
-    teacher: Optional[str] = Field(None, description="The teacher: a trained checkpoint or a zoo name "
-                                                     "(recipes: default the model as it was before pruning).")
-    teacher_weights: Optional[str] = Field(None, description="State dict of the teacher.")
+    teacher: str | None = Field(
+        None,
+        description="The teacher: a trained checkpoint or a zoo name "
+        "(recipes: default the model as it was before pruning).",
+    )
+    teacher_weights: str | None = Field(None, description="State dict of the teacher.")
     temperature: float = Field(4.0, gt=0, description="Soft-label temperature T.")
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the teacher's term against the labels'.")
     hard: bool = Field(False, description="DeiT hard distillation (the teacher's top-1 as the label).")
@@ -54,8 +56,9 @@ class DistillSpec(TrainSpec):
 
 class PruneSpec(Spec):
     method: str = Field(description="A registered pruning method: oto, magnitude or dimap.")
-    ratio: float = Field(gt=0, lt=1, description="Fraction to remove: of weights (unstructured) or channels "
-                                                 "(structured).")
+    ratio: float = Field(
+        gt=0, lt=1, description="Fraction to remove: of weights (unstructured) or channels (structured)."
+    )
     structured: bool = Field(False, description="Remove whole channel groups (real speed-ups; oto always does).")
     steps: int = Field(200, ge=1, description="oto: training steps.")
     optimizer: str = Field("hesso", description="oto: hesso (OTOv3 default) or dhspg.")
@@ -66,15 +69,16 @@ class QuantizeSpec(Spec):
 
     calib_size: int = Field(256, ge=32, description="Calibration images (at least 32).")
     val_samples: int = Field(1000, ge=1, description="Validation images for the accuracy check.")
-    max_drop: Optional[float] = Field(None, ge=0, description="Most accuracy points to lose; keeps the most "
-                                                              "harmful layers float.")
+    max_drop: float | None = Field(
+        None, ge=0, description="Most accuracy points to lose; keeps the most harmful layers float."
+    )
     float_layers: list[str] = Field(default_factory=list, description="Module paths to keep float.")
 
 
 class CompileSpec(Spec):
     """Options of `compile` that targets read (each target checks the ones that apply to it)."""
 
-    delegate: Optional[str] = Field(None, description="ExecuTorch: xnnpack (default), coreml or none.")
+    delegate: str | None = Field(None, description="ExecuTorch: xnnpack (default), coreml or none.")
     precision: str = Field("fp16", description="Core ML compute precision: fp16 or fp32.")
     min_target: str = Field("iOS16", description="Core ML minimum deployment target, e.g. iOS16, macOS13.")
     image_input: bool = Field(False, description="Core ML: take an RGB image, preprocessing baked in.")
@@ -88,7 +92,7 @@ class VerifySpec(Spec):
 class ProfileSpec(Spec):
     runs: int = Field(50, ge=1, description="Timed runs.")
     warmup: int = Field(10, ge=0, description="Untimed runs first.")
-    threads: Optional[int] = Field(None, ge=1, description="Runtime threads (default: the device's).")
+    threads: int | None = Field(None, ge=1, description="Runtime threads (default: the device's).")
     device: str = Field("host", description="host, adb[:SERIAL], or a device of the target definitions.")
     per_op: bool = Field(False, description="Per-op rows (where the runtime gives them).")
     record: bool = Field(True, description="Record the report in the latency database.")

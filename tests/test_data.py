@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import edgekit
+
 from edgekit.data import FASHION_MNIST_DIR, DatasetError, Preprocess, load_dataset, read_idx
 from tests.conftest import assert_user_error, run_cli
 
@@ -132,3 +134,51 @@ def test_bad_dataset_specs_are_one_line_errors(tmp_path, spec, needle):
                    "--input-size", "32")
     assert_user_error(proc, needle)
     assert not out.exists()
+
+
+@pytest.fixture
+def stripes_source():
+    from edgekit.data import Source, Split, register_source, unregister_source
+
+    class Stripes(Source):
+        """Seeded images of horizontal or vertical stripes (`stripes[:N]`: N images)."""
+
+        name = "stripes"
+        usage = "stripes[:N]"
+        arg = "optional"
+
+        def load(self, arg, pre, val_fraction, seed):
+            n = int(arg or 60)
+            g = torch.Generator().manual_seed(seed)
+            y = torch.randint(0, 2, (n,), generator=g)
+            x = torch.zeros(n, 1, 8, 8, dtype=torch.uint8)
+            x[y == 0, :, ::2, :] = 255
+            x[y == 1, :, :, ::2] = 255
+            cut = int(n * (1 - val_fraction))
+            return Split(x[:cut], y[:cut], pre), Split(x[cut:], y[cut:], pre), ("horizontal", "vertical"), {"n": n}
+
+        def fingerprint(self, arg, file_hash):
+            return {"stripes": int(arg or 60)}
+
+    register_source(Stripes)
+    yield Stripes
+    unregister_source("stripes")
+
+
+def test_a_registered_source_is_a_dataset_everywhere(stripes_source, user_model_file, tmp_path):
+    """One class adds a dataset: load_dataset, training, a recipe's cache key and the CLI's help all take it."""
+    from edgekit.data import data_help
+    from edgekit.recipe.plan import Fingerprints
+
+    assert "stripes[:N]" in data_help()
+    d = load_dataset("stripes:50", 16)
+    assert d.classes == ("horizontal", "vertical") and len(d.train) == 40 and len(d.val) == 10
+    assert d.train.x.shape == (40, 3, 16, 16)
+    assert Fingerprints().data("stripes:50") == {"stripes": 50}
+    with pytest.raises(DatasetError, match=r"unknown dataset 'stripe'; use one of: digits, .*stripes\[:N\]"):
+        load_dataset("stripe", 16)
+    net = tmp_path / "two.py"
+    net.write_text(user_model_file.read_text().replace("nn.Linear(32, 5)", "nn.Linear(32, 2)"))
+    r = edgekit.train(f"{net}:TinyNet", "stripes:80", out=tmp_path / "s.pt", epochs=3, input_size=16, lr=1e-2,
+                      batch_size=16)
+    assert r.report["data"]["spec"] == "stripes:80" and r.report["val_accuracy"] >= 0.75, r.report

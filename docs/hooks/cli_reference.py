@@ -7,7 +7,10 @@ cannot drift from the code because it is the code's own description. Run `make d
 
 from __future__ import annotations
 
+import typer
 from mkdocs.structure.files import File
+
+from edgekit.cli import app
 
 PAGE = "cli.md"
 INTRO = """# CLI reference
@@ -82,10 +85,6 @@ def _command(cmd, ctx, out: list[str]) -> None:
 
 
 def render() -> str:
-    import typer
-
-    from edgekit.cli import app
-
     root = typer.main.get_command(app)
     lines = [INTRO, "## `edgekit`\n"]
     _command(root, root.context_class(root, info_name="edgekit"), lines)

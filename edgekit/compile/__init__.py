@@ -18,23 +18,63 @@ from ..io import atomic_path, write_json
 from ..models import LoadedModel, ModelCard, load_model
 from ..quantize import plan_quantization
 from ..specs import CompileSpec, QuantizeSpec, VerifySpec
+
 # The built-in targets register themselves on import (each imports its runtime only when used).
 from . import coreml, executorch, onnx, tflite  # noqa: F401
 from .accuracy import control_accuracy
 from .base import FP16, FP32, INT8, W4, W8, CompileOptions, ExportInfo, Runner, Tolerance, lowering_error, quiet
 from .export import ExportWrapper, example_input, prepare_for_export
 from .manifest import build_manifest, manifest_path, read_manifest
-from .registry import Scheme, Target, get_target, register, scheme_help, target_names, targets, unregister
+from .registry import (
+    Scheme,
+    Target,
+    delegate_names,
+    get_target,
+    register,
+    scheme_help,
+    target_names,
+    targets,
+    unregister,
+)
 from .verification import compare, fixed_inputs, verify, verify_artifact
 
 _Q = QuantizeSpec()
 MIN_INPUT_SIZE = 16
 PRECISIONS = ("fp16", "fp32")
 
-__all__ = ["FP16", "FP32", "INT8", "W4", "W8", "CompileOptions", "CompileResult", "ExportInfo", "ExportWrapper", "Runner", "Scheme", "Target", "Tolerance",
-           "compare", "compile", "example_input", "fixed_inputs", "get_target", "lowering_error", "manifest_path",
-           "prepare_for_export", "quiet", "read_manifest", "register", "scheme_help", "target_names", "targets",
-           "unregister", "verify", "verify_artifact"]
+__all__ = [
+    "FP16",
+    "FP32",
+    "INT8",
+    "W4",
+    "W8",
+    "CompileOptions",
+    "CompileResult",
+    "ExportInfo",
+    "ExportWrapper",
+    "Runner",
+    "Scheme",
+    "Target",
+    "Tolerance",
+    "compare",
+    "compile",
+    "delegate_names",
+    "example_input",
+    "fixed_inputs",
+    "get_target",
+    "lowering_error",
+    "manifest_path",
+    "prepare_for_export",
+    "quiet",
+    "read_manifest",
+    "register",
+    "scheme_help",
+    "target_names",
+    "targets",
+    "unregister",
+    "verify",
+    "verify_artifact",
+]
 
 
 def _artifact_stem(loaded: LoadedModel) -> str:
@@ -71,8 +111,9 @@ class CompileResult:
 
 def _check_options(target: Target, opts: CompileOptions) -> None:
     if opts.input_size < MIN_INPUT_SIZE:
-        raise EdgekitError(f"--input-size {opts.input_size} is too small; use at least {MIN_INPUT_SIZE} "
-                           "(the zoo downsamples by 32)")
+        raise EdgekitError(
+            f"--input-size {opts.input_size} is too small; use at least {MIN_INPUT_SIZE} (the zoo downsamples by 32)"
+        )
     target.check_options(opts)
     if opts.precision not in PRECISIONS:
         raise EdgekitError(f"unknown precision '{opts.precision}'; choose {' or '.join(PRECISIONS)}")
@@ -126,9 +167,17 @@ def compile(  # noqa: A001 - mirrors the CLI verb
         scheme = tgt.scheme(quantize)
         tgt.check_quantization(scheme, opts)
         opts.quant, dataset = plan_quantization(
-            scheme.name, calibrated=scheme.calibrated, weight_only=scheme.weight_only, model=loaded.model, card=card,
-            calib=calib, calib_size=calib_size, float_layers=tuple(float_layers), max_drop=max_drop,
-            val_samples=val_samples)
+            scheme.name,
+            calibrated=scheme.calibrated,
+            weight_only=scheme.weight_only,
+            model=loaded.model,
+            card=card,
+            calib=calib,
+            calib_size=calib_size,
+            float_layers=tuple(float_layers),
+            max_drop=max_drop,
+            val_samples=val_samples,
+        )
     elif calib or float_layers or max_drop is not None:
         raise EdgekitError("--calib, --float-layer and --max-drop go with --quantize SCHEME")
     stem = name or _artifact_stem(loaded)
@@ -146,8 +195,19 @@ def compile(  # noqa: A001 - mirrors the CLI verb
 
             manifest = build()
             if opts.quant is not None and scheme is not None:
-                manifest = control_accuracy(tgt, scheme, export_model, example, opts.quant, dataset, max_drop, build,
-                                            tmp_artifact, manifest, progress=progress)
+                manifest = control_accuracy(
+                    tgt,
+                    scheme,
+                    export_model,
+                    example,
+                    opts.quant,
+                    dataset,
+                    max_drop,
+                    build,
+                    tmp_artifact,
+                    manifest,
+                    progress=progress,
+                )
             if verify:
                 result = verify_artifact(tmp_artifact, manifest, export_model, samples=verify_samples, target=tgt)
                 manifest["verification"] = result

@@ -6,8 +6,8 @@ with the compile flow that builds it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -25,8 +25,17 @@ from ..quantize.accuracy import simulated_top1
 from .registry import Scheme, Target
 
 
-def _measure(target: Target, scheme: Scheme, path: Path, manifest: dict, export_model: nn.Module,
-             example: torch.Tensor, spec: QuantSpec, val: Split, float_preds: torch.Tensor) -> dict:
+def _measure(
+    target: Target,
+    scheme: Scheme,
+    path: Path,
+    manifest: dict,
+    export_model: nn.Module,
+    example: torch.Tensor,
+    spec: QuantSpec,
+    val: Split,
+    float_preds: torch.Tensor,
+) -> dict:
     """Accuracy of the artifact run in its runtime; else (Core ML off macOS) of its PT2E simulation in PyTorch
     where the scheme has one; else 'not measured' and why."""
     reason = target.runnable(manifest)
@@ -37,14 +46,23 @@ def _measure(target: Target, scheme: Scheme, path: Path, manifest: dict, export_
         preds = simulated_top1(export_model, example, spec, val)
         how = f"PyTorch simulation of the int8 program ({reason.split(';')[0]})"
     else:
-        return {"status": "not measured", "reason": reason,
-                "float": int((float_preds == val.y).sum()) / len(val)}
+        return {"status": "not measured", "reason": reason, "float": int((float_preds == val.y).sum()) / len(val)}
     return accuracy_summary(preds, float_preds, val.y, how)
 
 
-def control_accuracy(target: Target, scheme: Scheme, export_model: nn.Module, example: torch.Tensor, spec: QuantSpec,
-                     dataset: Dataset | None, max_drop: float | None, build: Callable[[], dict], path: Path,
-                     manifest: dict, progress=None) -> dict:
+def control_accuracy(
+    target: Target,
+    scheme: Scheme,
+    export_model: nn.Module,
+    example: torch.Tensor,
+    spec: QuantSpec,
+    dataset: Dataset | None,
+    max_drop: float | None,
+    build: Callable[[], dict],
+    path: Path,
+    manifest: dict,
+    progress=None,
+) -> dict:
     """Accuracy before / after on the validation split, top-1 agreement with the float model, and the
     `max_drop` loop: keep the most harmful layer units float, one at a time, until the drop is within it."""
     q = dict(spec.info)
@@ -63,13 +81,21 @@ def control_accuracy(target: Target, scheme: Scheme, export_model: nn.Module, ex
     steps = [{"float_layers": list(spec.float_layers), "drop_points": acc.get("drop_points")}]
     if max_drop is not None and acc["status"] == "measured" and acc["drop_points"] > max_drop:
         units = layer_units(export_model.model)  # type: ignore[arg-type]
-        ranked = rank_sensitivity(export_model, example, spec, units, progress=progress)
+        # a dynamic scheme calibrates nothing: its divergence is measured on the calibration split all the same
+        inputs = dataset.calib.x if spec.calib is None else None
+        ranked = rank_sensitivity(export_model, example, spec, units, progress=progress, inputs=inputs)
         for unit, divergence in ranked:
             spec.float_layers = (*spec.float_layers, unit)
             manifest = build()
             acc = measure(manifest)
-            steps.append({"float_layers": list(spec.float_layers), "added": unit, "simulated_divergence": divergence,
-                          "drop_points": acc["drop_points"]})
+            steps.append(
+                {
+                    "float_layers": list(spec.float_layers),
+                    "added": unit,
+                    "simulated_divergence": divergence,
+                    "drop_points": acc["drop_points"],
+                }
+            )
             if acc["drop_points"] <= max_drop:
                 break
         else:

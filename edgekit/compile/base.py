@@ -11,9 +11,9 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +106,7 @@ def _graph_op_names(model: nn.Module, example: torch.Tensor) -> list[str]:
     return sorted(names, key=len, reverse=True)
 
 
-def operator_from_error(text: str, graph_ops: list[str] = ()) -> str | None:
+def operator_from_error(text: str, graph_ops: Sequence[str] = ()) -> str | None:
     """The operator a converter's error names: by the converters' own phrasing first, then any op of the graph."""
     for pat in _OP_PATTERNS:
         m = re.search(pat, text)
@@ -119,7 +119,12 @@ def operator_from_error(text: str, graph_ops: list[str] = ()) -> str | None:
 
 
 def lowering_error(
-    target: str, exc: BaseException, log: str, model: nn.Module, example: torch.Tensor, opts: CompileOptions | None = None
+    target: str,
+    exc: BaseException,
+    log: str,
+    model: nn.Module,
+    example: torch.Tensor,
+    opts: CompileOptions | None = None,
 ) -> EdgekitError:
     """Turn a converter's exception into one line naming the operator (or, failing that, the converter's words)."""
     if opts is not None and opts.quant is not None:  # the float model converts; its quantized program did not

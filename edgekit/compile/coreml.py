@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from ..errors import EdgekitError
@@ -29,6 +30,9 @@ def import_coremltools():
 
 class Normalize(nn.Module):
     """Per-channel (x - mean) / std in front of the model, for an image input that delivers x in [0, 1]."""
+
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(self, model: nn.Module, mean, std):
         super().__init__()
@@ -64,11 +68,8 @@ class CoreMLRunner(Runner):
         self.image_input = image_input
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        if self.image_input:
-            from PIL import Image
-
-            x = Image.fromarray(x)
-        return np.asarray(self.model.predict({self.input_name: x})[self.output_name])
+        feed = Image.fromarray(x) if self.image_input else x
+        return np.asarray(self.model.predict({self.input_name: feed})[self.output_name])
 
 
 WEIGHT_SCHEMES = ("w8", "w4", "palette4")
@@ -87,12 +88,14 @@ def compress_weights(mlmodel, scheme: str):
     )
 
     if scheme == "w8":
-        cfg = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
-                                      weight_threshold=0)
+        cfg = OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0
+        )
         return linear_quantize_weights(mlmodel, OptimizationConfig(global_config=cfg))
     if scheme == "w4":
-        cfg = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_channel",
-                                      weight_threshold=0)
+        cfg = OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int4", granularity="per_channel", weight_threshold=0
+        )
         return linear_quantize_weights(mlmodel, OptimizationConfig(global_config=cfg))
     cfg = OpPalettizerConfig(nbits=4, mode="kmeans", weight_threshold=0)
     return palettize_weights(mlmodel, OptimizationConfig(global_config=cfg))
@@ -104,8 +107,12 @@ class CoreML(Target):
     title = "Core ML"
     suffix = ".mlpackage"
     tolerance = FP16
-    schemes = (Scheme("w8", W8, weight_only=True), Scheme("w4", W4, weight_only=True),
-               Scheme("palette4", W4, weight_only=True), Scheme("w8a8", INT8, calibrated=True, simulated=True))
+    schemes = (
+        Scheme("w8", W8, weight_only=True),
+        Scheme("w4", W4, weight_only=True),
+        Scheme("palette4", W4, weight_only=True),
+        Scheme("w8a8", INT8, calibrated=True, simulated=True),
+    )
     packages = ("coremltools",)
     runtime_package = "coremltools"
     runtime_module = "coremltools"
@@ -124,20 +131,23 @@ class CoreML(Target):
         if scheme.name == "w4" and opts.min_deployment_target not in IOS18_OR_LATER:
             raise QuantizationError("--quantize w4 (int4 weights) needs Core ML 8: add --min-target iOS18 (or macOS15)")
         if scheme.name == "w8a8" and opts.min_deployment_target not in IOS17_OR_LATER:
-            raise QuantizationError("--quantize w8a8 (int8 activations) needs Core ML 7: add --min-target iOS17 or "
-                                    "later")
+            raise QuantizationError(
+                "--quantize w8a8 (int8 activations) needs Core ML 7: add --min-target iOS17 or later"
+            )
 
     def export(self, model: nn.Module, example: torch.Tensor, path: Path, opts: CompileOptions) -> ExportInfo:
         ct = import_coremltools()
         if opts.image_input:
             model = Normalize(model, opts.mean, opts.std).eval()
             example = torch.rand_like(example)
-            inputs = [ct.ImageType(name="image", shape=tuple(example.shape), scale=1 / 255.0,
-                                   color_layout=ct.colorlayout.RGB)]
+            inputs = [
+                ct.ImageType(name="image", shape=tuple(example.shape), scale=1 / 255.0, color_layout=ct.colorlayout.RGB)
+            ]
         else:
             inputs = [ct.TensorType(name="input", shape=tuple(example.shape), dtype=np.float32)]
         precision = ct.precision.FLOAT16 if opts.precision == "fp16" else ct.precision.FLOAT32
         q = opts.quant
+        error: Exception | None = None
         with quiet() as log, torch.no_grad():
             try:
                 if q is not None and q.scheme == "w8a8":  # activations too: convert a PT2E-quantized export
@@ -154,8 +164,6 @@ class CoreML(Target):
                 )
             except Exception as e:
                 error = e
-            else:
-                error = None
         if error is not None:
             raise lowering_error(self.name, error, log.text, model, example, opts) from None
         if q is not None and q.scheme in WEIGHT_SCHEMES:
@@ -192,7 +200,9 @@ class CoreML(Target):
     def tolerance_for(self, manifest: dict) -> Tolerance:
         if manifest.get("quantization"):
             return super().tolerance_for(manifest)
-        return FP16 if manifest.get("options", {}).get("precision", "fp16") == "fp16" else super().tolerance_for(manifest)
+        return (
+            FP16 if manifest.get("options", {}).get("precision", "fp16") == "fp16" else super().tolerance_for(manifest)
+        )
 
     def versions(self) -> dict[str, str]:
         return {"coremltools": import_coremltools().__version__}

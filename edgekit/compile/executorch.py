@@ -115,6 +115,7 @@ class ExecuTorch(Target):
     runtime_module = "executorch.runtime"
     apps = ("android", "ios")
     adb_tool = "executor_runner"
+    delegates = DELEGATES
 
     def check_options(self, opts: CompileOptions) -> None:
         if opts.delegate not in (None, *DELEGATES):
@@ -122,8 +123,10 @@ class ExecuTorch(Target):
 
     def check_quantization(self, scheme: Scheme, opts: CompileOptions) -> None:
         if (opts.delegate or "xnnpack") != "xnnpack":
-            raise QuantizationError(f"--quantize {scheme.name} on ExecuTorch uses the XNNPACK quantizer: drop "
-                                    f"--delegate {opts.delegate} or use --delegate xnnpack")
+            raise QuantizationError(
+                f"--quantize {scheme.name} on ExecuTorch uses the XNNPACK quantizer: drop "
+                f"--delegate {opts.delegate} or use --delegate xnnpack"
+            )
 
     def artifact_suffix(self, opts: CompileOptions) -> str:
         delegate = opts.delegate or "xnnpack"
@@ -149,9 +152,7 @@ class ExecuTorch(Target):
             raise lowering_error(self.name, error, log.text, model, example, opts) from None
         missing = self._missing_kernels(program)
         if missing:
-            raise UnsupportedOperatorError(
-                self.name, missing[0], "no ExecuTorch kernel and no delegate for it"
-            )
+            raise UnsupportedOperatorError(self.name, missing[0], "no ExecuTorch kernel and no delegate for it")
         path.write_bytes(program.buffer)
         out = model(example)
         return ExportInfo(
@@ -196,8 +197,10 @@ class ExecuTorch(Target):
 
     def check_app(self, app: str, manifest: dict) -> None:
         if app == "android" and self.delegate_of(manifest) == "coreml":
-            raise EdgekitError("this .pte is delegated to Core ML, which runs on Apple devices only; bundle it with "
-                               "--app ios, or compile with --delegate xnnpack for Android")
+            raise EdgekitError(
+                "this .pte is delegated to Core ML, which runs on Apple devices only; bundle it with "
+                "--app ios, or compile with --delegate xnnpack for Android"
+            )
 
 
 def executorch_op_profile(pte: str | Path, x: np.ndarray, threads: int | None, runs: int = 20) -> list[dict]:

@@ -38,8 +38,15 @@ def read_manifest(artifact: str | Path) -> dict:
         raise ArtifactError(f"manifest '{mpath}' is not valid JSON ({e}); recompile the artifact") from None
 
 
-def build_manifest(target: Target, loaded: LoadedModel, opts: CompileOptions, info: ExportInfo, artifact: Path,
-                   written: Path, seconds: float) -> dict:
+def build_manifest(
+    target: Target,
+    loaded: LoadedModel,
+    opts: CompileOptions,
+    info: ExportInfo,
+    artifact: Path,
+    written: Path,
+    seconds: float,
+) -> dict:
     """The manifest of `written` (the artifact under its temporary name), to be saved beside `artifact`."""
     card = loaded.card
     return {

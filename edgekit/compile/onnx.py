@@ -77,7 +77,13 @@ def _quantize(path: Path, q: QuantSpec, exclude: list[str]):
     reduce_range (7-bit weights) because x86 CPUs without VNNI saturate in ORT's u8s8 kernels otherwise.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     model = onnx.load(str(path))
     src = path.with_name(path.stem + ".float" + path.suffix)
@@ -85,22 +91,39 @@ def _quantize(path: Path, q: QuantSpec, exclude: list[str]):
     try:
         with quiet():
             if q.dynamic:
-                quantize_dynamic(str(src), str(path), per_channel=True, weight_type=QuantType.QInt8, reduce_range=True,
-                                 nodes_to_exclude=exclude)
+                quantize_dynamic(
+                    str(src),
+                    str(path),
+                    per_channel=True,
+                    weight_type=QuantType.QInt8,
+                    reduce_range=True,
+                    nodes_to_exclude=exclude,
+                )
             else:
                 name = model.graph.input[0].name
 
+                assert q.calib is not None  # a calibrated scheme's QuantSpec carries its inputs
+                calib: torch.Tensor = q.calib
+
                 class Reader(CalibrationDataReader):
                     def __init__(self):
-                        self.it = iter(q.calib)
+                        self.it = iter(calib)
 
                     def get_next(self):
                         x = next(self.it, None)
                         return None if x is None else {name: x.unsqueeze(0).numpy()}
 
-                quantize_static(str(src), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, reduce_range=True,
-                                nodes_to_exclude=exclude)
+                quantize_static(
+                    str(src),
+                    str(path),
+                    Reader(),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    reduce_range=True,
+                    nodes_to_exclude=exclude,
+                )
     finally:
         src.unlink(missing_ok=True)
     return onnx.load(str(path))
@@ -133,6 +156,7 @@ class Onnx(Target):
                 error = e
         if error is not None:
             raise lowering_error(self.name, error, log.text, model, example, opts) from None
+        assert program is not None  # the dynamo exporter returns its program
         proto = program.model_proto
         # module paths live in the exporter's node metadata, which simplification drops: match them first
         exclude = _nodes_of(proto, opts.quant.float_layers) if opts.quant is not None else []

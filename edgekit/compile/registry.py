@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import EdgekitError, UnknownTargetError
+from ..io import package_version
 from ..quantize import QuantizationError
 from .base import FP32, CompileOptions, ExportInfo, Runner, Tolerance
 
@@ -60,6 +62,7 @@ class Target:
     apps: ClassVar[tuple[str, ...]] = ()  # demo apps that run its artifacts: android, ios
     adb_tool: ClassVar[str | None] = None  # the benchmark binary `profile --device adb` runs
     image_input: ClassVar[bool] = False  # `--image-input` bakes the preprocessing into the artifact
+    delegates: ClassVar[tuple[str, ...]] = ()  # the values its `--delegate` takes
 
     # -- compile ---------------------------------------------------------------------------------------------
 
@@ -130,13 +133,6 @@ class Target:
         return {}
 
 
-def package_version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 _TARGETS: dict[str, Target] = {}
 _entry_points_loaded = False
 
@@ -164,8 +160,6 @@ def _load_entry_points() -> None:
         try:
             importlib.import_module(ep.value.split(":")[0])
         except Exception as e:  # a broken third-party plug-in must not take the built-in targets down
-            import warnings
-
             warnings.warn(f"edgekit target plug-in '{ep.name}' ({ep.value}) failed to load: {e}", stacklevel=2)
 
 
@@ -187,6 +181,11 @@ def get_target(name: str) -> Target:
         hint = f"; did you mean {near[0]}?" if near else ""
         raise UnknownTargetError(f"unknown target '{name}'{hint} (choose one of: {', '.join(names)})")
     return target
+
+
+def delegate_names() -> tuple[str, ...]:
+    """Every `--delegate` value a registered target takes (a recipe checks its entries against these)."""
+    return tuple(dict.fromkeys(d for t in targets() for d in t.delegates))
 
 
 def scheme_help() -> str:

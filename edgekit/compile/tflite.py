@@ -17,8 +17,12 @@ from .registry import Scheme, Target, register
 
 
 def _spec(detail: dict, name: str) -> dict:
-    spec = {"name": name, "tensor_name": detail["name"], "shape": [int(s) for s in detail["shape"]],
-            "dtype": np.dtype(detail["dtype"]).name}
+    spec = {
+        "name": name,
+        "tensor_name": detail["name"],
+        "shape": [int(s) for s in detail["shape"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+    }
     if np.dtype(detail["dtype"]).kind in "iu":  # int8 I/O of a statically quantized model: x_q = x / scale + zero
         scale, zero = detail["quantization"]
         spec["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
@@ -115,8 +119,11 @@ class TFLite(Target):
     name = "tflite"
     title = "TFLite (LiteRT)"
     suffix = ".tflite"
-    schemes = (Scheme("int8", INT8, calibrated=True, simulated=True), Scheme("int8-dynamic", INT8, simulated=True),
-               Scheme("fp16", FP16, weight_only=True))
+    schemes = (
+        Scheme("int8", INT8, calibrated=True, simulated=True),
+        Scheme("int8-dynamic", INT8, simulated=True),
+        Scheme("fp16", FP16, weight_only=True),
+    )
     packages = ("litert-torch", "ai-edge-litert")
     runtime_package = "ai-edge-litert"
     runtime_module = "ai_edge_litert.interpreter"

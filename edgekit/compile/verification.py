@@ -92,7 +92,11 @@ def compare(reference: list[np.ndarray], got: list[np.ndarray], tol: Tolerance) 
 
 @torch.no_grad()
 def verify_artifact(
-    path: str | Path, manifest: dict, model: nn.Module, samples: int = 4, target: Target | None = None,
+    path: str | Path,
+    manifest: dict,
+    model: nn.Module,
+    samples: int = 4,
+    target: Target | None = None,
     threads: int | None = None,
 ) -> dict:
     """Run the artifact in its own runtime and compare with `model` (already prepared for export)."""
@@ -141,7 +145,9 @@ def verify(
             )
     if isinstance(model, str):
         model = load_model(
-            model, weights=weights, num_classes=manifest["model"].get("num_classes"),
+            model,
+            weights=weights,
+            num_classes=manifest["model"].get("num_classes"),
             input_size=manifest["preprocessing"]["size"],
         ).model
     result = verify_artifact(artifact, manifest, prepare_for_export(model), samples=samples, threads=threads)

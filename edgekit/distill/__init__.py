@@ -16,11 +16,22 @@ from ..errors import EdgekitError
 from ..models import checkpoint_out, load_model, save_checkpoint
 from ..models.weights import read_checkpoint
 from ..specs import DEFAULT_DATA, DEFAULT_SEED, DistillSpec, TrainSpec
-from .losses import Distiller, check_options, soft_kd
 from .loop import TrainConfig, TrainState, cosine_lr, fit, sparsity_masks
+from .losses import Distiller, check_options, soft_kd
 
-__all__ = ["Distiller", "TrainConfig", "TrainResult", "TrainState", "cosine_lr", "distill", "fit", "soft_kd",
-           "parse_features", "sparsity_masks", "train"]
+__all__ = [
+    "Distiller",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "cosine_lr",
+    "distill",
+    "fit",
+    "soft_kd",
+    "parse_features",
+    "sparsity_masks",
+    "train",
+]
 
 
 @dataclass
@@ -39,12 +50,18 @@ def _load_for_data(ref: str, data: str, *, weights, num_classes, input_size, lim
             probe = dataset.train.batch(torch.arange(min(2, len(dataset.train))))[0]
             card = loaded.card = replace(card, num_classes=int(logits_of(loaded.model.eval()(probe)).shape[1]))
     if card.num_classes != dataset.num_classes:
-        fresh_zoo_model = weights is None and num_classes is None and loaded.plans == [] and \
-            loaded.reference == card.name and card.family != "user"
+        fresh_zoo_model = (
+            weights is None
+            and num_classes is None
+            and loaded.plans == []
+            and loaded.reference == card.name
+            and card.family != "user"
+        )
         if not fresh_zoo_model:
             raise EdgekitError(
                 f"the {who} '{ref}' has {card.num_classes} classes and '{data}' has {dataset.num_classes}; "
-                f"give a {who} with {dataset.num_classes} outputs (or --num-classes {dataset.num_classes} for a zoo model)"
+                f"give a {who} with {dataset.num_classes} outputs "
+                f"(or --num-classes {dataset.num_classes} for a zoo model)"
             )
         loaded = load_model(ref, num_classes=dataset.num_classes, input_size=input_size)
     return loaded, dataset
@@ -63,8 +80,10 @@ def _resume_state(out: Path, resume: bool, config: dict) -> TrainState | None:
     changed = [k for k in ("data", "batch_size", "lr", "seed", "teacher") if saved.get(k) != config.get(k)]
     if changed:
         k = changed[0]
-        raise EdgekitError(f"--resume: '{out}' was trained with {k}={saved.get(k)!r}, not {config.get(k)!r}; "
-                           f"give the same {k} or start a new --out")
+        raise EdgekitError(
+            f"--resume: '{out}' was trained with {k}={saved.get(k)!r}, not {config.get(k)!r}; "
+            f"give the same {k} or start a new --out"
+        )
     return TrainState.from_dict(ts)
 
 
@@ -91,12 +110,22 @@ def _run(
     config = {"data": data, **cfg.to_dict(), "limit": limit, "teacher": (teacher_spec or {}).get("teacher")}
     state = _resume_state(out, resume, config)
     source = str(out) if state else model
-    loaded, dataset = _load_for_data(source, data, weights=None if state else weights,
-                                     num_classes=None if state else num_classes, input_size=input_size,
-                                     limit=limit, val_limit=val_limit, seed=cfg.seed)
+    loaded, dataset = _load_for_data(
+        source,
+        data,
+        weights=None if state else weights,
+        num_classes=None if state else num_classes,
+        input_size=input_size,
+        limit=limit,
+        val_limit=val_limit,
+        seed=cfg.seed,
+    )
     net = loaded.model
-    acc_before = accuracy(net, dataset.val) if not state else (state.history[0].get("val_accuracy_before")
-                                                                if state.history else None)
+    acc_before = (
+        accuracy(net, dataset.val)
+        if not state
+        else (state.history[0].get("val_accuracy_before") if state.history else None)
+    )
     distiller = None
     if teacher_spec:
         distiller = _make_distiller(net, teacher_spec, dataset)
@@ -104,8 +133,13 @@ def _run(
     def save(s: TrainState) -> None:
         if s.history and "val_accuracy_before" not in s.history[0]:
             s.history[0]["val_accuracy_before"] = acc_before
-        provenance = {"command": "distill" if teacher_spec else "train", "model": model, "data": dataset.describe(),
-                      "config": config, "history": s.history}
+        provenance = {
+            "command": "distill" if teacher_spec else "train",
+            "model": model,
+            "data": dataset.describe(),
+            "config": config,
+            "history": s.history,
+        }
         save_checkpoint(loaded, out, provenance=provenance, extra={"train_state": {**s.to_dict(), "config": config}})
 
     try:
@@ -122,7 +156,7 @@ def _run(
         "val_accuracy": state.history[-1]["val_accuracy"] if state.history else None,
         "history": state.history,
     }
-    if teacher_spec:
+    if teacher_spec and distiller is not None:  # the distiller is made when there is a teacher
         report["teacher"] = teacher_spec["teacher"]
         report["teacher_val_accuracy"] = accuracy(distiller.teacher[0], dataset.val)
     return TrainResult(out, report)
@@ -132,15 +166,25 @@ def _make_distiller(student: torch.nn.Module, spec: dict, dataset: Dataset) -> D
     pre = dataset.train.preprocess
     teacher = load_model(spec["teacher"], weights=spec.get("teacher_weights"), input_size=pre.size)
     if teacher.card.num_classes != dataset.num_classes:
-        raise EdgekitError(f"the teacher '{spec['teacher']}' has {teacher.card.num_classes} classes and "
-                           f"'{dataset.name}' has {dataset.num_classes}; give a teacher trained on this data")
+        raise EdgekitError(
+            f"the teacher '{spec['teacher']}' has {teacher.card.num_classes} classes and "
+            f"'{dataset.name}' has {dataset.num_classes}; give a teacher trained on this data"
+        )
     if (tuple(teacher.card.mean), tuple(teacher.card.std)) != (pre.mean, pre.std):
-        raise EdgekitError(f"the teacher '{spec['teacher']}' expects different input normalisation than the student; "
-                           "distil between models with the same preprocessing")
+        raise EdgekitError(
+            f"the teacher '{spec['teacher']}' expects different input normalisation than the student; "
+            "distil between models with the same preprocessing"
+        )
     example = dataset.train.batch(torch.arange(min(2, len(dataset.train))))[0]
-    return Distiller(student, teacher.model, temperature=spec.get("temperature", DistillSpec.default("temperature")),
-                     alpha=spec.get("alpha", DistillSpec.default("alpha")),
-                     hard=spec.get("hard", DistillSpec.default("hard")), features=spec.get("features"), example=example)
+    return Distiller(
+        student,
+        teacher.model,
+        temperature=spec.get("temperature", DistillSpec.default("temperature")),
+        alpha=spec.get("alpha", DistillSpec.default("alpha")),
+        hard=spec.get("hard", DistillSpec.default("hard")),
+        features=spec.get("features"),
+        example=example,
+    )
 
 
 def train(
@@ -163,8 +207,19 @@ def train(
 ) -> TrainResult:
     """Train (or fine-tune) `model` on `data` and write an edgekit checkpoint to `out` after every epoch."""
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
-    return _run(model, data, out, cfg, weights=weights, num_classes=num_classes, input_size=input_size, limit=limit,
-                val_limit=val_limit, resume=resume, progress=progress)
+    return _run(
+        model,
+        data,
+        out,
+        cfg,
+        weights=weights,
+        num_classes=num_classes,
+        input_size=input_size,
+        limit=limit,
+        val_limit=val_limit,
+        resume=resume,
+        progress=progress,
+    )
 
 
 def distill(
@@ -193,10 +248,27 @@ def distill(
     """Train `student` on `data` with `teacher`'s outputs (soft KD, or DeiT hard labels) and optional features."""
     check_options(temperature, alpha)  # before the data and models are loaded
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
-    spec = {"teacher": str(teacher), "teacher_weights": teacher_weights, "temperature": temperature, "alpha": alpha,
-            "hard": hard, "features": features}
-    return _run(student, data, out, cfg, weights=weights, input_size=input_size, limit=limit, val_limit=val_limit,
-                resume=resume, progress=progress, teacher_spec=spec)
+    spec = {
+        "teacher": str(teacher),
+        "teacher_weights": teacher_weights,
+        "temperature": temperature,
+        "alpha": alpha,
+        "hard": hard,
+        "features": features,
+    }
+    return _run(
+        student,
+        data,
+        out,
+        cfg,
+        weights=weights,
+        input_size=input_size,
+        limit=limit,
+        val_limit=val_limit,
+        resume=resume,
+        progress=progress,
+        teacher_spec=spec,
+    )
 
 
 def parse_features(pairs: list[str] | None) -> list[tuple[str, str]]:
@@ -208,4 +280,3 @@ def parse_features(pairs: list[str] | None) -> list[tuple[str, str]]:
             raise EdgekitError(f"--feature '{p}' should be STUDENT_LAYER:TEACHER_LAYER, e.g. backbone.3:backbone.3")
         result.append((s, t or s))
     return result
-

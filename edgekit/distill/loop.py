@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -52,8 +52,13 @@ class TrainState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainState":
-        return cls(**{k: d.get(k) for k in ("epoch", "optimizer", "extra_params")}, history=list(d.get("history") or []))
+    def from_dict(cls, d: dict) -> TrainState:
+        return cls(
+            epoch=d.get("epoch", 0),
+            optimizer=d.get("optimizer"),
+            extra_params=d.get("extra_params"),
+            history=list(d.get("history") or []),
+        )
 
 
 def sparsity_masks(model: nn.Module, min_zero_fraction: float = 0.01) -> dict[str, torch.Tensor]:
@@ -134,13 +139,15 @@ def fit(
                 progress(step + 1, total, losses[-1])
         model.eval()
         state.epoch = epoch + 1
-        state.history.append({
-            "epoch": epoch + 1,
-            "train_loss": sum(losses) / len(losses),
-            "val_accuracy": accuracy(model, data.val),
-            "lr_end": opt.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t0,
-        })
+        state.history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": sum(losses) / len(losses),
+                "val_accuracy": accuracy(model, data.val),
+                "lr_end": opt.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         state.optimizer = opt.state_dict()
         state.extra_params = distiller.state_dict() if distiller and extra else None
         if on_epoch:

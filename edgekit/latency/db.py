@@ -38,8 +38,23 @@ CREATE TABLE IF NOT EXISTS reports (
 );
 CREATE INDEX IF NOT EXISTS reports_key ON reports (artifact_sha256, target, device, threads);
 """
-COLUMNS = ("id", "created", "artifact_sha256", "artifact_name", "target", "device", "device_model", "threads",
-           "model", "quantization", "median_ms", "mean_ms", "p90_ms", "min_ms", "runs")
+COLUMNS = (
+    "id",
+    "created",
+    "artifact_sha256",
+    "artifact_name",
+    "target",
+    "device",
+    "device_model",
+    "threads",
+    "model",
+    "quantization",
+    "median_ms",
+    "mean_ms",
+    "p90_ms",
+    "min_ms",
+    "runs",
+)
 
 
 def default_path() -> Path:
@@ -64,13 +79,15 @@ class LatencyDB:
             self.conn = sqlite3.connect(self.path)
             self.conn.executescript(SCHEMA)
         except (sqlite3.DatabaseError, OSError) as e:
-            raise EdgekitError(f"latency database '{self.path}' cannot be opened ({e}); give another with --db") from None
+            raise EdgekitError(
+                f"latency database '{self.path}' cannot be opened ({e}); give another with --db"
+            ) from None
         self.conn.row_factory = sqlite3.Row
 
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "LatencyDB":
+    def __enter__(self) -> LatencyDB:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -80,21 +97,41 @@ class LatencyDB:
         """Store a (validated) report; returns its id."""
         art = report["artifact"]
         row = (
-            report.get("created") or "", art["sha256"], art.get("name"), report["runtime"]["name"],
-            report["device"]["name"], report["device"].get("model"), int(report["threads"]), art.get("model"),
-            art.get("quantization"), report.get("median_ms"), report.get("mean_ms"), report.get("p90_ms"),
-            report.get("min_ms"), int(report["runs"]), json.dumps(features) if features else None,
+            report.get("created") or "",
+            art["sha256"],
+            art.get("name"),
+            report["runtime"]["name"],
+            report["device"]["name"],
+            report["device"].get("model"),
+            int(report["threads"]),
+            art.get("model"),
+            art.get("quantization"),
+            report.get("median_ms"),
+            report.get("mean_ms"),
+            report.get("p90_ms"),
+            report.get("min_ms"),
+            int(report["runs"]),
+            json.dumps(features) if features else None,
             json.dumps(report),
         )
         with self.conn:
             cur = self.conn.execute(
                 "INSERT INTO reports (created, artifact_sha256, artifact_name, target, device, device_model, threads, "
                 "model, quantization, median_ms, mean_ms, p90_ms, min_ms, runs, features, report) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
+        assert cur.lastrowid is not None  # an INSERT sets it
         return int(cur.lastrowid)
 
-    def rows(self, target: str | None = None, device: str | None = None, threads: int | None = None,
-             sha256: str | None = None, with_report: bool = False) -> list[dict]:
+    def rows(
+        self,
+        target: str | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        sha256: str | None = None,
+        with_report: bool = False,
+    ) -> list[dict]:
         where, args = [], []
         for col, val in (("target", target), ("device", device), ("threads", threads), ("artifact_sha256", sha256)):
             if val is not None:

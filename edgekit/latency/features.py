@@ -15,19 +15,81 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ..compile import prepare_for_export
+
 # Views cost nothing in any runtime here (they become strides, or are fused into their consumer).
-_FREE = {"view", "_unsafe_view", "reshape", "expand", "unsqueeze", "squeeze", "t", "detach", "alias",
-         "lift_fresh", "_reshape_alias", "as_strided", "unbind", "split", "split_with_sizes", "chunk",
-         "select", "empty", "empty_like", "zeros", "ones", "full", "arange", "scalar_tensor", "_to_copy"}
+_FREE = {
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "expand",
+    "unsqueeze",
+    "squeeze",
+    "t",
+    "detach",
+    "alias",
+    "lift_fresh",
+    "_reshape_alias",
+    "as_strided",
+    "unbind",
+    "split",
+    "split_with_sizes",
+    "chunk",
+    "select",
+    "empty",
+    "empty_like",
+    "zeros",
+    "ones",
+    "full",
+    "arange",
+    "scalar_tensor",
+    "_to_copy",
+}
 _GEMM = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear"}
-_REDUCE = {"mean", "sum", "amax", "max", "avg_pool2d", "max_pool2d", "max_pool2d_with_indices",
-           "_adaptive_avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d"}
-_MOVE = {"cat", "stack", "clone", "copy", "contiguous", "permute", "transpose", "roll", "index",
-         "index_select", "gather", "slice", "constant_pad_nd", "pad", "repeat", "flip", "pixel_shuffle"}
+_REDUCE = {
+    "mean",
+    "sum",
+    "amax",
+    "max",
+    "avg_pool2d",
+    "max_pool2d",
+    "max_pool2d_with_indices",
+    "_adaptive_avg_pool2d",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+}
+_MOVE = {
+    "cat",
+    "stack",
+    "clone",
+    "copy",
+    "contiguous",
+    "permute",
+    "transpose",
+    "roll",
+    "index",
+    "index_select",
+    "gather",
+    "slice",
+    "constant_pad_nd",
+    "pad",
+    "repeat",
+    "flip",
+    "pixel_shuffle",
+}
 
 # What each kind is measured by: MACs for compute ops, elements written for memory-bound ones.
-FEATURES = ("conv1x1_gmacs", "conv_gmacs", "dwconv_gmacs", "gemm_gmacs", "elementwise_melems",
-            "reduce_melems", "move_mbytes", "compute_mbytes", "ops")
+FEATURES = (
+    "conv1x1_gmacs",
+    "conv_gmacs",
+    "dwconv_gmacs",
+    "gemm_gmacs",
+    "elementwise_melems",
+    "reduce_melems",
+    "move_mbytes",
+    "compute_mbytes",
+    "ops",
+)
 
 
 def _numel(t) -> int:
@@ -81,8 +143,6 @@ class _Counter(TorchDispatchMode):
 @torch.no_grad()
 def cost_features(model: nn.Module, input_size: int, in_chans: int = 3) -> dict[str, float]:
     """The features of one batch-1 forward pass of `model` in export form, at `input_size`."""
-    from ..compile import prepare_for_export
-
     net = prepare_for_export(model)
     counter = _Counter()
     with counter:

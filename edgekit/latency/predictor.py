@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import EdgekitError
+from .db import latency_of
 from .features import FEATURES
 
 MIN_POINTS = 6
@@ -60,8 +61,14 @@ def _matrix(points: list[tuple[dict, float]]) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def fit(points: list[tuple[dict, float]], target: str, device: str, threads: int,
-        quantization: str | None = None, with_loo: bool = True) -> Predictor:
+def fit(
+    points: list[tuple[dict, float]],
+    target: str,
+    device: str,
+    threads: int,
+    quantization: str | None = None,
+    with_loo: bool = True,
+) -> Predictor:
     """Fit on (features, measured ms) pairs."""
     if len(points) < MIN_POINTS:
         raise EdgekitError(
@@ -70,8 +77,15 @@ def fit(points: list[tuple[dict, float]], target: str, device: str, threads: int
         )
     X, y = _matrix(points)
     w = _solve(X, y)
-    pred = Predictor(target, device, threads, quantization, {k: float(c) for k, c in zip(FEATURES, w[:-1])},
-                     float(w[-1]), len(points))
+    pred = Predictor(
+        target,
+        device,
+        threads,
+        quantization,
+        {k: float(c) for k, c in zip(FEATURES, w[:-1])},
+        float(w[-1]),
+        len(points),
+    )
     if with_loo:
         pred.loo = quality(y, leave_one_out(points))
     return pred
@@ -97,14 +111,16 @@ def spearman(a, b) -> float:
 def quality(measured, predicted) -> dict:
     measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
     ape = np.abs(predicted - measured) / measured
-    return {"points": int(len(measured)), "spearman": round(spearman(measured, predicted), 4),
-            "mdape": round(float(np.median(ape)), 4), "max_ape": round(float(ape.max()), 4)}
+    return {
+        "points": int(len(measured)),
+        "spearman": round(spearman(measured, predicted), 4),
+        "mdape": round(float(np.median(ape)), 4),
+        "max_ape": round(float(ape.max()), 4),
+    }
 
 
 def points_from_db(db, target: str, device: str, threads: int, quantization: str | None = None):
     """(features, latency) of the latest report of every artifact measured for this key that has features."""
-    from .db import latency_of
-
     latest: dict[str, dict] = {}
     for row in db.rows(target, device, threads):
         if row["features"] and row["quantization"] == quantization and latency_of(row):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import EdgekitError, UnknownModelError, WeightsError
+from ..io import atomic_path
 from . import zoo as _zoo  # noqa: F401  (registers the zoo)
 from .deploy import reparameterized
 from .registry import ModelCard, build_user_model, build_zoo_model, is_user_reference, list_models, model_card
@@ -104,8 +105,6 @@ def save_checkpoint(
     `loaded.model` is the (possibly pruned) network; `plan` says how to rebuild its architecture from
     the base reference. A checkpoint of a checkpoint keeps the original base and composes the plans.
     """
-    from ..io import atomic_path
-
     path = Path(path)
     blob = {
         "format": CHECKPOINT_FORMAT,

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import copy
+from typing import Protocol, runtime_checkable
 
 from torch import nn
 
 from .layers import DistilledHeadMixin
 from .mobileone import reparameterize_model
+
+
+@runtime_checkable
+class _FusesForDeploy(Protocol):
+    """A block with its own deploy-time fusion (a layer scale folded into a BatchNorm)."""
+
+    def fuse_for_deploy(self) -> None: ...
 
 
 def reparameterized(model: nn.Module) -> nn.Module:
@@ -25,7 +33,7 @@ def export_form(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval()
     reparameterize_model(model)
     for m in model.modules():
-        if hasattr(m, "fuse_for_deploy"):
+        if isinstance(m, _FusesForDeploy):
             m.fuse_for_deploy()
         if isinstance(m, DistilledHeadMixin) and not m.heads_fused:
             m.fuse_heads()

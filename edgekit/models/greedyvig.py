@@ -5,10 +5,14 @@ Module names and shapes follow the official code, so the published checkpoints l
 
 from __future__ import annotations
 
+from functools import partial
+from typing import cast
+
 import torch
 from torch import nn
 
 from .layers import DistilledHeadMixin, Downsample, Stem, conv_bn, fold_scale_into_bn, max_relative, roll_h, roll_w
+from .registry import ModelCard, Paper, register
 
 # variant: ([inverted residual, DAGC] blocks per stage, widths, K per stage)
 CONFIGS = {
@@ -118,8 +122,8 @@ class DAGCBlock(nn.Module):
         self.scale_folded = False
 
     def fuse_for_deploy(self) -> None:
-        fold_scale_into_bn(self.mixer.fc2[1], self.layer_scale_1)
-        fold_scale_into_bn(self.ffn[4], self.layer_scale_2)
+        fold_scale_into_bn(cast(nn.BatchNorm2d, self.mixer.fc2[1]), self.layer_scale_1)
+        fold_scale_into_bn(cast(nn.BatchNorm2d, self.ffn[4]), self.layer_scale_2)
         self.scale_folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,3 +170,15 @@ class GreedyViG(DistilledHeadMixin, nn.Module):
 def greedyvig(variant: str, num_classes: int = 1000, in_chans: int = 3) -> GreedyViG:
     blocks, widths, ks = CONFIGS[variant]
     return GreedyViG(blocks, widths, ks, num_classes=num_classes, in_chans=in_chans)
+
+
+# -- the zoo: variants with their model cards (numbers: ../shared/reference/PAPERS.md) --------------------
+
+_GREEDYVIG = {
+    "s": Paper(12.0, 1.6, 81.1, None, None, "GreedyViG, CVPR 2024"),
+    "m": Paper(21.9, 3.2, 82.9, None, None, "GreedyViG, CVPR 2024"),
+    "b": Paper(30.9, 5.2, 83.9, None, None, "GreedyViG, CVPR 2024"),
+}
+
+for v, paper in _GREEDYVIG.items():
+    register(ModelCard(f"greedyvig_{v}", "greedyvig", paper=paper, official_names=True), partial(greedyvig, v))

@@ -95,6 +95,12 @@ class DistilledHeadMixin:
     Training returns both heads' logits; evaluation returns their mean, as the official code does.
     """
 
+    # what the nn.Module it is mixed into holds
+    training: bool
+    prediction: nn.Sequential
+    head: nn.Conv2d
+    dist_head: nn.Conv2d
+
     def _build_head(self, in_chans: int, emb_dims: int, num_classes: int, dropout: float) -> None:
         self.prediction = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
@@ -112,6 +118,7 @@ class DistilledHeadMixin:
     def fuse_heads(self) -> None:
         """Evaluation returns (head + dist_head) / 2: one 1x1 conv with the averaged weights computes it."""
         self.head.weight.copy_((self.head.weight + self.dist_head.weight) / 2)
+        assert self.head.bias is not None and self.dist_head.bias is not None  # both built with a bias
         self.head.bias.copy_((self.head.bias + self.dist_head.bias) / 2)
         del self.dist_head
         self.heads_fused = True

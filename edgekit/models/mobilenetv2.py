@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import nn
 
 from .layers import init_cnn_weights
+from .registry import IPHONE13, ModelCard, Paper, register
 
 __all__ = ["MOBILENETV2_SETTINGS", "make_divisible", "ConvBNReLU6", "InvertedResidual", "MobileNetV2", "mobilenetv2"]
 
@@ -23,7 +25,7 @@ MOBILENETV2_SETTINGS: Sequence[Sequence[int]] = (
 )
 
 
-def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None) -> int:
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round `v` to the nearest multiple of `divisor`, never going below 90% of `v` (or `min_value`)."""
     if min_value is None:
         min_value = divisor
@@ -52,7 +54,7 @@ class InvertedResidual(nn.Module):
         assert stride in (1, 2)
         hidden = int(round(in_chans * expand_ratio))
         self.use_res_connect = stride == 1 and in_chans == out_chans
-        layers: List[nn.Module] = []
+        layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(ConvBNReLU6(in_chans, hidden, kernel_size=1))
         layers += [
@@ -69,7 +71,8 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 classifier: stem conv3x3/2, inverted-residual stages, conv1x1 to last channel, GAP, dropout, Linear."""
+    """MobileNetV2 classifier: stem conv3x3/2, inverted-residual stages, conv1x1 to last channel, GAP, dropout,
+    Linear."""
 
     def __init__(
         self,
@@ -85,7 +88,7 @@ class MobileNetV2(nn.Module):
         self.last_channel = make_divisible(1280 * max(1.0, width_mult), round_nearest)
         self.num_features = self.last_channel
 
-        features: List[nn.Module] = [ConvBNReLU6(in_chans, input_channel, kernel_size=3, stride=2)]
+        features: list[nn.Module] = [ConvBNReLU6(in_chans, input_channel, kernel_size=3, stride=2)]
         for t, c, n, s in settings:
             output_channel = make_divisible(c * width_mult, round_nearest)
             for i in range(n):
@@ -110,3 +113,14 @@ class MobileNetV2(nn.Module):
 def mobilenetv2(width_mult: float = 1.0, num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
     """Build MobileNetV2 with channel width multiplier `width_mult`."""
     return MobileNetV2(width_mult=width_mult, num_classes=num_classes, in_chans=in_chans)
+
+
+# -- the zoo: variants with their model cards (numbers: ../shared/reference/PAPERS.md) --------------------
+
+_MOBILENETV2 = {
+    "100": (1.0, Paper(3.5, 0.3, 71.8, 0.81, IPHONE13, "MobileNetV2, CVPR 2018; latency from MobileViG")),
+    "140": (1.4, Paper(6.9, 0.59, 74.7, 1.02, IPHONE13, "MobileNetV2, CVPR 2018; latency from MobileViG")),
+}
+
+for v, (width, paper) in _MOBILENETV2.items():
+    register(ModelCard(f"mobilenetv2_{v}", "mobilenetv2", paper=paper), partial(mobilenetv2, width))

@@ -7,13 +7,15 @@ deployed network is a plain chain of conv (+SE) + ReLU.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from functools import partial
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import init_cnn_weights
+from .registry import IPHONE12, ModelCard, Paper, register
 
 __all__ = [
     "SEBlock",
@@ -65,7 +67,7 @@ class MobileOneBlock(nn.Module):
         out_channels: int,
         kernel_size: int,
         stride: int = 1,
-        padding: Optional[int] = None,
+        padding: int | None = None,
         groups: int = 1,
         use_se: bool = False,
         num_conv_branches: int = 1,
@@ -85,10 +87,10 @@ class MobileOneBlock(nn.Module):
         self.se: nn.Module = SEBlock(out_channels) if use_se else nn.Identity()
         self.act = nn.ReLU()
 
-        self.reparam_conv: Optional[nn.Conv2d]
-        self.rbr_skip: Optional[nn.BatchNorm2d]
-        self.rbr_scale: Optional[nn.Sequential]
-        self.rbr_conv: Optional[nn.ModuleList]
+        self.reparam_conv: nn.Conv2d | None
+        self.rbr_skip: nn.BatchNorm2d | None
+        self.rbr_scale: nn.Sequential | None
+        self.rbr_conv: nn.ModuleList | None
         if inference_mode:
             self.reparam_conv = self._make_reparam_conv()
             self.rbr_skip = None
@@ -96,18 +98,14 @@ class MobileOneBlock(nn.Module):
             self.rbr_conv = None
         else:
             self.reparam_conv = None
-            self.rbr_skip = (
-                nn.BatchNorm2d(in_channels) if out_channels == in_channels and stride == 1 else None
-            )
+            self.rbr_skip = nn.BatchNorm2d(in_channels) if out_channels == in_channels and stride == 1 else None
             self.rbr_conv = nn.ModuleList(
                 [
                     _conv_bn(in_channels, out_channels, kernel_size, stride, padding, groups)
                     for _ in range(num_conv_branches)
                 ]
             )
-            self.rbr_scale = (
-                _conv_bn(in_channels, out_channels, 1, stride, 0, groups) if kernel_size > 1 else None
-            )
+            self.rbr_scale = _conv_bn(in_channels, out_channels, 1, stride, 0, groups) if kernel_size > 1 else None
 
     @property
     def is_reparameterized(self) -> bool:
@@ -138,11 +136,12 @@ class MobileOneBlock(nn.Module):
             out = out + self.rbr_skip(x)
         return self.act(self.se(out))
 
-    def _fuse_bn(self, branch: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _fuse_bn(self, branch: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the (k x k kernel, bias) equivalent of a conv-BN branch or the skip BN."""
         k = self.kernel_size
-        if isinstance(branch, nn.Sequential):
-            conv, bn = branch[0], branch[1]
+        bn: nn.BatchNorm2d
+        if isinstance(branch, nn.Sequential):  # conv-BN, as _conv_bn builds it
+            conv, bn = cast(nn.Conv2d, branch[0]), cast(nn.BatchNorm2d, branch[1])
             kernel = conv.weight
             if kernel.shape[-1] < k:  # 1x1 scale branch: pad to k x k, centred
                 p = (k - kernel.shape[-1]) // 2
@@ -150,9 +149,7 @@ class MobileOneBlock(nn.Module):
         elif isinstance(branch, nn.BatchNorm2d):
             bn = branch
             in_per_group = self.in_channels // self.groups
-            kernel = torch.zeros(
-                self.in_channels, in_per_group, k, k, dtype=bn.weight.dtype, device=bn.weight.device
-            )
+            kernel = torch.zeros(self.in_channels, in_per_group, k, k, dtype=bn.weight.dtype, device=bn.weight.device)
             idx = torch.arange(self.in_channels, device=kernel.device)
             kernel[idx, idx % in_per_group, k // 2, k // 2] = 1.0
         else:
@@ -170,7 +167,7 @@ class MobileOneBlock(nn.Module):
         if self.reparam_conv is not None:
             return
         assert self.rbr_conv is not None
-        branches: List[nn.Module] = list(self.rbr_conv)
+        branches: list[nn.Module] = list(self.rbr_conv)
         if self.rbr_scale is not None:
             branches.append(self.rbr_scale)
         if self.rbr_skip is not None:
@@ -181,7 +178,8 @@ class MobileOneBlock(nn.Module):
             k, b = self._fuse_bn(branch)
             kernel, bias = (k, b) if i == 0 else (kernel + k, bias + b)
 
-        ref = self.rbr_conv[0][0].weight
+        first = cast(nn.Sequential, self.rbr_conv[0])  # conv-BN
+        ref = cast(nn.Conv2d, first[0]).weight
         conv = self._make_reparam_conv().to(device=ref.device, dtype=ref.dtype)
         conv.weight.copy_(kernel)
         assert conv.bias is not None
@@ -197,7 +195,7 @@ class MobileOneBlock(nn.Module):
 
 
 # variant -> width multipliers for the four stages, train-time conv branches, SE
-MOBILEONE_CONFIGS: Dict[str, Dict[str, object]] = {
+MOBILEONE_CONFIGS: dict[str, dict[str, object]] = {
     "s0": {"width_multipliers": (0.75, 1.0, 1.0, 2.0), "num_conv_branches": 4, "use_se": False},
     "s1": {"width_multipliers": (1.5, 1.5, 2.0, 2.5), "num_conv_branches": 1, "use_se": False},
     "s2": {"width_multipliers": (1.5, 2.0, 2.5, 4.0), "num_conv_branches": 1, "use_se": False},
@@ -211,8 +209,8 @@ class MobileOne(nn.Module):
 
     def __init__(
         self,
-        width_multipliers: Tuple[float, float, float, float] = (0.75, 1.0, 1.0, 2.0),
-        num_blocks_per_stage: Tuple[int, int, int, int] = (2, 8, 10, 1),
+        width_multipliers: tuple[float, float, float, float] = (0.75, 1.0, 1.0, 2.0),
+        num_blocks_per_stage: tuple[int, int, int, int] = (2, 8, 10, 1),
         num_conv_branches: int = 1,
         use_se: bool = False,
         num_classes: int = 1000,
@@ -225,9 +223,7 @@ class MobileOne(nn.Module):
         self.inference_mode = inference_mode
 
         self.in_planes = min(64, int(64 * width_multipliers[0]))
-        self.stage0 = MobileOneBlock(
-            in_chans, self.in_planes, 3, stride=2, padding=1, inference_mode=inference_mode
-        )
+        self.stage0 = MobileOneBlock(in_chans, self.in_planes, 3, stride=2, padding=1, inference_mode=inference_mode)
         widths = [int(c * w) for c, w in zip((64, 128, 256, 512), width_multipliers)]
         se_blocks = (0, 0, 5, 1) if use_se else (0, 0, 0, 0)
         self.stage1 = self._make_stage(widths[0], num_blocks_per_stage[0], se_blocks[0])
@@ -240,7 +236,7 @@ class MobileOne(nn.Module):
         init_cnn_weights(self)
 
     def _make_stage(self, planes: int, num_blocks: int, num_se_blocks: int) -> nn.Sequential:
-        blocks: List[nn.Module] = []
+        blocks: list[nn.Module] = []
         for ix in range(num_blocks):
             stride = 2 if ix == 0 else 1
             use_se = ix >= num_blocks - num_se_blocks
@@ -277,7 +273,7 @@ class MobileOne(nn.Module):
         """True when every MobileOneBlock is in deploy (single-conv) form."""
         return all(m.is_reparameterized for m in self.modules() if isinstance(m, MobileOneBlock))
 
-    def reparameterize(self) -> "MobileOne":
+    def reparameterize(self) -> MobileOne:
         """Reparameterize every block in place; returns self."""
         reparameterize_model(self)
         return self
@@ -316,4 +312,21 @@ def mobileone(variant: str, num_classes: int = 1000, in_chans: int = 3) -> nn.Mo
         use_se=cfg["use_se"],  # type: ignore[arg-type]
         num_classes=num_classes,
         in_chans=in_chans,
+    )
+
+
+# -- the zoo: variants with their model cards (numbers: ../shared/reference/PAPERS.md) --------------------
+
+_MOBILEONE = {
+    "s0": Paper(2.1, 0.27, 71.4, 0.79, IPHONE12, "MobileOne, CVPR 2023"),
+    "s1": Paper(4.8, 0.83, 75.9, 0.89, IPHONE12, "MobileOne, CVPR 2023"),
+    "s2": Paper(7.8, 1.3, 77.4, 1.18, IPHONE12, "MobileOne, CVPR 2023"),
+    "s3": Paper(10.1, 1.9, 78.1, 1.53, IPHONE12, "MobileOne, CVPR 2023"),
+    "s4": Paper(14.8, 2.98, 79.4, 1.86, IPHONE12, "MobileOne, CVPR 2023"),
+}
+
+for v, paper in _MOBILEONE.items():
+    register(
+        ModelCard(f"mobileone_{v}", "mobileone", paper=paper, notes="reparameterized to its deploy form before export"),
+        partial(mobileone, v),
     )

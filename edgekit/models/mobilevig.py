@@ -5,10 +5,13 @@ Module names and shapes follow the official code, so the published checkpoints l
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
 from .layers import DistilledHeadMixin, Downsample, Stem, conv_bn, fold_scale_into_bn, max_relative, roll_h, roll_w
+from .registry import IPHONE13, ModelCard, Paper, register
 
 # variant: (blocks stages 1-3, widths stages 1-3, stage-4 blocks, stage-4 width, embedding)
 CONFIGS = {
@@ -141,3 +144,20 @@ class MobileViG(DistilledHeadMixin, nn.Module):
 def mobilevig(variant: str, num_classes: int = 1000, in_chans: int = 3) -> MobileViG:
     blocks, widths, gblocks, gwidth, emb = CONFIGS[variant]
     return MobileViG(blocks, widths, gblocks, gwidth, emb, num_classes=num_classes, in_chans=in_chans)
+
+
+# -- the zoo: variants with their model cards (numbers: ../shared/reference/PAPERS.md) --------------------
+
+_MOBILEVIG = {
+    "ti": Paper(5.2, 0.7, 75.7, 0.78, IPHONE13, "MobileViG, CVPRW 2023"),
+    "s": Paper(7.2, 1.0, 78.2, None, None, "MobileViG, CVPRW 2023"),
+    "m": Paper(14.0, 1.5, 80.6, None, None, "MobileViG, CVPRW 2023"),
+    "b": Paper(26.7, 2.8, 82.6, 2.30, IPHONE13, "MobileViG, CVPRW 2023"),
+}
+_VIG_NOTE = "paper params leave out BatchNorm and include the distillation head"
+
+for v, paper in _MOBILEVIG.items():
+    register(
+        ModelCard(f"mobilevig_{v}", "mobilevig", paper=paper, official_names=True, notes=_VIG_NOTE),
+        partial(mobilevig, v),
+    )

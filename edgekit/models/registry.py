@@ -6,9 +6,9 @@ import difflib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -17,6 +17,9 @@ from ..errors import UnknownModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# where the papers measured their latency
+IPHONE13 = "iPhone 13 mini NPU, Core ML"
+IPHONE12 = "iPhone 12, Core ML"
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def _load_user_object(ref: str):
             raise UnknownModelError(f"model file '{target}' does not exist; give path/to/file.py:ClassName")
         mod_name = f"edgekit_user_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:  # not a Python source file (no loader for its suffix)
+            raise UnknownModelError(f"model file '{target}' is not a Python file; give path/to/file.py:ClassName")
         module = importlib.util.module_from_spec(spec)
         sys.modules[mod_name] = module
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +41,7 @@ def apply_plan(model: nn.Module, plan: dict) -> nn.Module:
     return model
 
 
-def _fix_sizes(model: nn.Module, depthwise: set[nn.Module]) -> None:
+def _fix_sizes(model: nn.Module, depthwise: AbstractSet[nn.Module]) -> None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             m.out_channels = m.weight.shape[0]
@@ -56,6 +58,7 @@ def _fix_sizes(model: nn.Module, depthwise: set[nn.Module]) -> None:
         if not isinstance(m, (nn.Conv2d, nn.Linear)) and hasattr(m, "in_channels") and hasattr(m, "out_channels"):
             conv = next((c for c in m.modules() if isinstance(c, nn.Conv2d)), None)
             if conv is not None:
-                m.in_channels, m.out_channels = conv.in_channels, conv.out_channels
-                if hasattr(m, "groups"):
-                    m.groups = conv.groups
+                block: Any = m  # its own attributes, not nn.Module's (typed for tensors and modules only)
+                block.in_channels, block.out_channels = conv.in_channels, conv.out_channels
+                if hasattr(block, "groups"):
+                    block.groups = conv.groups

@@ -29,14 +29,18 @@ def read_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
         if found is None:  # not a pickle edgekit can read at all
-            raise WeightsError(f"could not read weights file '{path}' ({_first_line(e)}); is it a PyTorch checkpoint?") from None
+            raise WeightsError(
+                f"could not read weights file '{path}' ({_first_line(e)}); is it a PyTorch checkpoint?"
+            ) from None
         what = found.group(1).rstrip(".,")
         raise WeightsError(
             f"refused '{path}': it carries a pickled object ({what}), which a safe load does not execute; "
             "save a plain state dict (torch.save(model.state_dict(), PATH)) instead"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise WeightsError(f"could not read weights file '{path}' ({_first_line(e)}); is it a PyTorch checkpoint?") from None
+        raise WeightsError(
+            f"could not read weights file '{path}' ({_first_line(e)}); is it a PyTorch checkpoint?"
+        ) from None
     if not isinstance(obj, dict):
         raise WeightsError(f"weights file '{path}' holds a {type(obj).__name__}, not a state dict")
     return obj
@@ -52,7 +56,7 @@ def extract_state_dict(obj: dict, path: str | Path = "") -> dict[str, torch.Tens
     if not sd:
         raise WeightsError(f"weights file '{path}' holds no tensors; expected a state dict")
     if all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -64,7 +68,9 @@ def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], path: 
     # `num_batches_tracked` is bookkeeping; older checkpoints may lack it.
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:

@@ -12,12 +12,15 @@ import importlib
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+
+import jsonschema
 
 from ..compile import fixed_inputs, get_target, quiet, read_manifest, target_names
 from ..errors import ArtifactError, EdgekitError
 from ..specs import ProfileSpec
+from .adb import measure_adb
 from .devices import Device, find_device
 from .timing import gc_paused, summarize, timed
 
@@ -35,14 +38,13 @@ def schema() -> dict:
 
 def validate_report(report: dict, source: str = "report") -> dict:
     """Raise an EdgekitError naming the first field that breaks the schema."""
-    import jsonschema
-
     try:
         jsonschema.validate(report, schema())
     except jsonschema.ValidationError as e:
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
         raise EdgekitError(
-            f"{source} is not an edgekit latency report: at {where}: {e.message}; see edgekit/profile/report.schema.json"
+            f"{source} is not an edgekit latency report: at {where}: {e.message}; "
+            "see edgekit/profile/report.schema.json"
         ) from None
     return report
 
@@ -50,7 +52,9 @@ def validate_report(report: dict, source: str = "report") -> dict:
 def load_report(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"report '{path}' does not exist; give the JSON file a demo app or `edgekit profile --json` wrote")
+        raise ArtifactError(
+            f"report '{path}' does not exist; give the JSON file a demo app or `edgekit profile --json` wrote"
+        )
     try:
         report = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -105,15 +109,24 @@ def _host_input(manifest: dict):
 
 
 def measure_host(
-    artifact: Path, manifest: dict, *, runs: int, warmup: int, threads: int | None, per_op: bool,
-    repeats: int = 2, warn: Callable[[str], None] | None = None,
+    artifact: Path,
+    manifest: dict,
+    *,
+    runs: int,
+    warmup: int,
+    threads: int | None,
+    per_op: bool,
+    repeats: int = 2,
+    warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Load and time the artifact in this process; a noisy run (IQR > 10 % of the median) is repeated."""
     target = get_target(manifest["target"])
     reason = target.runnable(manifest)
     if reason:
-        raise EdgekitError(f"cannot profile '{artifact.name}' here: {reason}; profile it on the device and "
-                           "`edgekit profile import` the report")
+        raise EdgekitError(
+            f"cannot profile '{artifact.name}' here: {reason}; profile it on the device and "
+            "`edgekit profile import` the report"
+        )
     x = _host_input(manifest)
     if target.runtime_module:  # a first import costs seconds: not the artifact's load time
         with quiet():
@@ -124,7 +137,7 @@ def measure_host(
     runner = target.load(artifact, manifest, threads=threads)
     load_ms = (time.perf_counter() - t0) * 1e3
     notes: list[str] = []
-    best = None
+    best: tuple[float, dict] | None = None
     for attempt in range(1 + max(0, repeats)):
         timed(lambda: runner.run(x), warmup)
         with gc_paused():
@@ -134,13 +147,16 @@ def measure_host(
             best = (spread, stats)
         if spread <= NOISY:
             break
-        msg = (f"noisy run {attempt + 1}: IQR {stats['iqr_ms']:.2f} ms is {spread:.0%} of the median "
-               f"{stats['median_ms']:.2f} ms")
+        msg = (
+            f"noisy run {attempt + 1}: IQR {stats['iqr_ms']:.2f} ms is {spread:.0%} of the median "
+            f"{stats['median_ms']:.2f} ms"
+        )
         msg += "; measuring again" if attempt < repeats else "; kept the quietest run, close other programs and retry"
         notes.append(msg)
         if warn:
             warn(msg)
     peak_kb = _status_kb("VmHWM") if tracked else None
+    assert best is not None  # the loop runs at least once
     stats = best[1]
     samples = stats.pop("samples_ms")
     report = {
@@ -150,7 +166,7 @@ def measure_host(
         "peak_memory_mb": round((peak_kb - rss0) / 1024, 2) if peak_kb and rss0 else None,
         "notes": notes,
     }
-    runner = None  # unload before the per-op pass loads its own copy
+    runner = None  # type: ignore[assignment]  # unload before the per-op pass loads its own copy
     if per_op:
         report["ops"] = target.op_profile(artifact, x, threads)
         if report["ops"] is None:
@@ -181,29 +197,41 @@ def profile(
     dev: Device = find_device(target, device)
     threads = dev.threads_for(threads)
     if dev.profile.via == "app":
-        raise EdgekitError(f"{dev.name} is profiled by its demo app: run the app's benchmark mode and "
-                           "`edgekit profile import REPORT.json`")
+        raise EdgekitError(
+            f"{dev.name} is profiled by its demo app: run the app's benchmark mode and "
+            "`edgekit profile import REPORT.json`"
+        )
     if dev.profile.via == "adb":
-        from .adb import measure_adb
-
-        measured, device_info = measure_adb(artifact, manifest, dev, device, runs=runs, warmup=warmup,
-                                            threads=threads, per_op=per_op, binary=binary)
+        measured, device_info = measure_adb(
+            artifact, manifest, dev, device, runs=runs, warmup=warmup, threads=threads, per_op=per_op, binary=binary
+        )
     else:
-        measured = measure_host(artifact, manifest, runs=runs, warmup=warmup, threads=threads, per_op=per_op,
-                                warn=warn)
-        device_info = {"name": dev.device, "via": "host", "model": host_name(),
-                       "os": f"{platform.system()} {platform.release()}"}
+        measured = measure_host(artifact, manifest, runs=runs, warmup=warmup, threads=threads, per_op=per_op, warn=warn)
+        device_info = {
+            "name": dev.device,
+            "via": "host",
+            "model": host_name(),
+            "os": f"{platform.system()} {platform.release()}",
+        }
     quant = (manifest.get("quantization") or {}).get("scheme")
     report = {
         "schema": SCHEMA_ID,
         "created": now(),
         "device": device_info,
-        "runtime": {"name": target, "version": get_target(target).runtime_version(),
-                    "delegate": manifest.get("options", {}).get("delegate") or dev.delegate,
-                    "compute_units": dev.compute_units},
-        "artifact": {"sha256": manifest["sha256"], "name": manifest["artifact"], "bytes": manifest["bytes"],
-                     "model": manifest.get("model", {}).get("reference") or manifest.get("model", {}).get("name"),
-                     "quantization": quant, "input_shape": manifest["inputs"][0]["shape"]},
+        "runtime": {
+            "name": target,
+            "version": get_target(target).runtime_version(),
+            "delegate": manifest.get("options", {}).get("delegate") or dev.delegate,
+            "compute_units": dev.compute_units,
+        },
+        "artifact": {
+            "sha256": manifest["sha256"],
+            "name": manifest["artifact"],
+            "bytes": manifest["bytes"],
+            "model": manifest.get("model", {}).get("reference") or manifest.get("model", {}).get("name"),
+            "quantization": quant,
+            "input_shape": manifest["inputs"][0]["shape"],
+        },
         "threads": threads,
         "warmup": warmup,
         "runs": runs,

@@ -61,8 +61,11 @@ def parse_benchmark_model(text: str) -> dict:
             out["first_ms"] = t.get("First inference")
             out["warmup_mean_ms"] = t.get("Warmup (avg)")
             out["mean_ms"] = t.get("Inference (avg)")
-        m = re.search(rf"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): "
-                      rf"init={NUM} overall={NUM}", ln)
+        m = re.search(
+            rf"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): "
+            rf"init={NUM} overall={NUM}",
+            ln,
+        )
         if m:
             out["peak_memory_mb"] = float(m.group(2))
         m = re.search(rf"Overall peak memory footprint \(MB\) via periodic monitoring: {NUM}", ln)
@@ -70,8 +73,13 @@ def parse_benchmark_model(text: str) -> dict:
             out["peak_memory_mb"] = float(m.group(1))
     regular = counts[-1] if counts else None
     if regular and "avg" in regular:  # the last count= line is the regular runs (the first, the warm-up)
-        out.update(runs=int(regular["count"]), mean_ms=regular["avg"] / 1e3, min_ms=regular["min"] / 1e3,
-                   max_ms=regular["max"] / 1e3, std_ms=regular["std"] / 1e3)
+        out.update(
+            runs=int(regular["count"]),
+            mean_ms=regular["avg"] / 1e3,
+            min_ms=regular["min"] / 1e3,
+            max_ms=regular["max"] / 1e3,
+            std_ms=regular["std"] / 1e3,
+        )
         if "median" in regular:
             out["median_ms"] = regular["median"] / 1e3
             out["p95_ms"] = regular["p95"] / 1e3
@@ -82,13 +90,22 @@ def parse_benchmark_model(text: str) -> dict:
     if start is not None:
         head = next((i for i in range(start, len(lines)) if "Summary by node type" in lines[i]), None)
         if head is not None:
-            rows = _table_rows(lines[head + 2:])
+            rows = _table_rows(lines[head + 2 :])
             total = sum(float(r[2]) for r in rows) or 1.0
-            out["ops"] = [{"op": r[0], "module": None, "count": int(r[1]), "ms": float(r[2]),
-                           "share": round(float(r[2]) / total, 4)} for r in rows]
+            out["ops"] = [
+                {
+                    "op": r[0],
+                    "module": None,
+                    "count": int(r[1]),
+                    "ms": float(r[2]),
+                    "share": round(float(r[2]) / total, 4),
+                }
+                for r in rows
+            ]
     if "mean_ms" not in out and "ops" not in out:
-        raise ParseError("benchmark_model printed no timings (no 'count=' or 'Inference timings' line); "
-                         "run it by hand to see why")
+        raise ParseError(
+            "benchmark_model printed no timings (no 'count=' or 'Inference timings' line); run it by hand to see why"
+        )
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -110,8 +127,10 @@ def parse_executor_runner(text: str) -> dict:
     if "executions" not in out:
         raise ParseError("executor_runner did not report a successful execution; run it by hand to see why")
     if out["executions"] is None:
-        raise ParseError("this executor_runner prints no timing ('Model executed successfully.' only); "
-                         "build executor_runner from ExecuTorch 0.4 or later")
+        raise ParseError(
+            "this executor_runner prints no timing ('Model executed successfully.' only); "
+            "build executor_runner from ExecuTorch 0.4 or later"
+        )
     return out
 
 
@@ -129,29 +148,45 @@ def _adb(serial: str | None, *args: str, timeout: float = 600) -> str:
         raise EdgekitError(f"`{' '.join(cmd[1:])}` took over {timeout:.0f} s; check the phone and retry") from None
     if proc.returncode != 0:
         err = (proc.stderr or proc.stdout).strip().splitlines()
-        raise EdgekitError(f"`adb {' '.join(args[:2])}` failed: {err[-1] if err else proc.returncode}; "
-                           "check `adb devices` lists the phone")
+        raise EdgekitError(
+            f"`adb {' '.join(args[:2])}` failed: {err[-1] if err else proc.returncode}; "
+            "check `adb devices` lists the phone"
+        )
     return proc.stdout
 
 
 def find_binary(tool: str, binary: str | Path | None) -> Path:
     path = binary or os.environ.get(BINARY_ENV.get(tool, ""), "")
     if not path:
-        raise EdgekitError(f"profiling over adb needs your arm64 {tool} binary: give it with --binary PATH "
-                           f"(or set {BINARY_ENV.get(tool)})")
+        raise EdgekitError(
+            f"profiling over adb needs your arm64 {tool} binary: give it with --binary PATH "
+            f"(or set {BINARY_ENV.get(tool)})"
+        )
     path = Path(path)
     if not path.is_file():
         raise EdgekitError(f"--binary '{path}' does not exist; give the path of your arm64 {tool} build")
     return path
 
 
-def measure_adb(artifact: Path, manifest: dict, dev: Device, device: str, *, runs: int, warmup: int,
-                threads: int, per_op: bool, binary=None) -> tuple[dict, dict]:
+def measure_adb(
+    artifact: Path,
+    manifest: dict,
+    dev: Device,
+    device: str,
+    *,
+    runs: int,
+    warmup: int,
+    threads: int,
+    per_op: bool,
+    binary=None,
+) -> tuple[dict, dict]:
     serial = device.split(":", 1)[1] if device.startswith("adb:") else None
     tool = dev.profile.tool or get_target(dev.target).adb_tool
     if tool not in BINARY_ENV:
-        raise EdgekitError(f"{dev.target} has no benchmark tool for adb (edgekit drives {' and '.join(BINARY_ENV)}); "
-                           f"set profile.tool in the definition of {dev.name}")
+        raise EdgekitError(
+            f"{dev.target} has no benchmark tool for adb (edgekit drives {' and '.join(BINARY_ENV)}); "
+            f"set profile.tool in the definition of {dev.name}"
+        )
     exe = find_binary(tool, binary)
     remote = dev.profile.remote_dir.rstrip("/")
     _adb(serial, "shell", "mkdir", "-p", remote)
@@ -160,8 +195,14 @@ def measure_adb(artifact: Path, manifest: dict, dev: Device, device: str, *, run
     _adb(serial, "shell", "chmod", "+x", f"{remote}/{tool}")
     notes: list[str] = []
     if tool == "executor_runner":
-        text = _adb(serial, "shell", f"{remote}/{tool}", f"--model_path={remote}/{artifact.name}",
-                    f"--num_executions={warmup + runs}", f"--cpu_threads={threads}")
+        text = _adb(
+            serial,
+            "shell",
+            f"{remote}/{tool}",
+            f"--model_path={remote}/{artifact.name}",
+            f"--num_executions={warmup + runs}",
+            f"--cpu_threads={threads}",
+        )
         parsed = parse_executor_runner(text)
         samples = parsed["iterations_ms"][warmup:]
         if samples:
@@ -173,23 +214,39 @@ def measure_adb(artifact: Path, manifest: dict, dev: Device, device: str, *, run
             notes.append("executor_runner printed a total only: mean over all executions, warm-up included")
         measured["load_ms"] = parsed.get("load_ms")
         if per_op:
-            notes.append("per-op rows over adb: pull the ETDump executor_runner writes and open it with "
-                         "the ExecuTorch devtools Inspector")
+            notes.append(
+                "per-op rows over adb: pull the ETDump executor_runner writes and open it with "
+                "the ExecuTorch devtools Inspector"
+            )
     else:
-        args = [f"{remote}/{tool}", f"--graph={remote}/{artifact.name}", f"--num_threads={threads}",
-                f"--num_runs={runs}", f"--warmup_runs={warmup}", "--min_secs=0"]
+        args = [
+            f"{remote}/{tool}",
+            f"--graph={remote}/{artifact.name}",
+            f"--num_threads={threads}",
+            f"--num_runs={runs}",
+            f"--warmup_runs={warmup}",
+            "--min_secs=0",
+        ]
         if per_op:
             args.append("--enable_op_profiling=true")
         parsed = parse_benchmark_model(_adb(serial, "shell", *args))
-        measured = {"samples_ms": [], "min_ms": parsed.get("min_ms"), "mean_ms": parsed.get("mean_ms"),
-                    "median_ms": parsed.get("median_ms"), "p90_ms": None, "load_ms": parsed.get("load_ms"),
-                    "peak_memory_mb": parsed.get("peak_memory_mb")}
+        measured = {
+            "samples_ms": [],
+            "min_ms": parsed.get("min_ms"),
+            "mean_ms": parsed.get("mean_ms"),
+            "median_ms": parsed.get("median_ms"),
+            "p90_ms": None,
+            "load_ms": parsed.get("load_ms"),
+            "peak_memory_mb": parsed.get("peak_memory_mb"),
+        }
         notes.append("benchmark_model gives a summary, not every sample")
         if parsed.get("ops"):
             measured["ops"] = parsed["ops"]
     measured["notes"] = notes
-    props = {k: _adb(serial, "shell", "getprop", p).strip()
-             for k, p in (("model", "ro.product.model"), ("os", "ro.build.version.release"))}
+    props = {
+        k: _adb(serial, "shell", "getprop", p).strip()
+        for k, p in (("model", "ro.product.model"), ("os", "ro.build.version.release"))
+    }
     info = {"name": dev.device, "via": "adb", "model": props["model"], "os": f"Android {props['os']}"}
     if serial:
         info["serial"] = serial

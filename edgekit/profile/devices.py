@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -20,7 +20,7 @@ TARGETS_DIR = Path(str(files("edgekit") / "resources" / "targets"))
 class ProfileHow(BaseModel):
     model_config = ConfigDict(extra="forbid")
     via: Literal["host", "adb", "app"]
-    tool: Optional[str] = None  # adb: executor_runner or benchmark_model
+    tool: str | None = None  # adb: executor_runner or benchmark_model
     remote_dir: str = "/data/local/tmp/edgekit"
 
 
@@ -30,11 +30,11 @@ class Device(BaseModel):
     target: str
     device: str
     description: str = ""
-    delegate: Optional[str] = None
-    compute_units: Optional[str] = None
-    min_os: Optional[str] = None
-    quantization: Optional[str] = None
-    threads: Optional[int] = None
+    delegate: str | None = None
+    compute_units: str | None = None
+    min_os: str | None = None
+    quantization: str | None = None
+    threads: int | None = None
     profile: ProfileHow
 
     @field_validator("target")
@@ -46,7 +46,7 @@ class Device(BaseModel):
 
     def threads_for(self, threads: int | None) -> int:
         """The thread count a run uses: the one asked for, else the device's, else every core of this host."""
-        return int(threads or self.threads or (os.cpu_count() if self.profile.via == "host" else 1))
+        return int(threads or self.threads or ((os.cpu_count() or 1) if self.profile.via == "host" else 1))
 
 
 def targets_dir() -> Path:

@@ -6,7 +6,7 @@ import contextlib
 import gc
 import statistics
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 def summarize(samples_s: list[float]) -> dict:

@@ -4,11 +4,13 @@ Methods are plug-ins (`PruningMethod`, `register_method`): the built-in ones reg
 their modules are imported below, in the order their names are listed (oto, magnitude, dimap).
 """
 
-from .graph import ChannelGraph, Group, PruneGraphError, channel_groups
 from ..models.surgery import apply_plan
-from .methods import PruningMethod, get_method, method_names, register_method, unregister_method
-from . import oto, magnitude, dimap  # noqa: F401  (registers the built-in methods, in this order)
+
+# The built-in methods register themselves on import, in this order (the order `method_names()` lists them).
+from . import oto, magnitude, dimap  # isort: skip  # noqa: F401
 from .api import PruneResult, prune
+from .graph import ChannelGraph, Group, PruneGraphError, channel_groups
+from .methods import PruningMethod, get_method, method_names, register_method, unregister_method
 from .plan import make_plan, zero_channels
 
 __all__ = [
@@ -20,7 +22,14 @@ __all__ = [
     "prune",
     "register_method",
     "unregister_method",
-    "ChannelGraph", "Group", "PruneGraphError", "apply_plan", "channel_groups", "make_plan", "zero_channels"]
+    "ChannelGraph",
+    "Group",
+    "PruneGraphError",
+    "apply_plan",
+    "channel_groups",
+    "make_plan",
+    "zero_channels",
+]
 
 
 def __getattr__(name: str):

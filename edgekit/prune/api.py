@@ -54,7 +54,9 @@ def prune(
     edgekit checkpoint to `out`."""
     pm = get_method(method)
     # not validated here: the ratio has its own message below, and the method checks its own options
-    spec = PruneSpec.model_construct(method=method, ratio=ratio, structured=structured, steps=steps, optimizer=optimizer)
+    spec = PruneSpec.model_construct(
+        method=method, ratio=ratio, structured=structured, steps=steps, optimizer=optimizer
+    )
     pm.check(spec)
     if not 0.0 < float(ratio) < 1.0:
         raise EdgekitError(f"--ratio {ratio} is out of range; give a fraction between 0 and 1, e.g. 0.5")
@@ -65,8 +67,11 @@ def prune(
     if pm.needs_data:  # check the data before the (slower) graph analysis
         dataset = load_dataset(data, size, loaded.card.mean, loaded.card.std)
         _fit_classes(net, dataset.num_classes, loaded)
-    before = {"params": sum(p.numel() for p in net.parameters()), "nonzero_params": _nonzero_params(net),
-              "macs": count_macs(net, size)}
+    before = {
+        "params": sum(p.numel() for p in net.parameters()),
+        "nonzero_params": _nonzero_params(net),
+        "macs": count_macs(net, size),
+    }
     plan = None
     report: dict = {"method": method, "ratio": ratio, "structured": structured, "input_size": size}
     if pm.trains or structured:
@@ -88,8 +93,11 @@ def prune(
         report["channels_total"] = sum(g.size for g in groups)
     else:
         report[f"sparsity_per_{pm.sparsity_unit}"] = pm.unstructured(net, ratio)
-    after = {"params": sum(p.numel() for p in net.parameters()), "nonzero_params": _nonzero_params(net),
-             "macs": count_macs(net, size)}
+    after = {
+        "params": sum(p.numel() for p in net.parameters()),
+        "nonzero_params": _nonzero_params(net),
+        "macs": count_macs(net, size),
+    }
     prunable = prunable_weights(net)
     report["prunable_sparsity"] = 1.0 - sum(int((w != 0).sum()) for w in prunable.values()) / max(
         1, sum(w.numel() for w in prunable.values())

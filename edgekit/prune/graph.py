@@ -80,16 +80,43 @@ class Group:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Group":
+    def from_dict(cls, d: dict) -> Group:
         return cls(int(d["id"]), int(d["size"]), [Entry(str(a), int(b), int(c), str(r)) for a, b, c, r in d["entries"]])
 
 
 # Operators that carry every channel through unchanged and keep zeros at zero.
 _ZERO_KEEPING_UNARY = {
-    "relu", "relu_", "gelu", "hardswish", "hardswish_", "hardtanh", "hardtanh_", "silu", "silu_", "leaky_relu",
-    "relu6", "elu", "tanh", "abs", "neg", "dropout", "clone", "contiguous", "alias", "detach", "to", "_to_copy",
-    "adaptive_avg_pool2d", "avg_pool2d", "max_pool2d", "upsample_nearest2d", "upsample_bilinear2d", "pad",
-    "constant_pad_nd", "mish", "softplus_zero",
+    "relu",
+    "relu_",
+    "gelu",
+    "hardswish",
+    "hardswish_",
+    "hardtanh",
+    "hardtanh_",
+    "silu",
+    "silu_",
+    "leaky_relu",
+    "relu6",
+    "elu",
+    "tanh",
+    "abs",
+    "neg",
+    "dropout",
+    "clone",
+    "contiguous",
+    "alias",
+    "detach",
+    "to",
+    "_to_copy",
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
+    "max_pool2d",
+    "upsample_nearest2d",
+    "upsample_bilinear2d",
+    "pad",
+    "constant_pad_nd",
+    "mish",
+    "softplus_zero",
 }
 # Operators that carry channels through but turn a zero into something else.
 _ZERO_BREAKING_UNARY = {"sigmoid", "hardsigmoid", "exp", "cos", "softplus", "reciprocal", "rsqrt", "log"}
@@ -133,8 +160,10 @@ class ChannelGraph:
             with torch.no_grad():
                 self.ep = torch.export.export(model, (example,))
         except Exception as e:  # noqa: BLE001 - the user's network does not trace
-            raise PruneGraphError(f"torch.export cannot trace this network ({type(e).__name__}: {e}); "
-                                  "channel analysis needs a traceable forward") from None
+            raise PruneGraphError(
+                f"torch.export cannot trace this network ({type(e).__name__}: {e}); "
+                "channel analysis needs a traceable forward"
+            ) from None
         finally:
             model.train(was_training)
         self.uf = _UnionFind()
@@ -227,6 +256,7 @@ class ChannelGraph:
         return Desc(d.cdim if cdim is ... else cdim, segs, d.ndim if ndim is None else ndim)
 
     def _consume(self, d: Desc, fqn: str, dim: int) -> None:
+        assert d.segs is not None  # callers pass tensors with channels
         self._add(d.segs, fqn, dim, "in")
         for s in d.segs:
             if s.tainted:
@@ -320,6 +350,7 @@ class ChannelGraph:
         """x (op) parameter: a per-channel parameter follows x's channels (layer scale); a scalar does not."""
         if d.segs is None:
             return d
+        assert d.cdim is not None  # a tensor with channels has a channel dim
         view_dim = d.cdim - (ndim - len(p.dims))
         pdim = p.dims[view_dim] if 0 <= view_dim < len(p.dims) else None
         if pdim is not None and p.shape[pdim] == d.channels and d.channels > 1:
@@ -349,13 +380,19 @@ class ChannelGraph:
 
     def _op_cat(self, node, op):
         tensors, dim = node.args[0], (node.args[1] if len(node.args) > 1 else 0)
-        descs = [self.info.get(t) for t in tensors]
-        if not all(isinstance(d, Desc) for d in descs):
+        found = [self.info.get(t) for t in tensors]
+        descs = [d for d in found if isinstance(d, Desc)]
+        if len(descs) != len(found):
             raise PruneGraphError(f"channel analysis cannot handle operator '{node.target}' on parameters")
         ndim = descs[0].ndim
         dim = dim % ndim
         if descs[0].segs is not None and dim == descs[0].cdim:
-            segs = [Seg(s.space, s.length, s.tainted) for d in descs for s in d.segs]
+            if any(d.segs is None for d in descs):
+                raise PruneGraphError(
+                    f"channel analysis cannot handle operator '{node.target}' joining a tensor without channels "
+                    "along the channel dimension"
+                )
+            segs = [Seg(s.space, s.length, s.tainted) for d in descs for s in d.segs or ()]
             return Desc(dim, segs, ndim)
         first = descs[0]
         for d in descs[1:]:
@@ -377,9 +414,14 @@ class ChannelGraph:
         d = self.info.get(node.args[0])
         if not isinstance(d, Desc) or d.segs is None:
             return d
+        assert d.cdim is not None  # a tensor with channels has a channel dim
         dims = node.args[1] if len(node.args) > 1 else None
         keepdim = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
-        dims = list(range(d.ndim)) if dims is None else [x % d.ndim for x in (dims if isinstance(dims, (list, tuple)) else [dims])]
+        dims = (
+            list(range(d.ndim))
+            if dims is None
+            else [x % d.ndim for x in (dims if isinstance(dims, (list, tuple)) else [dims])]
+        )
         if d.cdim in dims:
             if not keep_zero:
                 raise PruneGraphError(
@@ -409,6 +451,7 @@ class ChannelGraph:
         val_in = node.args[0].meta.get("val")
         if not isinstance(d, Desc) or d.segs is None:
             return d
+        assert d.cdim is not None  # a tensor with channels has a channel dim
         end = end % d.ndim
         if start <= d.cdim <= end:
             rest = [int(val_in.shape[i]) for i in range(start, end + 1) if i != d.cdim]
@@ -438,6 +481,7 @@ class ChannelGraph:
         d = self.info.get(node.args[0])
         val = node.meta.get("val")
         if isinstance(d, Desc) and d.segs is not None and val is not None and val.dim() < d.ndim:
+            assert d.cdim is not None  # a tensor with channels has a channel dim
             val_in = node.args[0].meta["val"]
             removed = [i for i in range(val_in.dim()) if val_in.shape[i] == 1 and i != d.cdim]
             dims = node.args[1] if len(node.args) > 1 else removed
@@ -486,7 +530,7 @@ class ChannelGraph:
         for s in range(len(self.lengths)):
             classes.setdefault(self.uf.find(s), []).append(s)
         out: list[Group] = []
-        for root, members in sorted(classes.items()):
+        for _root, members in sorted(classes.items()):
             if any(m in self.fixed or m in self.unsafe for m in members):
                 continue
             entries = [e for m in members for e in self.entries[m]]

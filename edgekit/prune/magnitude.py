@@ -21,7 +21,11 @@ def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
             names.append((name, m))
     if not names:
         return {}
-    first = next(n for n, m in names if isinstance(m, nn.Conv2d)) if any(isinstance(m, nn.Conv2d) for _, m in names) else None
+    first = (
+        next(n for n, m in names if isinstance(m, nn.Conv2d))
+        if any(isinstance(m, nn.Conv2d) for _, m in names)
+        else None
+    )
     out = {}
     for name, m in names:
         if name == first or _is_classifier(model, name, m):
@@ -72,7 +76,11 @@ def group_scores(model: nn.Module, group: Group) -> torch.Tensor:
 
 
 def magnitude_structured(
-    model: nn.Module, groups: list[Group], ratio: float, min_keep: float = 0.1, scores: dict[int, torch.Tensor] | None = None
+    model: nn.Module,
+    groups: list[Group],
+    ratio: float,
+    min_keep: float = 0.1,
+    scores: dict[int, torch.Tensor] | None = None,
 ) -> dict[int, list[int]]:
     """Keep-lists per group: channels ranked across groups by their (size-normalised) norm, the lowest
     `ratio` of all channels dropped; each group keeps at least `min_keep` of its channels."""

@@ -54,9 +54,11 @@ class PruningMethod:
         """Zero `ratio` of the prunable weights in place; the sparsity reached per layer or module."""
         raise EdgekitError(f"pruning method '{self.name}' removes whole channel groups only; pass --structured")
 
-    def train(self, net: nn.Module, groups: list[Group], ratio: float, dataset: Dataset,
-              spec: PruneSpec) -> tuple[dict[int, list[int]], dict[str, Any]]:
-        """Train `net` in place so `ratio` of the channels can go; (kept channels per group id, log)."""
+    def train(
+        self, net: nn.Module, groups: list[Group], ratio: float, dataset: Dataset | None, spec: PruneSpec
+    ) -> tuple[dict[int, list[int]], dict[str, Any]]:
+        """Train `net` in place so `ratio` of the channels can go; (kept channels per group id, log).
+        `dataset` is loaded for a method that `needs_data`, else None."""
         raise EdgekitError(f"pruning method '{self.name}' does not train")
 
     @property
@@ -93,9 +95,7 @@ def get_method(name: str) -> PruningMethod:
     try:
         return _METHODS[name]
     except KeyError:
-        raise EdgekitError(
-            f"unknown pruning method '{name}'; choose one of: {', '.join(method_names())}"
-        ) from None
+        raise EdgekitError(f"unknown pruning method '{name}'; choose one of: {', '.join(method_names())}") from None
 
 
 def method_names() -> tuple[str, ...]:

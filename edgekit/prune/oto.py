@@ -55,7 +55,7 @@ class ZIGs:
     slices: dict[int, list[tuple[torch.Tensor, int, int]]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, model: nn.Module, groups: list[Group]) -> "ZIGs":
+    def build(cls, model: nn.Module, groups: list[Group]) -> ZIGs:
         z = cls(groups)
         for g in groups:
             z.slices[g.id] = []
@@ -145,8 +145,8 @@ def oto_train(model: nn.Module, groups: list[Group], ratio: float, data: Dataset
     def pick(n: int, exclude: set) -> list[tuple[int, int]]:
         scores = zigs.scores()
         left = {g.id: g.size - floor[g.id] - sum(1 for z in exclude if z[0] == g.id) for g in groups}
-        chosen = []
-        for k in sorted((k for k in scores if k not in exclude), key=scores.get):
+        chosen: list[tuple[int, int]] = []
+        for k in sorted((k for k in scores if k not in exclude), key=lambda k: scores[k]):
             if len(chosen) == n:
                 break
             if left[k[0]] > 0:
@@ -197,10 +197,10 @@ def oto_train(model: nn.Module, groups: list[Group], ratio: float, data: Dataset
                     live = n_old > 0
                     factors = torch.where(live, (1 - cfg.lr * lmbda / n_old.clamp_min(1e-12)).clamp_min(0), 0.0)
                     zigs.scale_rows(gid, chans, factors)
-                    new = zigs._rows(gmap[gid])[chans]
-                    project = ((new * old[gid]).sum(1) < cfg.epsilon * n_old.pow(2)) | ~live
+                    rows = zigs._rows(gmap[gid])[chans]
+                    project = ((rows * old[gid]).sum(1) < cfg.epsilon * n_old.pow(2)) | ~live
                     if project.any():
-                        zigs.scale_rows(gid, chans, (~project).to(new.dtype))
+                        zigs.scale_rows(gid, chans, (~project).to(rows.dtype))
                         reached.update((gid, c) for c, pr in zip(chans, project.tolist()) if pr)
             if (t + 1) % check == 0 and len(reached) < (1 - cfg.tolerance) * target * (t + 1) / rest:
                 lmbda = min(hat, lmbda * cfg.lmbda_amplify)
@@ -233,8 +233,10 @@ class OTO(PruningMethod):
         if spec.optimizer not in OPTIMIZERS:
             raise EdgekitError(f"unknown OTO optimizer '{spec.optimizer}'; choose hesso or dhspg")
 
-    def train(self, net: nn.Module, groups: list[Group], ratio: float, dataset: Dataset,
-              spec: PruneSpec) -> tuple[dict[int, list[int]], dict]:
+    def train(
+        self, net: nn.Module, groups: list[Group], ratio: float, dataset: Dataset | None, spec: PruneSpec
+    ) -> tuple[dict[int, list[int]], dict]:
+        assert dataset is not None  # needs_data: the API loaded it
         acc_before = accuracy(net, dataset.val)
         result = oto_train(net, groups, ratio, dataset, OTOConfig(optimizer=spec.optimizer, steps=spec.steps))
         log = result["log"]

@@ -35,5 +35,3 @@ def make_plan(groups: list[Group], keep: dict[int, list[int]]) -> dict:
         if len(kept) < g.size:
             out.append({**g.to_dict(), "keep": kept})
     return {"format": "edgekit-plan/1", "groups": out}
-
-

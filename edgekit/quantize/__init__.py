@@ -18,6 +18,19 @@ from .accuracy import accuracy_summary, layer_units, output_divergence, rank_sen
 from .plan import MIN_CALIBRATION, QuantizationError, QuantSpec, check_float_layers, plan_quantization
 from .pt2e import int8_quantizer, module_prefixes, node_in, pt2e
 
-__all__ = ["MIN_CALIBRATION", "QuantSpec", "QuantizationError", "accuracy_summary", "check_float_layers",
-           "int8_quantizer", "layer_units", "module_prefixes", "node_in", "output_divergence", "plan_quantization",
-           "pt2e", "rank_sensitivity", "top1"]
+__all__ = [
+    "MIN_CALIBRATION",
+    "QuantSpec",
+    "QuantizationError",
+    "accuracy_summary",
+    "check_float_layers",
+    "int8_quantizer",
+    "layer_units",
+    "module_prefixes",
+    "node_in",
+    "output_divergence",
+    "plan_quantization",
+    "pt2e",
+    "rank_sensitivity",
+    "top1",
+]

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data import Split, ordered_batches
-from .plan import QuantSpec
+from .plan import QuantizationError, QuantSpec
 from .pt2e import int8_quantizer, pt2e
 
 
-def top1(run: Callable[[torch.Tensor], object], split: Split) -> torch.Tensor:
+def top1(run: Callable[[torch.Tensor], Any], split: Split) -> torch.Tensor:
     """Top-1 of `run` (a batch-1 program) on every sample of `split`, in order."""
-    return torch.tensor([int(run(x[i : i + 1]).argmax()) for x, _ in ordered_batches(split)  # type: ignore[attr-defined]
-                         for i in range(len(x))])
+    return torch.tensor([int(run(x[i : i + 1]).argmax()) for x, _ in ordered_batches(split) for i in range(len(x))])
 
 
 def accuracy_summary(preds: torch.Tensor, float_preds: torch.Tensor, labels: torch.Tensor, how: str) -> dict:
@@ -23,9 +23,16 @@ def accuracy_summary(preds: torch.Tensor, float_preds: torch.Tensor, labels: tor
     n = len(labels)
     acc_float = int((float_preds == labels).sum()) / n
     acc = int((preds == labels).sum()) / n
-    return {"status": "measured", "split": "val", "samples": n, "measured_with": how, "float": acc_float,
-            "quantized": acc, "drop_points": round(100 * (acc_float - acc), 3),
-            "agreement": int((preds == float_preds).sum()) / n}
+    return {
+        "status": "measured",
+        "split": "val",
+        "samples": n,
+        "measured_with": how,
+        "float": acc_float,
+        "quantized": acc,
+        "drop_points": round(100 * (acc_float - acc), 3),
+        "agreement": int((preds == float_preds).sum()) / n,
+    }
 
 
 def simulated_top1(model: nn.Module, example: torch.Tensor, spec: QuantSpec, split: Split) -> torch.Tensor:
@@ -59,11 +66,22 @@ def output_divergence(reference: nn.Module, quantized, samples: torch.Tensor) ->
     return total / max(1, len(samples))
 
 
-def rank_sensitivity(model: nn.Module, example: torch.Tensor, spec: QuantSpec, units: list[str], samples: int = 64,
-                     progress=None) -> list[tuple[str, float]]:
+def rank_sensitivity(
+    model: nn.Module,
+    example: torch.Tensor,
+    spec: QuantSpec,
+    units: list[str],
+    samples: int = 64,
+    progress=None,
+    inputs: torch.Tensor | None = None,
+) -> list[tuple[str, float]]:
     """Units ordered by how much keeping each in float (beside `spec.float_layers`) lowers the output divergence
-    of the int8 model simulated in PyTorch (XNNPACK's quantizer), most harmful first."""
-    calib, probe = spec.calib, spec.calib[:samples]
+    of the int8 model simulated in PyTorch (XNNPACK's quantizer), most harmful first. The divergence is measured
+    on `inputs` (default: the calibration inputs, which a dynamic scheme does not have)."""
+    inputs = spec.calib if inputs is None else inputs
+    if inputs is None:
+        raise QuantizationError(f"ranking layers for {spec.scheme} needs inputs: give data with --calib")
+    calib, probe = spec.calib, inputs[:samples]
     scores = []
     for i, u in enumerate(units):
         if u in spec.float_layers:

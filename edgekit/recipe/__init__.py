@@ -25,6 +25,24 @@ from .plan import CompileStep, DistillStep, Fingerprints, Step, plan, tool_versi
 from .runner import RUN_SCHEMA, RunResult, explain, run
 from .schema import CompileEntry, ModelSection, PruneSection, QuantizeSection, Recipe, RecipeError, Target
 
-__all__ = ["RUN_SCHEMA", "CompileEntry", "CompileStep", "DistillStep", "Fingerprints", "ModelSection",
-           "PruneSection", "QuantizeSection", "Recipe", "RecipeError", "RunResult", "Step", "Target",
-           "apply_overrides", "explain", "load_recipe", "plan", "run", "tool_versions"]
+__all__ = [
+    "RUN_SCHEMA",
+    "CompileEntry",
+    "CompileStep",
+    "DistillStep",
+    "Fingerprints",
+    "ModelSection",
+    "PruneSection",
+    "QuantizeSection",
+    "Recipe",
+    "RecipeError",
+    "RunResult",
+    "Step",
+    "Target",
+    "apply_overrides",
+    "explain",
+    "load_recipe",
+    "plan",
+    "run",
+    "tool_versions",
+]

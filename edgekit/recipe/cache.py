@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ..io import atomic_path, sha256_of
 from .plan import Step
@@ -39,7 +40,9 @@ def _locked(out: Path):
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RecipeError(f"another `edgekit run` is writing to '{out}'; wait for it or give another --out") from None
+            raise RecipeError(
+                f"another `edgekit run` is writing to '{out}'; wait for it or give another --out"
+            ) from None
         yield
 
 
@@ -68,15 +71,23 @@ def _link_or_copy(src, dst) -> None:
 def _artifacts_view(out: Path, steps: list[dict]) -> list[dict]:
     """Rebuild RUN/artifacts/ with this run's outputs: the final checkpoint, artifacts, manifests, latency reports."""
     listed = []
-    summaries = {s["name"]: s.get("summary") for s in steps}
+    summaries: dict[str, Any] = {s["name"]: s.get("summary") for s in steps}  # step.json summaries (JSON)
     with atomic_path(out / "artifacts") as tmp:
         tmp.mkdir()
-        model_steps = [s for s in steps if s["kind"] in ("train", "prune", "distill") and s["status"] in ("ran", "cached")]
+        model_steps = [
+            s for s in steps if s["kind"] in ("train", "prune", "distill") and s["status"] in ("ran", "cached")
+        ]
         if model_steps:
             last = model_steps[-1]
             _link_tree(out / last["dir"] / "model.pt", tmp / "model.pt")
-            listed.append({"kind": "checkpoint", "step": last["name"], "path": "artifacts/model.pt",
-                           "sha256": last["outputs"]["model.pt"]})
+            listed.append(
+                {
+                    "kind": "checkpoint",
+                    "step": last["name"],
+                    "path": "artifacts/model.pt",
+                    "sha256": last["outputs"]["model.pt"],
+                }
+            )
         for s in steps:
             if s["status"] not in ("ran", "cached") or s["kind"] not in ("compile", "profile"):
                 continue

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ..errors import first_line
 from .schema import Recipe, RecipeError, _LocatedError
@@ -91,7 +92,7 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(cls.model_fields)
 
 
-def _describe(err: dict) -> tuple[tuple, str]:
+def _describe(err: ErrorDetails) -> tuple[tuple, str]:
     loc = tuple(err.get("loc", ()))
     ctx = err.get("ctx") or {}
     if isinstance(ctx.get("error"), _LocatedError):
@@ -131,8 +132,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
         errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")  # a typo explains a "missing"
         loc, msg = _describe(errors[0])
         key = ".".join(str(p) for p in loc) or "(top level)"
-        set_by = next((o for o in reversed(overrides)
-                       if (key + ".").startswith(o.partition("=")[0].strip() + ".")), None)
+        set_by = next(
+            (o for o in reversed(overrides) if (key + ".").startswith(o.partition("=")[0].strip() + ".")), None
+        )
         where = f"--set {set_by}" if set_by else f"{path}:{_line_of(root, loc)}"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise RecipeError(f"{where}: {key}: {msg}{more}") from None

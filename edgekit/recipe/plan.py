@@ -8,19 +8,19 @@ import json
 import os
 import platform
 from dataclasses import dataclass, field, fields
-from importlib import metadata
 from pathlib import Path
-from typing import Generic, Optional, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from .. import __version__
 from ..compile import get_target
-from ..data import FASHION_MNIST_DIR
-from ..io import sha256_of
+from ..data import DatasetError, find_source
+from ..io import package_version, sha256_of
 from ..models.registry import is_user_reference, model_card
 from ..profile import host_name
-from ..specs import DATA_HELP, DistillSpec, QuantizeSpec, Spec, VerifySpec
+from ..prune import get_method
+from ..specs import DistillSpec, QuantizeSpec, Spec, VerifySpec
 from .schema import CompileEntry, ModelSection, Recipe, RecipeError
 
 __all__ = ["CompileStep", "DistillStep", "Fingerprints", "Step", "plan", "tool_versions"]
@@ -60,39 +60,17 @@ class Fingerprints:
         return {"zoo": ref}
 
     def data(self, spec: str) -> dict:
-        kind, _, arg = spec.partition(":")
-        if kind == "digits" and not arg:
-            return {"digits": _version("scikit-learn")}
-        if kind == "fashion-mnist":
-            root = Path(arg) if arg else FASHION_MNIST_DIR
-            if not root.is_dir():
-                raise RecipeError(f"data: '{root}' does not exist; install dataset-fashion-mnist or give "
-                                  "fashion-mnist:DIR")
-            return {"files": {f.name: self.file(f, "data") for f in sorted(root.iterdir()) if f.is_file()}}
-        if kind == "imagefolder" and arg:
-            root = Path(arg)
-            if not root.is_dir():
-                raise RecipeError(f"data: image folder '{root}' does not exist; give imagefolder:DIR with "
-                                  "DIR/<class>/<image> (--set data=imagefolder:DIR)")
-            h = hashlib.sha256()  # names, sizes and times: hashing every image of ImageNet would take minutes
-            for f in sorted(root.rglob("*")):
-                if f.is_file():
-                    st = f.stat()
-                    h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            return {"listing": h.hexdigest()}
-        raise RecipeError(f"data: unknown dataset '{spec}'; use one of: {DATA_HELP}")
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
+        """What identifies the data (`Source.fingerprint`): file contents, or a listing for large image folders."""
+        try:
+            source, arg = find_source(spec)
+            return source.fingerprint(arg, lambda f: self.file(f, "data"))
+        except DatasetError as e:
+            raise RecipeError(f"data: {e}") from None
 
 
 def tool_versions(target: str) -> dict[str, str | None]:
     """The installed versions of the packages `target` runs on (part of its compile and profile keys)."""
-    return {t: _version(t) for t in get_target(target).packages}
+    return {t: package_version(t) for t in get_target(target).packages}
 
 
 # -- steps ---------------------------------------------------------------------------------------------------------
@@ -109,9 +87,9 @@ class Step(Generic[S]):
     kind: str  # train, prune, distill, compile, profile
     spec: S  # the stage's options (TrainSpec, PruneSection, DistillSpec, CompileEntry, ProfileSpec)
     deps: tuple[str, ...] = ()  # the steps whose outputs it reads; the first holds the model it starts from
-    model: Optional[ModelSection] = None  # the recipe's model: what the step starts from when no step precedes it
-    data: Optional[str] = None  # the dataset spec, for steps that read data
-    seed: Optional[int] = None
+    model: ModelSection | None = None  # the recipe's model: what the step starts from when no step precedes it
+    data: str | None = None  # the dataset spec, for steps that read data
+    seed: int | None = None
     inputs: dict = field(default_factory=dict)  # fingerprints of files and tools it reads
     key: str = ""
 
@@ -127,15 +105,15 @@ class Step(Generic[S]):
 
 @dataclass(kw_only=True)
 class DistillStep(Step[DistillSpec]):
-    student_step: Optional[str] = None  # the step whose model is the student (None: the recipe's model)
-    teacher_step: Optional[str] = None  # the teacher's step (None: spec.teacher, else the recipe's model)
+    student_step: str | None = None  # the step whose model is the student (None: the recipe's model)
+    teacher_step: str | None = None  # the teacher's step (None: spec.teacher, else the recipe's model)
 
 
 @dataclass(kw_only=True)
 class CompileStep(Step[CompileEntry]):
     artifact: str  # the artifact's name (without the target's suffix)
-    scheme: Optional[str] = None  # the quantization scheme (None: float)
-    quantize: Optional[QuantizeSpec] = None  # with a scheme: calibration and accuracy control
+    scheme: str | None = None  # the quantization scheme (None: float)
+    quantize: QuantizeSpec | None = None  # with a scheme: calibration and accuracy control
     verify: VerifySpec = field(default_factory=VerifySpec)
 
 
@@ -155,11 +133,18 @@ def plan(recipe: Recipe, fp: Fingerprints | None = None) -> list[Step]:
     """The recipe's steps in order, each keyed by sha256 of its parameters, inputs and upstream keys."""
     fp = fp or Fingerprints()
     m = recipe.model
-    base = {"model": fp.model(m.ref, "model.ref"), "weights": fp.file(m.weights, "model.weights") if m.weights else None}
-    uses_data = recipe.train or recipe.distill or (recipe.prune and recipe.prune.method == "oto") or any(
-        recipe.scheme_for(c) for c in recipe.compile)
+    base = {
+        "model": fp.model(m.ref, "model.ref"),
+        "weights": fp.file(m.weights, "model.weights") if m.weights else None,
+    }
+    uses_data = (
+        recipe.train
+        or recipe.distill
+        or (recipe.prune and get_method(recipe.prune.method).needs_data)
+        or any(recipe.scheme_for(c) for c in recipe.compile)
+    )
     data = {"data": fp.data(recipe.data)} if uses_data else {}
-    versions = {"edgekit": __version__, "torch": _version("torch")}
+    versions = {"edgekit": __version__, "torch": package_version("torch")}
     steps: list[Step] = []
     current: str | None = None  # the step whose model.pt is the model so far (None: the base reference)
     before_prune: str | None = None
@@ -173,44 +158,70 @@ def plan(recipe: Recipe, fp: Fingerprints | None = None) -> list[Step]:
     def source() -> tuple[tuple[str, ...], dict]:
         return ((current,), {}) if current else ((), base)
 
-    common = {"model": m, "data": recipe.data, "seed": recipe.seed}
+    common: dict[str, Any] = {"model": m, "data": recipe.data, "seed": recipe.seed}
     if recipe.train:
         deps, ins = source()
-        current = add(Step(name="train", kind="train", spec=recipe.train, deps=deps, inputs={**ins, **data},
-                           **common))
+        current = add(Step(name="train", kind="train", spec=recipe.train, deps=deps, inputs={**ins, **data}, **common))
     if recipe.prune:
         before_prune = current
         deps, ins = source()
-        uses = data if recipe.prune.method == "oto" else {}
-        current = add(Step(name="prune", kind="prune", spec=recipe.prune, deps=deps, inputs={**ins, **uses},
-                           **common))
+        uses = data if get_method(recipe.prune.method).needs_data else {}
+        current = add(Step(name="prune", kind="prune", spec=recipe.prune, deps=deps, inputs={**ins, **uses}, **common))
     if recipe.distill:
         d = recipe.distill
         teacher: dict = {}
         teacher_step = None
         if d.teacher:
-            teacher = {"teacher": fp.model(d.teacher, "distill.teacher"),
-                       "teacher_weights": fp.file(d.teacher_weights, "distill.teacher_weights")
-                       if d.teacher_weights else None}
+            teacher = {
+                "teacher": fp.model(d.teacher, "distill.teacher"),
+                "teacher_weights": fp.file(d.teacher_weights, "distill.teacher_weights") if d.teacher_weights else None,
+            }
         else:  # the model as it was before pruning (or, with no prune step, before this one)
             teacher_step = before_prune if recipe.prune else current
             teacher = {} if teacher_step else {"teacher": base}
         deps = tuple(dict.fromkeys(s for s in (current, teacher_step) if s))
-        current = add(DistillStep(name="distill", kind="distill", spec=d, deps=deps, student_step=current,
-                                  teacher_step=teacher_step, inputs={**({} if current else base), **data, **teacher},
-                                  **common))
+        current = add(
+            DistillStep(
+                name="distill",
+                kind="distill",
+                spec=d,
+                deps=deps,
+                student_step=current,
+                teacher_step=teacher_step,
+                inputs={**({} if current else base), **data, **teacher},
+                **common,
+            )
+        )
     quantize = recipe.quantize.spec() if recipe.quantize else QuantizeSpec()
     for c in recipe.compile:
         deps, ins = source()
         scheme = recipe.scheme_for(c)
         artifact = recipe.name if c.id in (None, c.target) else f"{recipe.name}-{c.id}"
-        add(CompileStep(name=f"compile-{c.step_id}", kind="compile", spec=c, deps=deps, model=m, artifact=artifact,
-                        scheme=scheme, verify=recipe.verify, quantize=quantize if scheme else None,
-                        data=recipe.data if scheme else None,
-                        inputs={**ins, **(data if scheme else {}), "versions": tool_versions(c.target)}))
+        add(
+            CompileStep(
+                name=f"compile-{c.step_id}",
+                kind="compile",
+                spec=c,
+                deps=deps,
+                model=m,
+                artifact=artifact,
+                scheme=scheme,
+                verify=recipe.verify,
+                quantize=quantize if scheme else None,
+                data=recipe.data if scheme else None,
+                inputs={**ins, **(data if scheme else {}), "versions": tool_versions(c.target)},
+            )
+        )
     if recipe.profile:
         here = {"host": host_name(), "system": platform.system(), "cpus": os.cpu_count()}
         for c in recipe.compile:
-            add(Step(name=f"profile-{c.step_id}", kind="profile", spec=recipe.profile, deps=(f"compile-{c.step_id}",),
-                     inputs={"host": here, "versions": tool_versions(c.target)}))
+            add(
+                Step(
+                    name=f"profile-{c.step_id}",
+                    kind="profile",
+                    spec=recipe.profile,
+                    deps=(f"compile-{c.step_id}",),
+                    inputs={"host": here, "versions": tool_versions(c.target)},
+                )
+            )
     return steps

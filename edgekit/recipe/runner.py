@@ -7,9 +7,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .. import __version__
 from ..compile import compile as compile_model
@@ -51,14 +51,24 @@ class _Skip(Exception):
 
 def _train_options(s: TrainSpec) -> dict:
     """The training loop's options of a train or distill spec, as keywords of `train()` and `distill()`."""
-    return {"epochs": s.epochs, "lr": s.lr, "batch_size": s.batch_size, "weight_decay": s.weight_decay,
-            "limit": s.limit}
+    return {
+        "epochs": s.epochs,
+        "lr": s.lr,
+        "batch_size": s.batch_size,
+        "weight_decay": s.weight_decay,
+        "limit": s.limit,
+    }
 
 
 def _training_summary(r: dict) -> dict:
-    return {"val_accuracy_before": r["val_accuracy_before"], "val_accuracy": r["val_accuracy"],
-            "epochs": r["epochs"], "data": r["data"].get("spec"), "train_images": r["data"].get("train"),
-            "val_images": r["data"].get("val")}
+    return {
+        "val_accuracy_before": r["val_accuracy_before"],
+        "val_accuracy": r["val_accuracy"],
+        "epochs": r["epochs"],
+        "data": r["data"].get("spec"),
+        "train_images": r["data"].get("train"),
+        "val_images": r["data"].get("val"),
+    }
 
 
 class _Runner:
@@ -81,30 +91,60 @@ class _Runner:
     def _train_progress(self, step: Step):
         def advance(i: int, total: int, loss: float) -> None:
             self.status(f"{step.name}: step {i}/{total}, loss {loss:.3f}")
+
         return advance
 
     def train(self, step: Step[TrainSpec], work: Path) -> dict:
+        assert step.model is not None and step.data is not None and step.seed is not None  # the plan sets them
         src = self.source(step.deps[0] if step.deps else None, step.model)
-        r = train_model(src.pop("model"), step.data, out=work / "model.pt", **_train_options(step.spec),
-                        seed=step.seed, input_size=step.model.input_size, resume=(work / "model.pt").exists(),
-                        progress=self._train_progress(step), **src)
+        r = train_model(
+            src.pop("model"),
+            step.data,
+            out=work / "model.pt",
+            **_train_options(step.spec),
+            seed=step.seed,
+            input_size=step.model.input_size,
+            resume=(work / "model.pt").exists(),
+            progress=self._train_progress(step),
+            **src,
+        )
         return _training_summary(r.report)
 
     def prune(self, step: Step[PruneSection], work: Path) -> dict:
+        assert step.model is not None and step.data is not None  # the plan sets them
         s = step.spec
         src = self.source(step.deps[0] if step.deps else None, step.model)
         self.status(f"{step.name}: {s.method} {s.ratio:.0%}")
-        r = prune_model(src.pop("model"), s.method, s.ratio, out=work / "model.pt", structured=s.structured,
-                        data=step.data, steps=s.steps, optimizer=s.optimizer, input_size=step.model.input_size,
-                        **src).report
-        keys = ("method", "ratio", "structured", "before", "after", "channels_removed", "channels_total",
-                "prunable_sparsity")
+        r = prune_model(
+            src.pop("model"),
+            s.method,
+            s.ratio,
+            out=work / "model.pt",
+            structured=s.structured,
+            data=step.data,
+            steps=s.steps,
+            optimizer=s.optimizer,
+            input_size=step.model.input_size,
+            **src,
+        ).report
+        keys = (
+            "method",
+            "ratio",
+            "structured",
+            "before",
+            "after",
+            "channels_removed",
+            "channels_total",
+            "prunable_sparsity",
+        )
         out = {k: r[k] for k in keys if k in r}
-        if "oto" in r:
-            out["val_accuracy"] = r["oto"]["val_accuracy_subnet"]
+        trained = r.get(r["method"])  # a method that trains files its log under its name
+        if isinstance(trained, dict) and "val_accuracy_subnet" in trained:
+            out["val_accuracy"] = trained["val_accuracy_subnet"]
         return out
 
     def distill(self, step: DistillStep, work: Path) -> dict:
+        assert step.model is not None and step.data is not None and step.seed is not None  # the plan sets them
         s: DistillSpec = step.spec
         student = self.source(step.student_step, step.model)
         if s.teacher:
@@ -112,27 +152,63 @@ class _Runner:
         else:
             t = self.source(step.teacher_step, step.model)
             teacher, teacher_weights = t["model"], t["weights"]
-        r = distill_model(student["model"], teacher, step.data, out=work / "model.pt", **_train_options(s),
-                          seed=step.seed, temperature=s.temperature, alpha=s.alpha, hard=s.hard,
-                          features=parse_features(s.features), teacher_weights=teacher_weights,
-                          weights=student["weights"], input_size=step.model.input_size,
-                          resume=(work / "model.pt").exists(), progress=self._train_progress(step))
+        r = distill_model(
+            student["model"],
+            teacher,
+            step.data,
+            out=work / "model.pt",
+            **_train_options(s),
+            seed=step.seed,
+            temperature=s.temperature,
+            alpha=s.alpha,
+            hard=s.hard,
+            features=parse_features(s.features),
+            teacher_weights=teacher_weights,
+            weights=student["weights"],
+            input_size=step.model.input_size,
+            resume=(work / "model.pt").exists(),
+            progress=self._train_progress(step),
+        )
         return {**_training_summary(r.report), "teacher_val_accuracy": r.report.get("teacher_val_accuracy")}
 
     def compile(self, step: CompileStep, work: Path) -> dict:
         c, scheme, v = step.spec, step.scheme, step.verify
         q = step.quantize or QuantizeSpec()  # float: its defaults, unused
+        assert step.model is not None  # the plan sets it
         src = self.source(step.deps[0] if step.deps else None, step.model)
         self.status(f"{step.name}: compiling for {c.target}" + (f" ({scheme})" if scheme else ""))
-        r = compile_model(src.pop("model"), c.target, input_size=step.model.input_size, out=work, name=step.artifact,
-                          delegate=c.delegate, precision=c.precision, min_deployment_target=c.min_target,
-                          image_input=c.image_input, quantize=scheme, calib=step.data, calib_size=q.calib_size,
-                          float_layers=tuple(q.float_layers), max_drop=q.max_drop, val_samples=q.val_samples,
-                          verify=v.enabled, verify_samples=v.samples, **src)
+        r = compile_model(
+            src.pop("model"),
+            c.target,
+            input_size=step.model.input_size,
+            out=work,
+            name=step.artifact,
+            delegate=c.delegate,
+            precision=c.precision,
+            min_deployment_target=c.min_target,
+            image_input=c.image_input,
+            quantize=scheme,
+            calib=step.data,
+            calib_size=q.calib_size,
+            float_layers=tuple(q.float_layers),
+            max_drop=q.max_drop,
+            val_samples=q.val_samples,
+            verify=v.enabled,
+            verify_samples=v.samples,
+            **src,
+        )
         man = r.manifest
-        summary = {"artifact": r.artifact.name, "target": c.target, "sha256": man["sha256"], "bytes": man["bytes"],
-                   "verification": {k: man["verification"].get(k) for k in ("status", "summary", "reason")
-                                    if man["verification"].get(k) is not None}}
+        summary = {
+            "artifact": r.artifact.name,
+            "target": c.target,
+            "sha256": man["sha256"],
+            "bytes": man["bytes"],
+            "verification": {
+                k: man["verification"].get(k)
+                for k in ("status", "summary", "reason")
+                if man["verification"].get(k) is not None
+            },
+        }
         if "quantization" in man:
             summary["quantization"] = {"scheme": scheme, "accuracy": man["quantization"].get("accuracy")}
         if "delegation" in man:
@@ -149,19 +225,26 @@ class _Runner:
             if why:
                 raise _Skip(why)
         self.status(f"{step.name}: {s.runs} runs on {s.device}")
-        report = profile_artifact(artifact, runs=s.runs, warmup=s.warmup, threads=s.threads, device=s.device,
-                                  per_op=s.per_op, warn=self.log)
+        report = profile_artifact(
+            artifact, runs=s.runs, warmup=s.warmup, threads=s.threads, device=s.device, per_op=s.per_op, warn=self.log
+        )
         write_json(work / "latency.json", report)
         if s.record:
             with LatencyDB(self.db) as db:
                 record(report, db)
-        return {k: report.get(k) for k in ("median_ms", "p90_ms", "iqr_ms", "threads", "runs", "load_ms",
-                                            "peak_memory_mb")}
+        return {
+            k: report.get(k) for k in ("median_ms", "p90_ms", "iqr_ms", "threads", "runs", "load_ms", "peak_memory_mb")
+        }
 
     def run_step(self, step: Step) -> dict:
         final = self.cache / step.dirname
-        entry = {"name": step.name, "kind": step.kind, "key": step.key, "dir": str(final.relative_to(self.out)),
-                 "deps": list(step.deps)}
+        entry = {
+            "name": step.name,
+            "kind": step.kind,
+            "key": step.key,
+            "dir": str(final.relative_to(self.out)),
+            "deps": list(step.deps),
+        }
         info = _cached(final, step)
         if info is not None:
             self.dirs[step.name], self.results[step.name] = final, info["summary"]
@@ -179,10 +262,21 @@ class _Runner:
             raise
         seconds = round(time.perf_counter() - t0, 2)
         outputs = _hash_outputs(work)
-        write_json(work / "step.json", {"key": step.key, "name": step.name, "kind": step.kind, "params": step.params,
-                                        "inputs": step.inputs, "deps": {d: self.dirs[d].name for d in step.deps},
-                                        "outputs": outputs, "summary": summary, "seconds": seconds,
-                                        "edgekit_version": __version__})
+        write_json(
+            work / "step.json",
+            {
+                "key": step.key,
+                "name": step.name,
+                "kind": step.kind,
+                "params": step.params,
+                "inputs": step.inputs,
+                "deps": {d: self.dirs[d].name for d in step.deps},
+                "outputs": outputs,
+                "summary": summary,
+                "seconds": seconds,
+                "edgekit_version": __version__,
+            },
+        )
         if final.exists():  # an entry for this key whose outputs no longer hash as recorded
             shutil.rmtree(final)
         os.replace(work, final)
@@ -211,9 +305,16 @@ def run(
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     entries: list[dict] = []
     manifest = {
-        "schema": RUN_SCHEMA, "edgekit_version": __version__, "status": "running", "started": started,
-        "recipe": {"path": str(recipe_path), "sha256": sha256_of(recipe_path), "overrides": list(overrides or []),
-                   "resolved": recipe.model_dump(mode="json")},
+        "schema": RUN_SCHEMA,
+        "edgekit_version": __version__,
+        "status": "running",
+        "started": started,
+        "recipe": {
+            "path": str(recipe_path),
+            "sha256": sha256_of(recipe_path),
+            "overrides": list(overrides or []),
+            "resolved": recipe.model_dump(mode="json"),
+        },
         "steps": entries,
     }
     with _locked(out):
@@ -224,8 +325,15 @@ def run(
             for step in steps:
                 blocked = [d for d in step.deps if d in failed]
                 if blocked:
-                    entries.append({"name": step.name, "kind": step.kind, "key": step.key, "status": "blocked",
-                                    "reason": f"{blocked[0]} did not finish"})
+                    entries.append(
+                        {
+                            "name": step.name,
+                            "kind": step.kind,
+                            "key": step.key,
+                            "status": "blocked",
+                            "reason": f"{blocked[0]} did not finish",
+                        }
+                    )
                     failed.add(step.name)
                     log(_step_line(entries[-1]))
                     continue
@@ -255,8 +363,10 @@ def run(
         f = result.failed[0]
         others = f" ({len(result.failed) - 1} more failed)" if len(result.failed) > 1 else ""
         done = sum(1 for s in entries if s["status"] in ("ran", "cached"))
-        raise RecipeError(f"step {f['name']} failed: {f['error']}{others}; {done} of {len(steps)} steps finished, "
-                          f"see {out / 'run.json'}")
+        raise RecipeError(
+            f"step {f['name']} failed: {f['error']}{others}; {done} of {len(steps)} steps finished, "
+            f"see {out / 'run.json'}"
+        )
     return result
 
 
@@ -281,5 +391,13 @@ def explain(recipe_path: str | Path, out: str | Path | None = None, overrides: l
     """The plan without running it: each step, its key and whether `out` already holds it."""
     recipe, _ = load_recipe(recipe_path, overrides)
     out = Path(out) if out else Path("out") / recipe.name
-    return [{"name": s.name, "kind": s.kind, "key": s.key, "deps": list(s.deps),
-             "cached": _cached(out / "cache" / s.dirname, s) is not None} for s in plan(recipe)]
+    return [
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "key": s.key,
+            "deps": list(s.deps),
+            "cached": _cached(out / "cache" / s.dirname, s) is not None,
+        }
+        for s in plan(recipe)
+    ]

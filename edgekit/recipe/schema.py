@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from collections.abc import Sequence
+from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..compile import PRECISIONS, get_target, target_names
-from ..compile.executorch import DELEGATES
+from ..compile import PRECISIONS, delegate_names, get_target, target_names
+from ..data import data_help
 from ..errors import EdgekitError
 from ..prune import method_names
 from ..prune.oto import OPTIMIZERS
-from ..specs import (DATA_HELP, DEFAULT_DATA, DEFAULT_SEED, CompileSpec, DistillSpec, ProfileSpec, PruneSpec,
-                     QuantizeSpec, TrainSpec, VerifySpec)
+from ..specs import (
+    DEFAULT_DATA,
+    DEFAULT_SEED,
+    CompileSpec,
+    DistillSpec,
+    ProfileSpec,
+    PruneSpec,
+    QuantizeSpec,
+    TrainSpec,
+    VerifySpec,
+)
 
 __all__ = ["CompileEntry", "ModelSection", "PruneSection", "QuantizeSection", "Recipe", "RecipeError", "Target"]
+
+
+T = TypeVar("T")
 
 
 class RecipeError(EdgekitError):
@@ -33,7 +46,7 @@ class _LocatedError(ValueError):
 
 
 def _registered_target(v: str) -> str:
-    return _one_of(v, target_names())  # type: ignore[return-value]
+    return _one_of(v, target_names())
 
 
 Target = Annotated[str, AfterValidator(_registered_target)]
@@ -47,7 +60,7 @@ def target_schemes(target: str) -> tuple[str, ...]:
 # -- sections ------------------------------------------------------------------------------------------------------
 
 
-def _one_of(value, choices) -> object:
+def _one_of(value: T, choices: Sequence[T]) -> T:
     """`value` if it is one of `choices`, else pydantic's own message for a Literal."""
     if value not in choices:
         names = [repr(c) for c in choices]
@@ -60,9 +73,9 @@ class ModelSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ref: str = Field(description="zoo name, path/to/file.py:Class, package.module:factory or an edgekit checkpoint")
-    weights: Optional[str] = None
-    num_classes: Optional[int] = Field(None, ge=1)
-    input_size: Optional[int] = Field(None, ge=8, le=1024)
+    weights: str | None = None
+    num_classes: int | None = Field(None, ge=1)
+    input_size: int | None = Field(None, ge=8, le=1024)
 
 
 class PruneSection(PruneSpec):
@@ -82,8 +95,9 @@ class PruneSection(PruneSpec):
 class QuantizeSection(QuantizeSpec):
     """`quantize:` - the stage's options and the scheme per target."""
 
-    schemes: dict[Target, str] = Field(default_factory=dict,
-                                       description="scheme per target; a target not named stays float")
+    schemes: dict[Target, str] = Field(
+        default_factory=dict, description="scheme per target; a target not named stays float"
+    )
 
     def spec(self) -> QuantizeSpec:
         """The options a compile step reads (not the schemes: another target's scheme is not its business)."""
@@ -94,13 +108,15 @@ class CompileEntry(CompileSpec):
     """An entry of `compile:` - a target, the compile options and this entry's scheme."""
 
     target: Target
-    id: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="needed when a target appears twice")
-    quantize: Optional[str] = Field(None, description="this entry's scheme, over quantize.schemes; 'none' for float")
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="needed when a target appears twice")
+    quantize: str | None = Field(None, description="this entry's scheme, over quantize.schemes; 'none' for float")
 
     @field_validator("delegate")
     @classmethod
-    def _delegate(cls, v: Optional[str]) -> Optional[str]:
-        return v if v is None else _one_of(v, DELEGATES)
+    def _delegate(cls, v: str | None) -> str | None:
+        if v is not None and not delegate_names():
+            raise ValueError("no registered target takes a delegate")
+        return v if v is None else _one_of(v, delegate_names())
 
     @field_validator("precision")
     @classmethod
@@ -119,14 +135,14 @@ class Recipe(BaseModel):
     description: str = ""
     seed: int = DEFAULT_SEED
     model: ModelSection
-    data: str = Field(DEFAULT_DATA, description=DATA_HELP)
-    train: Optional[TrainSpec] = None
-    prune: Optional[PruneSection] = None
-    distill: Optional[DistillSpec] = None
-    quantize: Optional[QuantizeSection] = None
+    data: str = Field(DEFAULT_DATA, description=data_help())
+    train: TrainSpec | None = None
+    prune: PruneSection | None = None
+    distill: DistillSpec | None = None
+    quantize: QuantizeSection | None = None
     compile: list[CompileEntry] = []
     verify: VerifySpec = VerifySpec()
-    profile: Optional[ProfileSpec] = None
+    profile: ProfileSpec | None = None
     report: bool = True
 
     @field_validator("model", mode="before")
@@ -150,15 +166,20 @@ class Recipe(BaseModel):
             seen.add(c.step_id)
             schemes = target_schemes(c.target)
             if c.quantize not in (None, "none") and c.quantize not in schemes:
-                raise _LocatedError(("compile", i, "quantize"), f"{c.target} has no scheme '{c.quantize}' "
-                                    f"(choose from: {', '.join(schemes)}, none)")
+                raise _LocatedError(
+                    ("compile", i, "quantize"),
+                    f"{c.target} has no scheme '{c.quantize}' (choose from: {', '.join(schemes)}, none)",
+                )
         for t, s in (self.quantize.schemes if self.quantize else {}).items():
             if s not in target_schemes(t):
-                raise _LocatedError(("quantize", "schemes", t),
-                                    f"{t} has no scheme '{s}' (choose from: {', '.join(target_schemes(t))})")
+                raise _LocatedError(
+                    ("quantize", "schemes", t), f"{t} has no scheme '{s}' (choose from: {', '.join(target_schemes(t))})"
+                )
         if self.distill and not self.distill.teacher and not (self.prune or self.train):
-            raise _LocatedError(("distill", "teacher"), "give a teacher: with no prune or train step before it the "
-                                "student would be its own teacher")
+            raise _LocatedError(
+                ("distill", "teacher"),
+                "give a teacher: with no prune or train step before it the student would be its own teacher",
+            )
         if self.profile and not self.compile:
             raise _LocatedError(("profile",), "there is nothing to profile: name targets under `compile`")
         return self
