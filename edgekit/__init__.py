@@ -10,21 +10,15 @@ In Python:
 
 from __future__ import annotations
 
-# Bound before anything is imported: setuptools reads this literal, and the rooms that record the version
-# (manifests, recipe runs) import it from here while this module is still importing them.
-__version__ = "0.1.0"
-
-# The functions are bound after their subpackages are imported: `edgekit.compile` and `edgekit.verify`
-# name the functions, not the modules (the modules stay importable as `edgekit.compile.*`).
-from . import compile as _compile_pkg  # noqa: E402, F401
-from . import distill as _distill_pkg  # noqa: E402, F401
-from . import prune as _prune_pkg  # noqa: E402, F401
-from .compile import compile, verify  # noqa: E402
-from .distill import distill, train  # noqa: E402
-from .errors import EdgekitError  # noqa: E402
-from .models import create_model, load_model  # noqa: E402
-from .prune import prune  # noqa: E402
-from .recipe import run as run_recipe  # noqa: E402
+# `edgekit.compile`, `edgekit.prune` and `edgekit.distill` name the functions, not the subpackages (which stay
+# importable as `edgekit.compile.*`).
+from .compile import compile, verify
+from .distill import distill, train
+from .errors import EdgekitError
+from .models import create_model, load_model
+from .prune import prune
+from .recipe import run as run_recipe
+from .version import __version__
 
 __all__ = [
     "EdgekitError",

@@ -109,7 +109,7 @@ def test_build_outputs_in_an_app_folder_are_left_out(tmp_path):
 def test_one_version_source():
     project = pyproject()
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
-    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "edgekit.__version__"}
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "edgekit.version.__version__"}
     assert edgekit.__version__
 
 

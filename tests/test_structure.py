@@ -195,18 +195,12 @@ def test_imports_are_at_the_top_but_an_optional_backends():
 
 
 def _module_graph() -> dict[str, set[str]]:
-    """module -> the edgekit modules it imports when it is imported (module level, not TYPE_CHECKING).
-
-    `from edgekit import __version__` is left out: the facade binds the literal before it imports any room
-    (test_the_facade_binds_its_version_first), so the rooms that record it see nothing else of it.
-    """
+    """module -> the edgekit modules it imports when it is imported (module level, not TYPE_CHECKING)."""
     graph: dict[str, set[str]] = {m: set() for m in MODULES}
     for i in IMPORTS:
         if not i.top or i.typing_only:
             continue
         for target, names in _targets(i):
-            if target == "edgekit" and names == ("__version__",):
-                continue
             if target != i.importer:
                 graph[i.importer].add(target)
     return graph
@@ -249,31 +243,16 @@ def test_the_cycle_search_finds_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
-def test_the_facade_takes_nothing_from_the_rooms_but_its_version():
-    """Only `__version__` is imported from `edgekit` itself, and the facade binds it before it imports a room."""
+def test_no_room_imports_the_facade():
+    """`edgekit/__init__.py` imports every room, so a room that imports `edgekit` itself closes a cycle; the version
+    a manifest records comes from `edgekit.version`."""
     bad = [
         f"{_where(i)}: {', '.join(names)}"
         for i in IMPORTS
         for target, names in _targets(i)
-        if target == "edgekit" and i.importer != "edgekit" and names != ("__version__",)
+        if target == "edgekit" and i.importer != "edgekit"
     ]
     assert not bad, "import from the room that defines it, not from the facade `edgekit`:\n" + "\n".join(bad)
-
-
-def test_the_facade_binds_its_version_first():
-    body = ast.parse((PACKAGE / "__init__.py").read_text()).body
-    first_import = next(
-        n.lineno
-        for n in body
-        if isinstance(n, (ast.Import, ast.ImportFrom))
-        and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")
-    )
-    version = next(
-        n.lineno
-        for n in body
-        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__version__" for t in n.targets)
-    )
-    assert version < first_import
 
 
 def test_import_contracts_are_kept():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ArtifactError
 from ..io import sha256_of, size_of
 from ..models import LoadedModel

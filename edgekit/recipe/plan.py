@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from .. import __version__
+from ..version import __version__
 from ..compile import get_target
 from ..data import DatasetError, find_source
 from ..io import package_version, sha256_of

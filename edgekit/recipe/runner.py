@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__
+from ..version import __version__
 from ..compile import compile as compile_model
 from ..compile import get_target
 from ..distill import distill as distill_model
