@@ -76,8 +76,10 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         saved_fds = (os.dup(1), os.dup(2))
         os.dup2(out_file.fileno(), 1)
         os.dup2(err_file.fileno(), 2)
-        streams = [io.TextIOWrapper(open(os.dup(fd), "wb"), encoding="utf-8", errors="replace", write_through=True)
-                   for fd in (1, 2)]
+        streams = [
+            io.TextIOWrapper(open(os.dup(fd), "wb"), encoding="utf-8", errors="replace", write_through=True)
+            for fd in (1, 2)
+        ]
         sys.stdout, sys.stderr = streams
         try:
             os.environ.update(CLI_ENV)

@@ -73,8 +73,17 @@ def test_graph_blocks_survive_conversion_with_real_numbers(name, target, tmp_pat
 
 def test_user_network_by_path_compiles_for_every_target(user_model_file, tmp_path):
     for target in target_names():
-        proc = run_cli("compile", f"{user_model_file}:TinyNet", "--target", target, "--input-size", "32",
-                       "--out", str(tmp_path), "--json")
+        proc = run_cli(
+            "compile",
+            f"{user_model_file}:TinyNet",
+            "--target",
+            target,
+            "--input-size",
+            "32",
+            "--out",
+            str(tmp_path),
+            "--json",
+        )
         assert proc.returncode == 0, proc.stderr
         m = json.loads(proc.stdout)
         assert m["model"]["family"] == "user" and m["outputs"][0]["shape"] == [1, 5]
@@ -85,8 +94,16 @@ def test_coreml_program_structure(tmp_path):
     import coremltools as ct
 
     r16 = edgekit.compile("mobilenetv2_100", "coreml", input_size=64, out=tmp_path, name="fp16")
-    r17 = edgekit.compile("mobilenetv2_100", "coreml", input_size=64, out=tmp_path, name="ios17", precision="fp32",
-                          min_deployment_target="iOS17", image_input=True)
+    r17 = edgekit.compile(
+        "mobilenetv2_100",
+        "coreml",
+        input_size=64,
+        out=tmp_path,
+        name="ios17",
+        precision="fp32",
+        min_deployment_target="iOS17",
+        image_input=True,
+    )
     assert r16.artifact.suffix == ".mlpackage" and r16.artifact.is_dir()
     spec16 = ct.models.MLModel(str(r16.artifact), skip_model_load=True).get_spec()
     spec17 = ct.models.MLModel(str(r17.artifact), skip_model_load=True).get_spec()
@@ -103,8 +120,9 @@ def test_coreml_program_structure(tmp_path):
 def test_coreml_numerics_on_macos(tmp_path):
     model = randomize(edgekit.create_model("mobilevig_ti", num_classes=10))
     for image_input in (False, True):
-        r = edgekit.compile(model, "coreml", input_size=128, out=tmp_path, name=f"img{image_input}",
-                            image_input=image_input)
+        r = edgekit.compile(
+            model, "coreml", input_size=128, out=tmp_path, name=f"img{image_input}", image_input=image_input
+        )
         assert r.verification["status"] == "passed", r.verification
 
 
@@ -119,15 +137,18 @@ def test_executorch_coreml_delegate_lowers_here(tmp_path):
 @pytest.mark.parametrize("target", target_names())
 def test_operator_a_target_cannot_lower_is_named(user_model_file, target, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli("compile", f"{user_model_file}:UsesErfinv", "--target", target, "--input-size", "16", "--out", str(out))
+    proc = run_cli(
+        "compile", f"{user_model_file}:UsesErfinv", "--target", target, "--input-size", "16", "--out", str(out)
+    )
     assert_user_error(proc, f"target '{target}' cannot lower operator", "erf")
     assert not out.exists()
 
 
 def test_verification_breach_fails_compile_and_leaves_nothing(user_model_file, tmp_path):
     out = tmp_path / "out"
-    proc = run_cli("compile", f"{user_model_file}:ExportsDifferently", "--target", "onnx", "--input-size", "16",
-                   "--out", str(out))
+    proc = run_cli(
+        "compile", f"{user_model_file}:ExportsDifferently", "--target", "onnx", "--input-size", "16", "--out", str(out)
+    )
     assert_user_error(proc, "differs from PyTorch beyond tolerance", "nothing was written")
     assert not out.exists()
 
@@ -169,14 +190,22 @@ def test_python_api_verify(tmp_path):
 
 def test_bad_input_one_line_exit_2(tmp_path):
     out = tmp_path / "out"
-    assert_user_error(run_cli("compile", "mobilevig_tii", "--target", "onnx", "--out", str(out)),
-                      "unknown model 'mobilevig_tii'", "did you mean mobilevig_ti")
-    assert_user_error(run_cli("compile", "mobilevig_ti", "--target", "tfl", "--out", str(out)),
-                      "unknown target 'tfl'", "tflite")
-    assert_user_error(run_cli("compile", "mobilevig_ti", "--target", "onnx", "--delegate", "xnnpack", "--out", str(out)),
-                      "--delegate applies to --target executorch only")
-    assert_user_error(run_cli("compile", "mobilevig_ti", "--target", "coreml", "--min-target", "iOS9", "--out", str(out)),
-                      "unknown minimum deployment target 'iOS9'")
+    assert_user_error(
+        run_cli("compile", "mobilevig_tii", "--target", "onnx", "--out", str(out)),
+        "unknown model 'mobilevig_tii'",
+        "did you mean mobilevig_ti",
+    )
+    assert_user_error(
+        run_cli("compile", "mobilevig_ti", "--target", "tfl", "--out", str(out)), "unknown target 'tfl'", "tflite"
+    )
+    assert_user_error(
+        run_cli("compile", "mobilevig_ti", "--target", "onnx", "--delegate", "xnnpack", "--out", str(out)),
+        "--delegate applies to --target executorch only",
+    )
+    assert_user_error(
+        run_cli("compile", "mobilevig_ti", "--target", "coreml", "--min-target", "iOS9", "--out", str(out)),
+        "unknown minimum deployment target 'iOS9'",
+    )
     assert_user_error(run_cli("compile", "nofile.py:Net", "--target", "onnx", "--out", str(out)), "does not exist")
     assert not out.exists()
 

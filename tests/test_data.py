@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import edgekit
-
 from edgekit.data import FASHION_MNIST_DIR, DatasetError, Preprocess, load_dataset, read_idx
 from tests.conftest import assert_user_error, run_cli
 
@@ -57,7 +56,9 @@ def test_preprocessing_is_x_over_255_then_mean_std():
     img = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
     img[:, 1] = 0
     x = pre(img)
-    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([(1 - MEAN[0]) / STD[0], -MEAN[1] / STD[1], (1 - MEAN[2]) / STD[2]]))
+    torch.testing.assert_close(
+        x[0, :, 0, 0], torch.tensor([(1 - MEAN[0]) / STD[0], -MEAN[1] / STD[1], (1 - MEAN[2]) / STD[2]])
+    )
 
 
 def test_splits_are_deterministic_and_calibration_comes_from_train():
@@ -130,8 +131,9 @@ def test_bad_idx_files(tmp_path):
 def test_bad_dataset_specs_are_one_line_errors(tmp_path, spec, needle):
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     out = tmp_path / "m.pt"
-    proc = run_cli("train", "mobilenetv2_100", "--data", spec.format(tmp=tmp_path), "--out", str(out),
-                   "--input-size", "32")
+    proc = run_cli(
+        "train", "mobilenetv2_100", "--data", spec.format(tmp=tmp_path), "--out", str(out), "--input-size", "32"
+    )
     assert_user_error(proc, needle)
     assert not out.exists()
 
@@ -179,6 +181,7 @@ def test_a_registered_source_is_a_dataset_everywhere(stripes_source, user_model_
         load_dataset("stripe", 16)
     net = tmp_path / "two.py"
     net.write_text(user_model_file.read_text().replace("nn.Linear(32, 5)", "nn.Linear(32, 2)"))
-    r = edgekit.train(f"{net}:TinyNet", "stripes:80", out=tmp_path / "s.pt", epochs=3, input_size=16, lr=1e-2,
-                      batch_size=16)
+    r = edgekit.train(
+        f"{net}:TinyNet", "stripes:80", out=tmp_path / "s.pt", epochs=3, input_size=16, lr=1e-2, batch_size=16
+    )
     assert r.report["data"]["spec"] == "stripes:80" and r.report["val_accuracy"] >= 0.75, r.report

@@ -16,7 +16,7 @@ from edgekit.profile import load_report
 from .conftest import assert_user_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-NET = '''
+NET = """
 from torch import nn
 
 
@@ -28,7 +28,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.fc(self.body(x).mean((2, 3)))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +44,15 @@ def compiled(checkpoint, target, tmp_path, **kw):
     return edgekit.compile(str(checkpoint), target, out=tmp_path / target, name="net", **kw).artifact
 
 
-@pytest.mark.parametrize("target, app, model_file", [
-    ("executorch", "android", "model.pte"),
-    ("tflite", "android", "model.tflite"),
-    ("coreml", "ios", "model.mlpackage"),
-    ("executorch", "ios", "model.pte"),
-])
+@pytest.mark.parametrize(
+    "target, app, model_file",
+    [
+        ("executorch", "android", "model.pte"),
+        ("tflite", "android", "model.tflite"),
+        ("coreml", "ios", "model.mlpackage"),
+        ("executorch", "ios", "model.pte"),
+    ],
+)
 def test_bundle_gives_an_app_tree_with_the_model_and_its_preprocessing(checkpoint, tmp_path, target, app, model_file):
     artifact = compiled(checkpoint, target, tmp_path)
     out = tmp_path / "app"
@@ -80,21 +83,51 @@ def test_bundle_records_int8_input_quantization(checkpoint, tmp_path):
 
 def test_bundle_mistakes_are_one_line(checkpoint, tmp_path):
     onnx = compiled(checkpoint, "onnx", tmp_path)
-    assert_user_error(run_cli("demo", "bundle", str(onnx), "--app", "android", "--out", str(tmp_path / "a")),
-                      "the android app runs executorch and tflite artifacts, not onnx")
+    assert_user_error(
+        run_cli("demo", "bundle", str(onnx), "--app", "android", "--out", str(tmp_path / "a")),
+        "the android app runs executorch and tflite artifacts, not onnx",
+    )
     coreml = compiled(checkpoint, "coreml", tmp_path)
-    assert_user_error(run_cli("demo", "bundle", str(coreml), "--app", "android", "--out", str(tmp_path / "a")),
-                      "not coreml; use --app ios")
+    assert_user_error(
+        run_cli("demo", "bundle", str(coreml), "--app", "android", "--out", str(tmp_path / "a")),
+        "not coreml; use --app ios",
+    )
     tfl = compiled(checkpoint, "tflite", tmp_path)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
-    assert_user_error(run_cli("demo", "bundle", str(tfl), "--app", "android", "--out", str(tmp_path / "full")),
-                      "exists and is not empty")
-    assert_user_error(run_cli("demo", "bundle", str(tfl), "--app", "android", "--labels", "fashion-mnist:/nope",
-                              "--out", str(tmp_path / "b")), "/nope")
+    assert_user_error(
+        run_cli("demo", "bundle", str(tfl), "--app", "android", "--out", str(tmp_path / "full")),
+        "exists and is not empty",
+    )
+    assert_user_error(
+        run_cli(
+            "demo",
+            "bundle",
+            str(tfl),
+            "--app",
+            "android",
+            "--labels",
+            "fashion-mnist:/nope",
+            "--out",
+            str(tmp_path / "b"),
+        ),
+        "/nope",
+    )
     (tmp_path / "three.txt").write_text("a\nb\nc\n")
-    assert_user_error(run_cli("demo", "bundle", str(tfl), "--app", "android", "--labels", str(tmp_path / "three.txt"),
-                              "--out", str(tmp_path / "b")), "gives 3 labels but the model has 10 classes")
+    assert_user_error(
+        run_cli(
+            "demo",
+            "bundle",
+            str(tfl),
+            "--app",
+            "android",
+            "--labels",
+            str(tmp_path / "three.txt"),
+            "--out",
+            str(tmp_path / "b"),
+        ),
+        "gives 3 labels but the model has 10 classes",
+    )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-written
 
 
@@ -145,8 +178,22 @@ def test_app_sources_parse(app):
 @pytest.mark.parametrize("app", sorted(APPS))
 def test_app_reads_the_bundle_keys_edgekit_writes_and_writes_every_required_report_key(app):
     code = "\n".join(p.read_text() for p in (ROOT / APPS[app]["dir"]).rglob("*") if p.suffix in LANGUAGES)
-    for key in ("model_file", "runtime", "input", "output", "preprocessing", "labels", "benchmark", "device_name",
-                "mean", "std", "size", "scale", "zero_point", "shape"):
+    for key in (
+        "model_file",
+        "runtime",
+        "input",
+        "output",
+        "preprocessing",
+        "labels",
+        "benchmark",
+        "device_name",
+        "mean",
+        "std",
+        "size",
+        "scale",
+        "zero_point",
+        "shape",
+    ):
         assert re.search(rf"\b{key}\b|\b{_camel(key)}\b", code), f"{app} app never mentions bundle key {key!r}"
     schema = json.loads((ROOT / "edgekit" / "profile" / "report.schema.json").read_text())
     for key in schema["required"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from .conftest import assert_user_error, run_cli
 
 pytestmark = pytest.mark.xdist_group("latency")
 
-NETS = '''
+NETS = """
 import torch
 from torch import nn
 
@@ -39,7 +40,7 @@ class Widths(nn.Module):
 
     def forward(self, x):
         return self.head(self.pw(self.dw(self.stem(x))).mean((2, 3)))
-'''
+"""
 WIDTHS = (8, 12, 16, 24, 32, 48, 64, 96)
 
 
@@ -54,8 +55,15 @@ def nets(tmp_path_factory):
 
 
 def test_cost_features_count_each_kind():
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
-                        nn.Conv2d(8, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.Conv2d(8, 16, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 4),
+    )
     f = cost_features(net, 8)
     assert f["conv_gmacs"] * 1e9 == pytest.approx(8 * 8 * 8 * 3 * 9)
     assert f["dwconv_gmacs"] * 1e9 == pytest.approx(8 * 8 * 8 * 9)
@@ -75,8 +83,15 @@ def test_cost_features_follow_pruning(nets):
 
 # -- predictor -----------------------------------------------------------------------------------------
 
-COSTS = {"conv_gmacs": 40.0, "conv1x1_gmacs": 25.0, "dwconv_gmacs": 90.0, "gemm_gmacs": 30.0,
-         "elementwise_melems": 0.8, "move_mbytes": 0.05, "ops": 0.01}
+COSTS = {
+    "conv_gmacs": 40.0,
+    "conv1x1_gmacs": 25.0,
+    "dwconv_gmacs": 90.0,
+    "gemm_gmacs": 30.0,
+    "elementwise_melems": 0.8,
+    "move_mbytes": 0.05,
+    "ops": 0.01,
+}
 
 
 def _truth(f: dict) -> float:
@@ -107,10 +122,19 @@ def test_predictor_quality_and_too_few_points(points):
 
 
 def _report(sha: str, ms: float, target="onnx", device="host", threads=2, model=None) -> dict:
-    return {"schema": "edgekit-latency-report/1", "created": "2026-11-21T00:00:00+00:00",
-            "device": {"name": device}, "runtime": {"name": target}, "threads": threads, "warmup": 1, "runs": 3,
-            "artifact": {"sha256": sha, "model": model, "input_shape": [1, 3, 32, 32]},
-            "samples_ms": [ms, ms, ms], "median_ms": ms, "p90_ms": ms}
+    return {
+        "schema": "edgekit-latency-report/1",
+        "created": "2026-11-21T00:00:00+00:00",
+        "device": {"name": device},
+        "runtime": {"name": target},
+        "threads": threads,
+        "warmup": 1,
+        "runs": 3,
+        "artifact": {"sha256": sha, "model": model, "input_shape": [1, 3, 32, 32]},
+        "samples_ms": [ms, ms, ms],
+        "median_ms": ms,
+        "p90_ms": ms,
+    }
 
 
 @pytest.fixture
@@ -144,14 +168,29 @@ def test_db_unusable_path(tmp_path):
 
 
 def test_latency_predict_cli(linear_db, nets):
-    proc = run_cli("latency", "predict", f"{nets}:W24", "--target", "onnx",
-                   "--threads", "2", "--input-size", "48", "--db", str(linear_db.path), "--json")
+    proc = run_cli(
+        "latency",
+        "predict",
+        f"{nets}:W24",
+        "--target",
+        "onnx",
+        "--threads",
+        "2",
+        "--input-size",
+        "48",
+        "--db",
+        str(linear_db.path),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     truth = _truth(cost_features(load_model(f"{nets}:W24").model, 48))  # 48: a size the fit never saw
     assert r["predicted_ms"] == pytest.approx(truth, rel=0.05) and r["input_size"] == 48
-    assert_user_error(run_cli("latency", "predict", "mobileone_s0", "--target", "tflite", "--db", str(linear_db.path)),
-                      "0 measured model(s) for tflite", "latency calibrate")
+    assert_user_error(
+        run_cli("latency", "predict", "mobileone_s0", "--target", "tflite", "--db", str(linear_db.path)),
+        "0 measured model(s) for tflite",
+        "latency calibrate",
+    )
 
 
 # -- selection and latency-aware pruning (predictions from the linear database; confirmations measured) ---
@@ -159,9 +198,24 @@ def test_latency_predict_cli(linear_db, nets):
 
 def test_select_confirms_the_most_accurate_fitting_model(linear_db, tmp_path):
     out = tmp_path / "sel"
-    proc = run_cli("select", "--target", "onnx", "--budget-ms", "1000", "--threads", "2", "--input-size", "32",
-                   "--candidates", "mobileone_s0,mobilenetv2_100,mobilenetv2_100@0.5", "--db", str(linear_db.path),
-                   "--out", str(out), "--json")
+    proc = run_cli(
+        "select",
+        "--target",
+        "onnx",
+        "--budget-ms",
+        "1000",
+        "--threads",
+        "2",
+        "--input-size",
+        "32",
+        "--candidates",
+        "mobileone_s0,mobilenetv2_100,mobilenetv2_100@0.5",
+        "--db",
+        str(linear_db.path),
+        "--out",
+        str(out),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     c = r["chosen"]
@@ -181,11 +235,28 @@ def test_select_confirms_the_most_accurate_fitting_model(linear_db, tmp_path):
 
 
 def test_select_nothing_fits(linear_db, tmp_path):
-    proc = run_cli("select", "--target", "onnx", "--budget-ms", "0.001", "--threads", "2", "--input-size", "32",
-                   "--candidates", "mobileone_s0", "--db", str(linear_db.path), "--out", str(tmp_path / "s"))
+    proc = run_cli(
+        "select",
+        "--target",
+        "onnx",
+        "--budget-ms",
+        "0.001",
+        "--threads",
+        "2",
+        "--input-size",
+        "32",
+        "--candidates",
+        "mobileone_s0",
+        "--db",
+        str(linear_db.path),
+        "--out",
+        str(tmp_path / "s"),
+    )
     assert_user_error(proc, "no candidate was measured within 0.001 ms", "raise the budget")
-    assert_user_error(run_cli("select", "--target", "onnx", "--budget-ms", "-1", "--db", str(linear_db.path)),
-                      "positive latency budget")
+    assert_user_error(
+        run_cli("select", "--target", "onnx", "--budget-ms", "-1", "--db", str(linear_db.path)),
+        "positive latency budget",
+    )
 
 
 def test_prune_to_budget_chooses_stage_ratios(linear_db, nets, tmp_path):
@@ -194,8 +265,9 @@ def test_prune_to_budget_chooses_stage_ratios(linear_db, nets, tmp_path):
     ref = f"{nets}:W64"
     full = _truth(cost_features(load_model(ref).model, 32))
     budget = round(0.6 * full, 4)
-    r = prune_to_budget(ref, "onnx", "host", budget, threads=2, db=linear_db, out=tmp_path / "p.pt",
-                        input_size=32, confirm=False)
+    r = prune_to_budget(
+        ref, "onnx", "host", budget, threads=2, db=linear_db, out=tmp_path / "p.pt", input_size=32, confirm=False
+    )
     assert r["predicted_ms"] <= budget < r["predicted_ms_unpruned"]
     assert r["predicted_ms"] == pytest.approx(budget, rel=0.15)  # pruned to the budget, not far below it
     assert len(r["stage_ratios"]) == 4 and max(r["stage_ratios"]) > 0
@@ -208,21 +280,60 @@ def test_prune_to_budget_chooses_stage_ratios(linear_db, nets, tmp_path):
 
 
 def test_prune_budget_cli_errors(tmp_path):
-    assert_user_error(run_cli("prune", "mobileone_s0", "--budget-ms", "5", "--out", str(tmp_path / "p.pt")),
-                      "--budget-ms needs --target")
+    assert_user_error(
+        run_cli("prune", "mobileone_s0", "--budget-ms", "5", "--out", str(tmp_path / "p.pt")),
+        "--budget-ms needs --target",
+    )
     assert_user_error(run_cli("prune", "mobileone_s0", "--out", str(tmp_path / "p.pt")), "give --method and --ratio")
-    assert_user_error(run_cli("prune", "mobileone_s0", "--budget-ms", "5", "--target", "onnx", "--ratio", "0.3",
-                              "--out", str(tmp_path / "p.pt")), "not both")
-    assert_user_error(run_cli("prune", "mobileone_s0", "--budget-ms", "5", "--target", "onnx", "--db",
-                              str(tmp_path / "l.sqlite"), "--out", str(tmp_path / "p.bin")),
-                      "should name a checkpoint file ending in .pt")
+    assert_user_error(
+        run_cli(
+            "prune",
+            "mobileone_s0",
+            "--budget-ms",
+            "5",
+            "--target",
+            "onnx",
+            "--ratio",
+            "0.3",
+            "--out",
+            str(tmp_path / "p.pt"),
+        ),
+        "not both",
+    )
+    assert_user_error(
+        run_cli(
+            "prune",
+            "mobileone_s0",
+            "--budget-ms",
+            "5",
+            "--target",
+            "onnx",
+            "--db",
+            str(tmp_path / "l.sqlite"),
+            "--out",
+            str(tmp_path / "p.bin"),
+        ),
+        "should name a checkpoint file ending in .pt",
+    )
 
 
 @pytest.mark.heavy
 def test_select_executorch_host_budget_6ms(tmp_path):
     """Issue 5's acceptance: a model measured within 6 ms on ExecuTorch here (calibrates a fresh database)."""
-    proc = run_cli("select", "--target", "executorch", "--device", "host", "--budget-ms", "6", "--json",
-                   "--db", str(tmp_path / "lat.sqlite"), "--out", str(tmp_path / "sel"))
+    proc = run_cli(
+        "select",
+        "--target",
+        "executorch",
+        "--device",
+        "host",
+        "--budget-ms",
+        "6",
+        "--json",
+        "--db",
+        str(tmp_path / "lat.sqlite"),
+        "--out",
+        str(tmp_path / "sel"),
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     art = r["chosen"]["artifact"]

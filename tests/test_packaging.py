@@ -40,10 +40,15 @@ def package_data(src: Path = PACKAGE) -> set[str]:
     setuptools globs each package-data pattern recursively (hidden names only where the pattern spells the dot) and
     drops what an exclude-package-data pattern matches with fnmatch, whose `*` spans folders."""
     tool = pyproject()["tool"]["setuptools"]
-    found = {p for pattern in tool["package-data"]["edgekit"]
-             for p in glob.glob(pattern, root_dir=src, recursive=True) if (src / p).is_file()}
-    excluded = {p for pattern in tool.get("exclude-package-data", {}).get("edgekit", [])
-                for p in fnmatch.filter(found, pattern)}
+    found = {
+        p
+        for pattern in tool["package-data"]["edgekit"]
+        for p in glob.glob(pattern, root_dir=src, recursive=True)
+        if (src / p).is_file()
+    }
+    excluded = {
+        p for pattern in tool.get("exclude-package-data", {}).get("edgekit", []) for p in fnmatch.filter(found, pattern)
+    }
     return found - excluded
 
 
@@ -74,8 +79,12 @@ def test_environment_overrides_still_win(monkeypatch, tmp_path):
 
 def test_top_level_paths_link_into_the_package():
     """`targets/`, `recipes/`, `android_demo/`, `ios_demo/` stay where the README names them, as links."""
-    for old, new in [("targets", "targets"), ("recipes", "recipes"), ("android_demo", "apps/android_demo"),
-                     ("ios_demo", "apps/ios_demo")]:
+    for old, new in [
+        ("targets", "targets"),
+        ("recipes", "recipes"),
+        ("android_demo", "apps/android_demo"),
+        ("ios_demo", "apps/ios_demo"),
+    ]:
         link = ROOT / old
         assert link.is_symlink() and link.resolve() == (RESOURCES / new).resolve(), old
         assert not Path(link.readlink()).is_absolute(), f"{old} must be a relative link"
@@ -88,22 +97,37 @@ def test_package_data_globs_match_every_resource_file():
     assert not missing, f"files under edgekit/resources that a wheel would leave out: {sorted(missing)}"
     assert {p for p in shipped if is_build_output(Path(p))} == set(), "build outputs would go into a wheel"
     # dotfiles and the gradle files, which a plain `*` misses or a careless pattern drops
-    assert {"resources/apps/android_demo/.gitignore", "resources/apps/ios_demo/.gitignore",
-            "resources/apps/android_demo/gradle/wrapper/gradle-wrapper.properties",
-            "resources/apps/android_demo/settings.gradle.kts", "profile/report.schema.json"} <= shipped
+    assert {
+        "resources/apps/android_demo/.gitignore",
+        "resources/apps/ios_demo/.gitignore",
+        "resources/apps/android_demo/gradle/wrapper/gradle-wrapper.properties",
+        "resources/apps/android_demo/settings.gradle.kts",
+        "profile/report.schema.json",
+    } <= shipped
 
 
 def test_build_outputs_in_an_app_folder_are_left_out(tmp_path):
     apps = tmp_path / "resources" / "apps"
-    made = ["android_demo/README.md", "android_demo/.gitignore", "android_demo/app/build/intermediates/a.dex",
-            "android_demo/build/x.txt", "android_demo/local.properties", "android_demo/.gradle/8.0/f.lock",
-            "ios_demo/README.md", "ios_demo/EdgekitDemo.xcodeproj/project.pbxproj", "ios_demo/.DS_Store",
-            "ios_demo/DerivedData/Build/x.o"]
+    made = [
+        "android_demo/README.md",
+        "android_demo/.gitignore",
+        "android_demo/app/build/intermediates/a.dex",
+        "android_demo/build/x.txt",
+        "android_demo/local.properties",
+        "android_demo/.gradle/8.0/f.lock",
+        "ios_demo/README.md",
+        "ios_demo/EdgekitDemo.xcodeproj/project.pbxproj",
+        "ios_demo/.DS_Store",
+        "ios_demo/DerivedData/Build/x.o",
+    ]
     for rel in made:
         (apps / rel).parent.mkdir(parents=True, exist_ok=True)
         (apps / rel).write_text("")
-    assert package_data(tmp_path) == {"resources/apps/android_demo/README.md", "resources/apps/android_demo/.gitignore",
-                                      "resources/apps/ios_demo/README.md"}
+    assert package_data(tmp_path) == {
+        "resources/apps/android_demo/README.md",
+        "resources/apps/android_demo/.gitignore",
+        "resources/apps/ios_demo/README.md",
+    }
 
 
 def test_one_version_source():
@@ -122,8 +146,23 @@ def test_wheel_carries_the_resources(tmp_path):
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         (src / name).write_bytes((ROOT / name).read_bytes())
     shutil.copytree(PACKAGE, src / "edgekit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src),
-                    "-w", str(tmp_path / "dist")], check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(src),
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     (wheel,) = (tmp_path / "dist").glob("edgekit-*.whl")
     assert wheel.name.startswith(f"edgekit-{edgekit.__version__}-")
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import edgekit
+from edgekit.errors import EdgekitError
 from edgekit.profile import SCHEMA_ID, load_report, profile, validate_report
 from edgekit.profile.adb import ParseError, parse_benchmark_model, parse_executor_runner
-from edgekit.errors import EdgekitError
 
 from .conftest import DATA, assert_user_error, run_cli
 
@@ -98,8 +98,22 @@ def test_profile_host_report(artifacts, target):
 def test_profile_cli_records_lists_exports_and_reports(artifacts, tmp_path):
     db = tmp_path / "lat.sqlite"
     saved = tmp_path / "r.json"
-    proc = run_cli("profile", str(artifacts["onnx"]), "--runs", "5", "--warmup", "1", "--threads", "1",
-                   "--db", str(db), "--save", str(saved), "--per-op", "--json")
+    proc = run_cli(
+        "profile",
+        str(artifacts["onnx"]),
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--db",
+        str(db),
+        "--save",
+        str(saved),
+        "--per-op",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert load_report(saved) == report
@@ -129,8 +143,11 @@ def test_profile_import_demo_app_report(tmp_path):
     broken = json.loads((DATA / "app_report_ios.json").read_text())
     broken["samples_ms"][3] = -1.0
     (tmp_path / "bad.json").write_text(json.dumps(broken))
-    assert_user_error(run_cli("profile", "import", str(tmp_path / "bad.json"), "--db", str(db)),
-                      "at samples_ms/3", "is less than the minimum")
+    assert_user_error(
+        run_cli("profile", "import", str(tmp_path / "bad.json"), "--db", str(db)),
+        "at samples_ms/3",
+        "is less than the minimum",
+    )
     assert_user_error(run_cli("profile", "import", str(tmp_path / "none.json")), "does not exist")
 
 
@@ -178,13 +195,25 @@ esac
 def test_adb_benchmark_model_end_to_end(tmp_path, monkeypatch):
     tfl = tmp_path / "m.tflite"
     tfl.write_bytes(b"TFL3")
-    (tmp_path / "m.tflite.json").write_text(json.dumps({
-        "target": "tflite", "artifact": "m.tflite", "sha256": "a" * 64, "bytes": 4, "options": {},
-        "inputs": [{"name": "x", "shape": [1, 3, 224, 224], "dtype": "float32"}], "model": {"reference": "mobilevig_ti"},
-        "preprocessing": {"size": 224}}))
+    (tmp_path / "m.tflite.json").write_text(
+        json.dumps(
+            {
+                "target": "tflite",
+                "artifact": "m.tflite",
+                "sha256": "a" * 64,
+                "bytes": 4,
+                "options": {},
+                "inputs": [{"name": "x", "shape": [1, 3, 224, 224], "dtype": "float32"}],
+                "model": {"reference": "mobilevig_ti"},
+                "preprocessing": {"size": 224},
+            }
+        )
+    )
     tool = tmp_path / "benchmark_model"
     tool.write_bytes(b"\x7fELF")
-    monkeypatch.setenv("PATH", f"{_fake_adb(tmp_path, ADB / 'benchmark_model_op_profiling_3.txt')}:{os.environ['PATH']}")
+    monkeypatch.setenv(
+        "PATH", f"{_fake_adb(tmp_path, ADB / 'benchmark_model_op_profiling_3.txt')}:{os.environ['PATH']}"
+    )
     r = profile(tfl, device="adb:R5CX", runs=64, warmup=32, per_op=True, binary=tool)
     assert r["device"] == {"name": "android", "via": "adb", "model": "Pixel 8", "os": "Android 14", "serial": "R5CX"}
     assert r["threads"] == 4 and r["mean_ms"] == pytest.approx(15.5176) and r["samples_ms"] == []
@@ -199,10 +228,20 @@ def test_adb_benchmark_model_end_to_end(tmp_path, monkeypatch):
 def test_adb_executor_runner_iterations(tmp_path, monkeypatch):
     pte = tmp_path / "m.pte"
     pte.write_bytes(b"ET")
-    (tmp_path / "m.pte.json").write_text(json.dumps({
-        "target": "executorch", "artifact": "m.pte", "sha256": "b" * 64, "bytes": 2, "options": {"delegate": "xnnpack"},
-        "inputs": [{"name": "x", "shape": [1, 3, 224, 224], "dtype": "float32"}], "model": {"reference": None},
-        "preprocessing": {"size": 224}}))
+    (tmp_path / "m.pte.json").write_text(
+        json.dumps(
+            {
+                "target": "executorch",
+                "artifact": "m.pte",
+                "sha256": "b" * 64,
+                "bytes": 2,
+                "options": {"delegate": "xnnpack"},
+                "inputs": [{"name": "x", "shape": [1, 3, 224, 224], "dtype": "float32"}],
+                "model": {"reference": None},
+                "preprocessing": {"size": 224},
+            }
+        )
+    )
     tool = tmp_path / "executor_runner"
     tool.write_bytes(b"\x7fELF")
     monkeypatch.setenv("PATH", f"{_fake_adb(tmp_path, ADB / 'executor_runner_7.txt')}:{os.environ['PATH']}")

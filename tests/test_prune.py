@@ -10,10 +10,19 @@ import torch
 from torch import nn
 
 import edgekit
-from edgekit.models import load_model
 from edgekit.errors import EdgekitError
-from edgekit.prune import (PruneGraphError, PruningMethod, apply_plan, channel_groups, make_plan, method_names,
-                           register_method, unregister_method, zero_channels)
+from edgekit.models import load_model
+from edgekit.prune import (
+    PruneGraphError,
+    PruningMethod,
+    apply_plan,
+    channel_groups,
+    make_plan,
+    method_names,
+    register_method,
+    unregister_method,
+    zero_channels,
+)
 from edgekit.prune.dimap import dimap_unstructured, layer_scores, modules_of
 
 from .conftest import assert_user_error, randomize, run_cli
@@ -71,15 +80,29 @@ def test_mobilevig_grapher_groups_reach_through_the_concatenation():
     # graph_conv.nn.0's input (cat([x, x_j])) belong to the groups that prune it
     gc_in = [e for g in groups for e in g.entries if e.fqn == "backbone.0.0.graph_conv.nn.0.weight" and e.role == "in"]
     assert sorted(e.offset for e in gc_in) == [0, 256]
-    assert len({g.id for g in groups for e in g.entries if e.fqn == "backbone.0.0.graph_conv.nn.0.weight" and e.role == "in"}) == 1
+    assert (
+        len(
+            {
+                g.id
+                for g in groups
+                for e in g.entries
+                if e.fqn == "backbone.0.0.graph_conv.nn.0.weight" and e.role == "in"
+            }
+        )
+        == 1
+    )
 
 
 class ResNetish(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
-        self.a = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16))
-        self.down = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 1), nn.BatchNorm2d(32))
+        self.a = nn.Sequential(
+            nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, 1, 1), nn.BatchNorm2d(16)
+        )
+        self.down = nn.Sequential(
+            nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 1), nn.BatchNorm2d(32)
+        )
         self.proj = nn.Sequential(nn.Conv2d(16, 32, 1, 2), nn.BatchNorm2d(32))
         self.fc = nn.Linear(32, 10)
 
@@ -164,7 +187,11 @@ def test_dimap_metric_and_modules():
     torch.testing.assert_close(layer_scores(w), torch.tensor([9 / 25, 1.0, 1 / 26, 0.0]))
     mods = modules_of(edgekit.create_model("mobilevig_ti"))
     assert mods["local_backbone.0.mlp"] == [f"local_backbone.0.mlp.{n}.weight" for n in ("fc1", "mid", "fc2")]
-    assert mods["backbone.0.0"] == ["backbone.0.0.fc1.0.weight", "backbone.0.0.graph_conv.nn.0.weight", "backbone.0.0.fc2.0.weight"]
+    assert mods["backbone.0.0"] == [
+        "backbone.0.0.fc1.0.weight",
+        "backbone.0.0.graph_conv.nn.0.weight",
+        "backbone.0.0.fc2.0.weight",
+    ]
     flat = [w for ws in mods.values() for w in ws]
     assert not any(n.startswith(("stem", "prediction", "head", "dist_head")) or ".conv." in n for n in flat)
 
@@ -179,8 +206,20 @@ def test_dimap_unstructured_hits_the_ratio_per_module_and_keeps_auxiliary_layers
 
 def test_prune_cli_structured_writes_a_checkpoint_that_compiles(tmp_path):
     ckpt = tmp_path / "ti50.pt"
-    proc = run_cli("prune", "mobilevig_ti", "--method", "magnitude", "--ratio", "0.5", "--structured",
-                   "--input-size", str(SIZE), "--out", str(ckpt), "--json")
+    proc = run_cli(
+        "prune",
+        "mobilevig_ti",
+        "--method",
+        "magnitude",
+        "--ratio",
+        "0.5",
+        "--structured",
+        "--input-size",
+        str(SIZE),
+        "--out",
+        str(ckpt),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert r["after"]["params"] < 0.5 * r["before"]["params"] and r["after"]["macs"] < 0.5 * r["before"]["macs"]
@@ -190,7 +229,9 @@ def test_prune_cli_structured_writes_a_checkpoint_that_compiles(tmp_path):
     assert sum(p.numel() for p in loaded.model.parameters()) == r["after"]["params"]
     result = edgekit.compile(str(ckpt), "onnx", out=tmp_path)
     assert result.verification["status"] == "passed" and result.manifest["model"]["reference"] == str(ckpt)
-    text = run_cli("prune", str(ckpt), "--method", "dimap", "--ratio", "0.3", "--out", str(tmp_path / "again.pt")).stdout
+    text = run_cli(
+        "prune", str(ckpt), "--method", "dimap", "--ratio", "0.3", "--out", str(tmp_path / "again.pt")
+    ).stdout
     assert "sparsity" in text  # a pruned checkpoint prunes again
 
 
@@ -202,10 +243,14 @@ def test_prune_unstructured_magnitude_is_global_with_a_floor(tmp_path):
 
 def test_prune_bad_input(tmp_path):
     out = tmp_path / "x.pt"
-    assert_user_error(run_cli("prune", "mobilevig_ti", "--method", "magnitud", "--ratio", "0.5", "--out", str(out)),
-                      "unknown pruning method 'magnitud'")
-    assert_user_error(run_cli("prune", "mobilevig_ti", "--method", "dimap", "--ratio", "1.5", "--out", str(out)),
-                      "--ratio 1.5 is out of range")
+    assert_user_error(
+        run_cli("prune", "mobilevig_ti", "--method", "magnitud", "--ratio", "0.5", "--out", str(out)),
+        "unknown pruning method 'magnitud'",
+    )
+    assert_user_error(
+        run_cli("prune", "mobilevig_ti", "--method", "dimap", "--ratio", "1.5", "--out", str(out)),
+        "--ratio 1.5 is out of range",
+    )
     assert not out.exists()
 
 
@@ -289,24 +334,58 @@ def test_oto_drives_groups_to_exact_zero_and_the_subnet_equals_the_sparse_model(
 
 def test_prune_cli_oto(tmp_path):
     ckpt = tmp_path / "oto.pt"
-    proc = run_cli("prune", "mobileone_s0", "--method", "oto", "--ratio", "0.3", "--steps", "20", "--num-classes", "10",
-                   "--input-size", "32", "--out", str(ckpt), "--json")
+    proc = run_cli(
+        "prune",
+        "mobileone_s0",
+        "--method",
+        "oto",
+        "--ratio",
+        "0.3",
+        "--steps",
+        "20",
+        "--num-classes",
+        "10",
+        "--input-size",
+        "32",
+        "--out",
+        str(ckpt),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert r["oto"]["val_accuracy_subnet"] == r["oto"]["val_accuracy_group_sparse"]
     assert r["after"]["macs"] < r["before"]["macs"]
     assert edgekit.compile(str(ckpt), "onnx", out=tmp_path).verification["status"] == "passed"
-    assert_user_error(run_cli("prune", "mobileone_s0", "--method", "oto", "--ratio", "0.3", "--out", str(tmp_path / "x.pt")),
-                      "pass --num-classes 10")
-    assert_user_error(run_cli("prune", "mobileone_s0", "--method", "oto", "--ratio", "0.3", "--num-classes", "10",
-                              "--data", "cifar", "--out", str(tmp_path / "x.pt")), "unknown dataset 'cifar'")
+    assert_user_error(
+        run_cli("prune", "mobileone_s0", "--method", "oto", "--ratio", "0.3", "--out", str(tmp_path / "x.pt")),
+        "pass --num-classes 10",
+    )
+    assert_user_error(
+        run_cli(
+            "prune",
+            "mobileone_s0",
+            "--method",
+            "oto",
+            "--ratio",
+            "0.3",
+            "--num-classes",
+            "10",
+            "--data",
+            "cifar",
+            "--out",
+            str(tmp_path / "x.pt"),
+        ),
+        "unknown dataset 'cifar'",
+    )
 
 
 # By default every method on MobileViG-Ti (OTO on MobileOne-S0 is compiled in test_prune_cli_oto, and every
 # family's channel groups are checked for zero invariance above); the other families' cases are heavy, with
 # the whole zoo x method matrix below.
 DEFAULT_CASES = [
-    ("mobilevig_ti", "oto"), ("mobilevig_ti", "magnitude"), ("mobilevig_ti", "dimap"),
+    ("mobilevig_ti", "oto"),
+    ("mobilevig_ti", "magnitude"),
+    ("mobilevig_ti", "dimap"),
     pytest.param("mobileone_s0", "oto", marks=pytest.mark.heavy),
     pytest.param("mobilenetv2_100", "magnitude", marks=pytest.mark.heavy),
     pytest.param("greedyvig_s", "magnitude", marks=pytest.mark.heavy),
@@ -314,7 +393,9 @@ DEFAULT_CASES = [
 
 
 def _pruned_checkpoint(name: str, method: str, path, size: int = 32):
-    kwargs = dict(steps=10, num_classes=10) if method == "oto" else dict(structured=method == "magnitude", num_classes=10)
+    kwargs = (
+        dict(steps=10, num_classes=10) if method == "oto" else dict(structured=method == "magnitude", num_classes=10)
+    )
     return edgekit.prune(name, method, 0.5, out=path, input_size=size, **kwargs)
 
 

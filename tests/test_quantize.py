@@ -11,7 +11,7 @@ from edgekit.compile import targets
 from edgekit.quantize import layer_units
 from tests.conftest import assert_user_error, run_cli
 
-NET = '''
+NET = """
 import torch
 from torch import nn
 
@@ -29,7 +29,7 @@ class QNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(self.body(x)).flatten(1))
-'''
+"""
 SCHEMES = {t.name: t.scheme_names() for t in targets()}
 CASES = [(t, s) for t, schemes in SCHEMES.items() for s in schemes]
 pytestmark = pytest.mark.xdist_group("quantize")  # one worker trains the network once
@@ -48,8 +48,9 @@ def trained(tmp_path_factory):
 @pytest.mark.parametrize("target, scheme", CASES)
 def test_every_scheme_compiles_verifies_and_keeps_accuracy(trained, tmp_path, target, scheme):
     ckpt, floats = trained
-    r = edgekit.compile(str(ckpt), target, quantize=scheme, calib="digits", calib_size=64, out=tmp_path,
-                        min_deployment_target="iOS18")
+    r = edgekit.compile(
+        str(ckpt), target, quantize=scheme, calib="digits", calib_size=64, out=tmp_path, min_deployment_target="iOS18"
+    )
     m = r.manifest
     q = m["quantization"]
     assert q["scheme"] == scheme
@@ -83,16 +84,24 @@ def test_float_layers_stay_float(trained, tmp_path, target):
     ckpt = str(trained[0])
     full = edgekit.compile(ckpt, target, quantize="int8", calib="digits", calib_size=32, out=tmp_path / "a")
     # body.6 and its BatchNorm body.7 (ONNX's exporter folds the BN into the conv and names it after the BN)
-    part = edgekit.compile(ckpt, target, quantize="int8", calib="digits", calib_size=32, out=tmp_path / "b",
-                           float_layers=["body.6", "body.7"])
+    part = edgekit.compile(
+        ckpt,
+        target,
+        quantize="int8",
+        calib="digits",
+        calib_size=32,
+        out=tmp_path / "b",
+        float_layers=["body.6", "body.7"],
+    )
     assert part.manifest["quantization"]["float_layers"] == ["body.6", "body.7"]
     # body.6 holds 64*64*9 of the 58 k weights: float, it costs ~3 bytes more per weight
     assert part.manifest["bytes"] - full.manifest["bytes"] > 2.5 * 64 * 64 * 9
 
 
 def test_max_drop_zero_is_met(trained, tmp_path):
-    r = edgekit.compile(str(trained[0]), "executorch", quantize="int8", calib="digits", calib_size=32,
-                        max_drop=0.0, out=tmp_path)
+    r = edgekit.compile(
+        str(trained[0]), "executorch", quantize="int8", calib="digits", calib_size=32, max_drop=0.0, out=tmp_path
+    )
     q = r.manifest["quantization"]
     assert q["accuracy"]["drop_points"] <= 0.0
     steps = q["max_drop"]["steps"]
@@ -110,16 +119,25 @@ def test_layer_units_group_layers_by_block():
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--target", "onnx", "--quantize", "fp16"], "target 'onnx' has no quantization scheme 'fp16' (choose int8, "
-                                                     "int8-dynamic); it is a scheme of tflite"),
-        (["--target", "executorch", "--quantize", "int8"], "--quantize int8 calibrates activations: give data with --calib"),
-        (["--target", "executorch", "--quantize", "int8", "--calib", "digits", "--calib-size", "8"],
-         "--calib-size 8 is too small"),
+        (
+            ["--target", "onnx", "--quantize", "fp16"],
+            "target 'onnx' has no quantization scheme 'fp16' (choose int8, int8-dynamic); it is a scheme of tflite",
+        ),
+        (
+            ["--target", "executorch", "--quantize", "int8"],
+            "--quantize int8 calibrates activations: give data with --calib",
+        ),
+        (
+            ["--target", "executorch", "--quantize", "int8", "--calib", "digits", "--calib-size", "8"],
+            "--calib-size 8 is too small",
+        ),
         (["--target", "tflite", "--quantize", "int8", "--calib", "imagefolder:/nonexistent"], "does not exist"),
         (["--target", "coreml", "--quantize", "w4"], "needs Core ML 8: add --min-target iOS18"),
         (["--target", "coreml", "--quantize", "w8a8", "--calib", "digits"], "needs Core ML 7"),
-        (["--target", "onnx", "--quantize", "int8", "--calib", "digits", "--float-layer", "body.66"],
-         "--float-layer 'body.66' is not a module of the model; did you mean body.6"),
+        (
+            ["--target", "onnx", "--quantize", "int8", "--calib", "digits", "--float-layer", "body.66"],
+            "--float-layer 'body.66' is not a module of the model; did you mean body.6",
+        ),
         (["--target", "onnx", "--calib", "digits"], "go with --quantize SCHEME"),
         (["--target", "tflite", "--quantize", "fp16", "--max-drop", "1"], "--max-drop applies to the int8"),
     ],
@@ -131,8 +149,18 @@ def test_bad_quantization_requests(trained, tmp_path, args, needle):
 
 
 def test_cli_prints_the_accuracy_and_json_carries_it(trained, tmp_path):
-    proc = run_cli("compile", str(trained[0]), "--target", "onnx", "--quantize", "int8-dynamic", "--calib", "digits",
-                   "--out", str(tmp_path))
+    proc = run_cli(
+        "compile",
+        str(trained[0]),
+        "--target",
+        "onnx",
+        "--quantize",
+        "int8-dynamic",
+        "--calib",
+        "digits",
+        "--out",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "quantized   int8-dynamic" in proc.stdout and "top-1 agreement" in proc.stdout
     manifest = json.loads((tmp_path / "qnet.onnx.json").read_text())

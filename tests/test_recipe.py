@@ -94,17 +94,29 @@ compile: [onnx]
 """
 
 
-@pytest.mark.parametrize("text, needle", [
-    (GOOD.replace("ratio: 0.5", "ratoi: 0.5"), "r.yaml:5: prune.ratoi: unknown key; did you mean 'ratio'?"),
-    (GOOD.replace("ratio: 0.5", "ratio: 1.5"), "r.yaml:5: prune.ratio: Input should be less than 1 (got 1.5)"),
-    (GOOD.replace("method: magnitude", "method: lottery"), "r.yaml:4: prune.method: Input should be 'oto', 'magnitude'"),
-    (GOOD.replace("[onnx]", "[onnx, tflitee]"), "r.yaml:6: compile.1.target: Input should be"),
-    (GOOD.replace("[onnx]", "[onnx, onnx]"), "r.yaml:6: compile.1.id: 'onnx' appears twice; give each entry an id"),
-    (GOOD + "quantize:\n  schemes: {coreml: int8}\n", "r.yaml:8: quantize.schemes.coreml: coreml has no scheme 'int8'"),
-    (GOOD + "distill: {epochs: 1}\n".replace("{", "{teacher: null, ") + "profil: {}\n", "r.yaml:8: profil: unknown key; did you mean 'profile'?"),
-    (GOOD.replace("name: t\n", ""), "r.yaml:1: name: missing (required)"),
-    (GOOD.replace("ratio: 0.5", "ratio: [0.5"), "r.yaml:6: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (GOOD.replace("ratio: 0.5", "ratoi: 0.5"), "r.yaml:5: prune.ratoi: unknown key; did you mean 'ratio'?"),
+        (GOOD.replace("ratio: 0.5", "ratio: 1.5"), "r.yaml:5: prune.ratio: Input should be less than 1 (got 1.5)"),
+        (
+            GOOD.replace("method: magnitude", "method: lottery"),
+            "r.yaml:4: prune.method: Input should be 'oto', 'magnitude'",
+        ),
+        (GOOD.replace("[onnx]", "[onnx, tflitee]"), "r.yaml:6: compile.1.target: Input should be"),
+        (GOOD.replace("[onnx]", "[onnx, onnx]"), "r.yaml:6: compile.1.id: 'onnx' appears twice; give each entry an id"),
+        (
+            GOOD + "quantize:\n  schemes: {coreml: int8}\n",
+            "r.yaml:8: quantize.schemes.coreml: coreml has no scheme 'int8'",
+        ),
+        (
+            GOOD + "distill: {epochs: 1}\n".replace("{", "{teacher: null, ") + "profil: {}\n",
+            "r.yaml:8: profil: unknown key; did you mean 'profile'?",
+        ),
+        (GOOD.replace("name: t\n", ""), "r.yaml:1: name: missing (required)"),
+        (GOOD.replace("ratio: 0.5", "ratio: [0.5"), "r.yaml:6: not valid YAML"),
+    ],
+)
 def test_schema_errors_name_the_key_and_line(tmp_path, text, needle):
     with pytest.raises(recipes.RecipeError) as e:
         recipes.load_recipe(write(tmp_path, text))
@@ -113,8 +125,9 @@ def test_schema_errors_name_the_key_and_line(tmp_path, text, needle):
 
 def test_set_overrides_are_applied_and_blamed(tmp_path):
     path = write(tmp_path, GOOD)
-    r, _ = recipes.load_recipe(path, ["prune.ratio=0.3", "compile=[onnx, {target: executorch, quantize: int8}]",
-                                      "train.epochs=2"])
+    r, _ = recipes.load_recipe(
+        path, ["prune.ratio=0.3", "compile=[onnx, {target: executorch, quantize: int8}]", "train.epochs=2"]
+    )
     assert r.prune.ratio == 0.3 and r.train.epochs == 2
     assert [c.target for c in r.compile] == ["onnx", "executorch"] and r.scheme_for(r.compile[1]) == "int8"
     with pytest.raises(recipes.RecipeError, match=r"^--set prune.ratio=2: prune.ratio: Input should be less than 1"):
@@ -131,8 +144,12 @@ def test_distill_needs_a_teacher_and_profile_needs_targets(tmp_path):
 
 
 def test_missing_files_and_unknown_models_fail_before_anything_runs(tmp_path):
-    with pytest.raises(recipes.RecipeError, match=r"model.weights: 'nope.pth' does not exist; .*--set model.weights=PATH"):
-        recipes.explain(write(tmp_path, GOOD.replace("model: mobilevig_ti", "model: {ref: mobilevig_ti, weights: nope.pth}")))
+    with pytest.raises(
+        recipes.RecipeError, match=r"model.weights: 'nope.pth' does not exist; .*--set model.weights=PATH"
+    ):
+        recipes.explain(
+            write(tmp_path, GOOD.replace("model: mobilevig_ti", "model: {ref: mobilevig_ti, weights: nope.pth}"))
+        )
     with pytest.raises(Exception, match="unknown model 'mobilevig_tii'"):
         recipes.explain(write(tmp_path, GOOD.replace("mobilevig_ti", "mobilevig_tii")))
     proc = run_cli("run", str(tmp_path / "absent.yaml"))
@@ -184,8 +201,13 @@ def test_run_caches_every_step_and_reruns_only_what_changed(tmp_path, db):
     runs = recipes.run(path, out, ["profile.runs=4"])
     assert statuses(runs) == {**dict.fromkeys(expect[:-1], "cached"), "profile-onnx": "ran"}
     longer = recipes.run(path, out, ["distill.epochs=1"])
-    assert statuses(longer) == {"train": "cached", "prune": "cached", "distill": "ran", "compile-onnx": "ran",
-                                "profile-onnx": "ran"}
+    assert statuses(longer) == {
+        "train": "cached",
+        "prune": "cached",
+        "distill": "ran",
+        "compile-onnx": "ran",
+        "profile-onnx": "ran",
+    }
     back = recipes.run(path, out)  # the first configuration is still in the cache
     assert set(statuses(back).values()) == {"cached"}
     from edgekit.latency import LatencyDB
@@ -196,8 +218,15 @@ def test_run_caches_every_step_and_reruns_only_what_changed(tmp_path, db):
 
 @pytest.mark.xdist_group("recipe")
 def test_one_target_failing_keeps_the_others(tmp_path, db):
-    path = small_recipe(tmp_path, model={"ref": f"{tmp_path / 'net.py'}:Sorts", "input_size": 16}, train=None,
-                        prune=None, distill=None, quantize=None, compile=["tflite", "onnx"])
+    path = small_recipe(
+        tmp_path,
+        model={"ref": f"{tmp_path / 'net.py'}:Sorts", "input_size": 16},
+        train=None,
+        prune=None,
+        distill=None,
+        quantize=None,
+        compile=["tflite", "onnx"],
+    )
     out = tmp_path / "run"
     proc = run_cli("run", str(path), "--out", str(out))
     assert_user_error(proc, "step compile-tflite failed", "SORT", "2 of 4 steps finished")
@@ -240,7 +269,9 @@ def test_interrupted_run_leaves_no_entry_and_training_resumes(tmp_path, db):
     a = torch.load(out / "artifacts" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "straight" / "artifacts" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in b)  # resumed from epoch 1 = never interrupted
-    assert resumed.manifest["steps"][3]["outputs"]["small.onnx"] == straight.manifest["steps"][3]["outputs"]["small.onnx"]
+    assert (
+        resumed.manifest["steps"][3]["outputs"]["small.onnx"] == straight.manifest["steps"][3]["outputs"]["small.onnx"]
+    )
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path):

@@ -200,7 +200,7 @@ def _module_graph() -> dict[str, set[str]]:
     for i in IMPORTS:
         if not i.top or i.typing_only:
             continue
-        for target, names in _targets(i):
+        for target, _names in _targets(i):
             if target != i.importer:
                 graph[i.importer].add(target)
     return graph

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import edgekit
-from edgekit.compile import INT8, ExportInfo, Runner, Scheme, Target, get_target, register, target_names
-from edgekit.compile import unregister
+from edgekit.compile import INT8, ExportInfo, Runner, Scheme, Target, get_target, register, target_names, unregister
 from edgekit.errors import EdgekitError
 from tests.conftest import assert_user_error, run_cli
 
@@ -49,9 +48,11 @@ class ExportedProgram(Target):
             torch.export.save(ep, f)
         out = model(example)
         shape = [int(s) for s in out.shape]
-        return ExportInfo(inputs=[{"name": "input", "shape": list(example.shape), "dtype": "float32"}],
-                          outputs=[{"name": "logits", "shape": shape, "dtype": "float32"}],
-                          extra={"nodes": len(ep.graph.nodes)})
+        return ExportInfo(
+            inputs=[{"name": "input", "shape": list(example.shape), "dtype": "float32"}],
+            outputs=[{"name": "logits", "shape": shape, "dtype": "float32"}],
+            extra={"nodes": len(ep.graph.nodes)},
+        )
 
     def load(self, path, manifest, threads=None):
         return _ProgramRunner(path)
@@ -102,8 +103,9 @@ def test_registered_target_compiles_verifies_and_profiles(toy_target, user_model
 
 
 def test_registered_target_quantizes_with_its_own_scheme(toy_target, user_model_file, tmp_path):
-    r = edgekit.compile(f"{user_model_file}:TinyNet", "pt2", input_size=32, out=tmp_path, quantize="int8",
-                        calib="digits", calib_size=32)
+    r = edgekit.compile(
+        f"{user_model_file}:TinyNet", "pt2", input_size=32, out=tmp_path, quantize="int8", calib="digits", calib_size=32
+    )
     q = r.manifest["quantization"]
     assert q["scheme"] == "int8" and q["calibration"]["samples"] == 32
     assert r.manifest["verification"]["status"] == "passed"
@@ -134,8 +136,9 @@ def test_registered_target_is_in_the_cli_and_the_report_schema(toy_target, user_
     from edgekit.profile import schema
 
     assert "pt2" in schema()["properties"]["runtime"]["properties"]["name"]["enum"]
-    proc = run_cli("compile", f"{user_model_file}:TinyNet", "--target", "pt2", "--input-size", "32",
-                   "--out", str(tmp_path))
+    proc = run_cli(
+        "compile", f"{user_model_file}:TinyNet", "--target", "pt2", "--input-size", "32", "--out", str(tmp_path)
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "TinyNet.pt2.json").is_file()
 

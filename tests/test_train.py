@@ -13,7 +13,7 @@ from edgekit.distill import Distiller, cosine_lr, soft_kd
 from edgekit.models import load_model
 from tests.conftest import assert_user_error, run_cli
 
-SMALL_NET = '''
+SMALL_NET = """
 import torch
 from torch import nn
 
@@ -29,7 +29,7 @@ class SmallNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self.body(x).mean((2, 3)))
-'''
+"""
 FAST = dict(data="digits", input_size=16, val_limit=200, lr=1e-2, batch_size=32)
 
 
@@ -80,8 +80,23 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path
 def test_resume_refuses_a_different_configuration(tmp_path, small_net):
     edgekit.train(small_net, out=tmp_path / "m.pt", epochs=1, **FAST)
     before = (tmp_path / "m.pt").read_bytes()
-    proc = run_cli("train", small_net, "--data", "digits", "--input-size", "16", "--batch-size", "32", "--lr", "0.1",
-                   "--epochs", "2", "--out", str(tmp_path / "m.pt"), "--resume")
+    proc = run_cli(
+        "train",
+        small_net,
+        "--data",
+        "digits",
+        "--input-size",
+        "16",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.1",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path / "m.pt"),
+        "--resume",
+    )
     assert_user_error(proc, "was trained with lr=0.01, not 0.1")
     assert (tmp_path / "m.pt").read_bytes() == before
     proc = run_cli("train", small_net, "--out", str(tmp_path / "new.pt"), "--resume")
@@ -142,8 +157,21 @@ def test_distill_cli_with_soft_labels_and_a_feature_adapter_for_a_pruned_student
     teacher, student = tmp_path / "t.pt", tmp_path / "s.pt"
     edgekit.train("mobileone_s0", out=teacher, epochs=1, data="digits", input_size=32, limit=256, val_limit=64)
     edgekit.prune(str(teacher), "magnitude", 0.5, structured=True, out=student)
-    proc = run_cli("distill", str(student), "--teacher", str(teacher), "--data", "digits", "--limit", "128",
-                   "--feature", "stage3", "--out", str(tmp_path / "kd.pt"), "--json")
+    proc = run_cli(
+        "distill",
+        str(student),
+        "--teacher",
+        str(teacher),
+        "--data",
+        "digits",
+        "--limit",
+        "128",
+        "--feature",
+        "stage3",
+        "--out",
+        str(tmp_path / "kd.pt"),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout)
     assert rep["teacher"] == str(teacher) and 0 <= rep["teacher_val_accuracy"] <= 1
@@ -172,7 +200,8 @@ def test_distill_bad_input(tmp_path, args, needle):
 
 
 def test_train_refuses_a_model_with_other_classes(tmp_path, user_model_file):
-    proc = run_cli("train", f"{user_model_file}:TinyNet", "--data", "digits", "--out", str(tmp_path / "m.pt"),
-                   "--input-size", "16")
+    proc = run_cli(
+        "train", f"{user_model_file}:TinyNet", "--data", "digits", "--out", str(tmp_path / "m.pt"), "--input-size", "16"
+    )
     assert_user_error(proc, "has 5 classes and 'digits' has 10")
     assert not (tmp_path / "m.pt").exists()

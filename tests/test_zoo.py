@@ -17,10 +17,20 @@ from edgekit.models.mobilevig import MRConv4d
 from .conftest import official_keys, randomize
 
 ZOO = [
-    "greedyvig_b", "greedyvig_m", "greedyvig_s",
-    "mobilenetv2_100", "mobilenetv2_140",
-    "mobileone_s0", "mobileone_s1", "mobileone_s2", "mobileone_s3", "mobileone_s4",
-    "mobilevig_b", "mobilevig_m", "mobilevig_s", "mobilevig_ti",
+    "greedyvig_b",
+    "greedyvig_m",
+    "greedyvig_s",
+    "mobilenetv2_100",
+    "mobilenetv2_140",
+    "mobileone_s0",
+    "mobileone_s1",
+    "mobileone_s2",
+    "mobileone_s3",
+    "mobileone_s4",
+    "mobilevig_b",
+    "mobilevig_m",
+    "mobilevig_s",
+    "mobilevig_ti",
 ]
 OFFICIAL = [n for n in ZOO if n.startswith(("mobilevig", "greedyvig"))]
 

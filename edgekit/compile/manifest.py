@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy
 import torch
 
-from ..version import __version__
 from ..errors import ArtifactError
 from ..io import sha256_of, size_of
 from ..models import LoadedModel
+from ..version import __version__
 from .base import CompileOptions, ExportInfo
 from .registry import Target
 

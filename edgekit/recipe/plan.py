@@ -13,7 +13,6 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from ..version import __version__
 from ..compile import get_target
 from ..data import DatasetError, find_source
 from ..io import package_version, sha256_of
@@ -21,6 +20,7 @@ from ..models.registry import is_user_reference, model_card
 from ..profile import host_name
 from ..prune import get_method
 from ..specs import DistillSpec, QuantizeSpec, Spec, VerifySpec
+from ..version import __version__
 from .schema import CompileEntry, ModelSection, Recipe, RecipeError
 
 __all__ = ["CompileStep", "DistillStep", "Fingerprints", "Step", "plan", "tool_versions"]

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..version import __version__
 from ..compile import compile as compile_model
 from ..compile import get_target
 from ..distill import distill as distill_model
@@ -24,6 +23,7 @@ from ..profile import profile as profile_artifact
 from ..prune import prune as prune_model
 from ..report import step_detail, write_run_report
 from ..specs import DistillSpec, ProfileSpec, QuantizeSpec, TrainSpec
+from ..version import __version__
 from .cache import _artifacts_view, _cached, _clean_stale, _hash_outputs, _locked
 from .loading import load_recipe
 from .plan import CompileStep, DistillStep, Step, plan
