@@ -9,12 +9,13 @@ OUT ?= out/quickstart
 
 setup: $(VENV)/.edgekit-installed
 
-$(VENV)/.edgekit-installed: pyproject.toml
+$(VENV)/.edgekit-installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel; an unpinned torch would pull the CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[all,dev]'
+	# constraints.txt: the versions CI and the tests were run with (pip alone backtracks for minutes and gives up)
+	$(PY) -m pip install -q -e '.[all,dev]' -c constraints.txt
 	touch $@
 
 # The main job on the built-in default: recipes/quickstart.yaml (MobileViG-Ti on scikit-learn's bundled digits:

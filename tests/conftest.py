@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +17,14 @@ from torch import nn
 
 DATA = Path(__file__).parent / "data"
 OFFICIAL = DATA / "official_state_dicts"
+
+
+def pytest_configure(config):
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        # xdist workers share the machine's cores: a worker that also runs torch on every core makes its OpenMP
+        # threads wait for each other's (spinning while the other worker holds the core); one core's share each
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
 def official_keys(name: str) -> dict:
@@ -136,6 +146,40 @@ def run_cli_process(*args: str, cwd: Path | None = None) -> subprocess.Completed
     env = dict(os.environ, **CLI_ENV)
     return subprocess.run(
         [sys.executable, "-m", "edgekit.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=900
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_compile(tmp_path_factory):
+    """`edgekit.compile(model, target, **options)`, compiled once per session for each distinct call.
+
+    For tests that compile the same model for the same target with the same options and only read the result:
+    they share one artifact (in its own folder, never a test's tmp_path). Session fixtures are per xdist worker,
+    so mark the tests that share a call with the same `@pytest.mark.xdist_group`. A test that changes the
+    artifact's files works on `copied(result, tmp_path)`.
+    """
+    import edgekit
+
+    root = tmp_path_factory.mktemp("shared_compile")
+    cache: dict = {}
+
+    def get(model: str, target: str, **options):
+        key = (str(model), target, tuple(sorted((k, repr(v)) for k, v in options.items())))
+        if key not in cache:
+            cache[key] = edgekit.compile(model, target, out=root / f"{len(cache)}-{target}", **options)
+        return cache[key]
+
+    return get
+
+
+def copied(result, dest: Path):
+    """A compile result's folder (artifact and manifest) copied to `dest`, with the result's paths moved there."""
+    src = result.artifact.parent
+    shutil.copytree(src, dest, dirs_exist_ok=True, symlinks=True)
+    return dataclasses.replace(
+        result,
+        artifact=dest / result.artifact.relative_to(src),
+        manifest_path=dest / result.manifest_path.relative_to(src),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import assert_user_error, run_cli
+from .conftest import assert_user_error, run_cli, run_cli_process
 
 
 def test_zoo_list_json_has_papers_numbers():
@@ -32,4 +32,5 @@ def test_zoo_info_counts_beside_paper():
 
 
 def test_zoo_info_unknown():
-    assert_user_error(run_cli("zoo", "info", "resnet50"), "unknown model 'resnet50'")
+    # the one CLI test that runs the real process: `python -m edgekit.cli`, its exit code and stderr
+    assert_user_error(run_cli_process("zoo", "info", "resnet50"), "unknown model 'resnet50'")

@@ -13,7 +13,7 @@ from edgekit.compile import manifest_path, target_names
 from edgekit.errors import EdgekitError, UnsupportedOperatorError, VerificationError
 from edgekit.io import sha256_of
 
-from .conftest import assert_user_error, randomize, run_cli
+from .conftest import assert_user_error, copied, randomize, run_cli
 from .test_zoo import ZOO
 
 SMALL = 32  # the zoo downsamples by 32: the smallest input every model takes
@@ -46,8 +46,9 @@ ZOO_CASES = [n if n in SMALLEST else pytest.param(n, marks=pytest.mark.heavy) fo
 
 @pytest.mark.parametrize("target", target_names())
 @pytest.mark.parametrize("name", ZOO_CASES)
-def test_every_zoo_model_compiles_and_verifies(name, target, tmp_path):
-    result = edgekit.compile(name, target, input_size=SMALL, num_classes=10, out=tmp_path)
+@pytest.mark.xdist_group("zoo_compiled")  # the verify tests below take two of these artifacts
+def test_every_zoo_model_compiles_and_verifies(name, target, shared_compile):
+    result = shared_compile(name, target, input_size=SMALL, num_classes=10)
     m = check_manifest(result, target, SMALL, 10)
     assert m["model"]["reference"] == name
     if target == "executorch":
@@ -166,8 +167,9 @@ def test_python_api_raises_on_breach(user_model_file, tmp_path):
     assert r.manifest["verification"]["status"] == "not run"
 
 
-def test_verify_command(tmp_path):
-    r = edgekit.compile("mobileone_s0", "tflite", input_size=32, num_classes=10, out=tmp_path)
+@pytest.mark.xdist_group("zoo_compiled")
+def test_verify_command(shared_compile, tmp_path):
+    r = copied(shared_compile("mobileone_s0", "tflite", input_size=SMALL, num_classes=10), tmp_path)  # changed below
     proc = run_cli("verify", str(r.artifact), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["status"] == "passed"
@@ -182,8 +184,9 @@ def test_verify_command(tmp_path):
     assert_user_error(run_cli("verify", str(tmp_path / "missing.tflite")), "does not exist")
 
 
-def test_python_api_verify(tmp_path):
-    r = edgekit.compile("mobilenetv2_100", "executorch", input_size=32, num_classes=3, out=tmp_path)
+@pytest.mark.xdist_group("zoo_compiled")
+def test_python_api_verify(shared_compile):
+    r = shared_compile("mobilenetv2_100", "executorch", input_size=SMALL, num_classes=10)  # rebuilt with 10 classes
     result = edgekit.verify(r.artifact, "mobilenetv2_100", samples=2)
     assert result["status"] == "passed" and result["samples"] == 2
 

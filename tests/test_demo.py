@@ -15,6 +15,8 @@ from edgekit.profile import load_report
 
 from .conftest import assert_user_error, run_cli
 
+pytestmark = pytest.mark.xdist_group("demo")  # one worker trains the checkpoint and compiles it once per target
+
 ROOT = Path(__file__).resolve().parents[1]
 NET = """
 from torch import nn
@@ -44,6 +46,12 @@ def compiled(checkpoint, target, tmp_path, **kw):
     return edgekit.compile(str(checkpoint), target, out=tmp_path / target, name="net", **kw).artifact
 
 
+@pytest.fixture
+def artifact_of(checkpoint, shared_compile):
+    """The checkpoint compiled for a target as `compiled` does, once per session: these tests only read it."""
+    return lambda target: shared_compile(str(checkpoint), target, name="net").artifact
+
+
 @pytest.mark.parametrize(
     "target, app, model_file",
     [
@@ -53,8 +61,8 @@ def compiled(checkpoint, target, tmp_path, **kw):
         ("executorch", "ios", "model.pte"),
     ],
 )
-def test_bundle_gives_an_app_tree_with_the_model_and_its_preprocessing(checkpoint, tmp_path, target, app, model_file):
-    artifact = compiled(checkpoint, target, tmp_path)
+def test_bundle_gives_an_app_tree_with_the_model_and_its_preprocessing(artifact_of, tmp_path, target, app, model_file):
+    artifact = artifact_of(target)
     out = tmp_path / "app"
     proc = run_cli("demo", "bundle", str(artifact), "--app", app, "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -81,18 +89,18 @@ def test_bundle_records_int8_input_quantization(checkpoint, tmp_path):
     assert b["artifact"]["quantization"] == "int8"
 
 
-def test_bundle_mistakes_are_one_line(checkpoint, tmp_path):
-    onnx = compiled(checkpoint, "onnx", tmp_path)
+def test_bundle_mistakes_are_one_line(artifact_of, tmp_path):
+    onnx = artifact_of("onnx")
     assert_user_error(
         run_cli("demo", "bundle", str(onnx), "--app", "android", "--out", str(tmp_path / "a")),
         "the android app runs executorch and tflite artifacts, not onnx",
     )
-    coreml = compiled(checkpoint, "coreml", tmp_path)
+    coreml = artifact_of("coreml")
     assert_user_error(
         run_cli("demo", "bundle", str(coreml), "--app", "android", "--out", str(tmp_path / "a")),
         "not coreml; use --app ios",
     )
-    tfl = compiled(checkpoint, "tflite", tmp_path)
+    tfl = artifact_of("tflite")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     assert_user_error(

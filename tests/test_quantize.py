@@ -73,16 +73,16 @@ def test_every_scheme_compiles_verifies_and_keeps_accuracy(trained, tmp_path, ta
         assert m["verification"]["tolerance"]["min_cosine"] < 0.9999  # the scheme's bounds, not fp32's
 
 
-def test_static_tflite_int8_takes_int8_input_with_its_scale(trained, tmp_path):
-    r = edgekit.compile(str(trained[0]), "tflite", quantize="int8", calib="digits", calib_size=32, out=tmp_path)
+def test_static_tflite_int8_takes_int8_input_with_its_scale(trained, shared_compile):
+    r = shared_compile(str(trained[0]), "tflite", quantize="int8", calib="digits", calib_size=32)
     inp = r.manifest["inputs"][0]
     assert inp["dtype"] == "int8" and inp["quantization"]["scale"] > 0
 
 
 @pytest.mark.parametrize("target", ["executorch", "tflite", "onnx"])
-def test_float_layers_stay_float(trained, tmp_path, target):
+def test_float_layers_stay_float(trained, shared_compile, tmp_path, target):
     ckpt = str(trained[0])
-    full = edgekit.compile(ckpt, target, quantize="int8", calib="digits", calib_size=32, out=tmp_path / "a")
+    full = shared_compile(ckpt, target, quantize="int8", calib="digits", calib_size=32)
     # body.6 and its BatchNorm body.7 (ONNX's exporter folds the BN into the conv and names it after the BN)
     part = edgekit.compile(
         ckpt,

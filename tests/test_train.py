@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -37,6 +38,24 @@ FAST = dict(data="digits", input_size=16, val_limit=200, lr=1e-2, batch_size=32)
 def small_net(tmp_path):
     (tmp_path / "small_net.py").write_text(SMALL_NET)
     return f"{tmp_path / 'small_net.py'}:SmallNet"
+
+
+@pytest.fixture(scope="module")
+def small_net_one_epoch(tmp_path_factory):
+    """SmallNet and its checkpoint after `train(epochs=1, **FAST)`, trained once for the tests that start from it."""
+    root = tmp_path_factory.mktemp("small_net")
+    (root / "small_net.py").write_text(SMALL_NET)
+    ref = f"{root / 'small_net.py'}:SmallNet"
+    edgekit.train(ref, out=root / "m.pt", epochs=1, **FAST)
+    return ref, root / "m.pt"
+
+
+@pytest.fixture(scope="module")
+def digits_teacher(tmp_path_factory):
+    """MobileOne-S0 trained one epoch on 64 digits: a teacher for the distillation input checks."""
+    teacher = tmp_path_factory.mktemp("teacher") / "t.pt"
+    edgekit.train("mobileone_s0", out=teacher, epochs=1, data="digits", input_size=32, limit=64, val_limit=32)
+    return teacher
 
 
 def state(path):
@@ -77,8 +96,10 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path
         assert torch.equal(a[k], b[k]), k
 
 
-def test_resume_refuses_a_different_configuration(tmp_path, small_net):
-    edgekit.train(small_net, out=tmp_path / "m.pt", epochs=1, **FAST)
+@pytest.mark.xdist_group("small_net_one_epoch")
+def test_resume_refuses_a_different_configuration(tmp_path, small_net_one_epoch):
+    small_net, trained = small_net_one_epoch
+    shutil.copyfile(trained, tmp_path / "m.pt")  # what edgekit.train(small_net, out=m.pt, epochs=1, **FAST) writes
     before = (tmp_path / "m.pt").read_bytes()
     proc = run_cli(
         "train",
@@ -109,9 +130,10 @@ def test_cosine_schedule_with_warmup():
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 0.001
 
 
-def test_fine_tuning_keeps_unstructured_pruning_zeros(tmp_path, small_net):
-    edgekit.train(small_net, out=tmp_path / "m.pt", epochs=1, **FAST)
-    edgekit.prune(str(tmp_path / "m.pt"), "magnitude", 0.6, out=tmp_path / "p.pt")
+@pytest.mark.xdist_group("small_net_one_epoch")
+def test_fine_tuning_keeps_unstructured_pruning_zeros(tmp_path, small_net_one_epoch):
+    _, trained = small_net_one_epoch
+    edgekit.prune(str(trained), "magnitude", 0.6, out=tmp_path / "p.pt")
     before = state(tmp_path / "p.pt")
     edgekit.train(str(tmp_path / "p.pt"), out=tmp_path / "ft.pt", epochs=1, **FAST)
     after = state(tmp_path / "ft.pt")
@@ -182,6 +204,7 @@ def test_distill_cli_with_soft_labels_and_a_feature_adapter_for_a_pruned_student
     assert adapters["adapters.0.weight"].shape[0] > adapters["adapters.0.weight"].shape[1]
 
 
+@pytest.mark.xdist_group("digits_teacher")  # one worker trains the teacher once
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -190,9 +213,8 @@ def test_distill_cli_with_soft_labels_and_a_feature_adapter_for_a_pruned_student
         (["--teacher", "{t}", "--alpha", "2"], "--alpha 2.0 must be between 0 and 1"),
     ],
 )
-def test_distill_bad_input(tmp_path, args, needle):
-    teacher = tmp_path / "t.pt"
-    edgekit.train("mobileone_s0", out=teacher, epochs=1, data="digits", input_size=32, limit=64, val_limit=32)
+def test_distill_bad_input(tmp_path, digits_teacher, args, needle):
+    teacher = digits_teacher
     out = tmp_path / "kd.pt"
     proc = run_cli("distill", str(teacher), *[a.format(t=teacher) for a in args], "--out", str(out), "--limit", "64")
     assert_user_error(proc, needle)
