@@ -27,6 +27,33 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """`--dist loadgroup`'s grouping where pytest-xdist's own no longer takes effect.
+
+    xdist puts the tests of one `xdist_group` on one worker by adding `@group` to their node ids, with
+    `item._nodeid = ...`; pytest 9.2 derives node ids from a structured `item._id`, so that assignment is lost and
+    every group is silently ignored (pytest-xdist#1386): tests sharing a session fixture then build it on each worker.
+    Here the same suffix goes on `item._id`. Nothing is done where xdist's suffix is already there.
+    """
+    if not getattr(config.option, "loadgroup", False):  # set in xdist workers under --dist loadgroup
+        return
+    for item in items:
+        marks = item.iter_markers("xdist_group")
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks})
+        nodeid = item.nodeid
+        if not names or nodeid.rfind("@") > nodeid.rfind("]"):
+            continue
+        grouped = f"{nodeid}@{'_'.join(names)}"
+        structured = getattr(item, "_id", None)
+        if structured is None or isinstance(structured, str):
+            item._nodeid = grouped
+        else:  # pytest >= 9.2: the same path, names and parameters, spelled with the group
+            structured = dataclasses.replace(structured)
+            object.__setattr__(structured, "_str_cache", grouped)
+            item._id = structured
+
+
 def official_keys(name: str) -> dict:
     return json.loads((OFFICIAL / f"{name}.json").read_text())
 
