@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import errno
 import json
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ from .distill import distill, parse_features, train
 from .errors import EdgekitError
 from .io import atomic_path, write_json
 from .latency import CALIBRATION, LatencyDB, calibrate, latency_of, predict, record
-from .models import model_info, zoo_rows
+from .models import model_info, reset_trusted_code, trust_all_code, zoo_rows
 from .profile import load_report, profile
 from .profile.devices import find_device
 from .prune import prune
@@ -50,6 +52,19 @@ err = Console(stderr=True, soft_wrap=True)
 _TARGETS_HELP = ", ".join(target_names()) + "."
 _DATA_HELP = data_help() + "."
 _DB_HELP = "Latency database (SQLite); default $EDGEKIT_DB or ~/.cache/edgekit/latency.sqlite."
+
+
+_TRUST_CODE = typer.Option(
+    False,
+    "--trust-code",
+    help="Let model references read from files (a checkpoint's base model, a manifest's model) run the Python "
+    "code they name. A model you type as path/to/file.py:Class runs that file without it.",
+)
+
+
+def _trust(trust_code: bool) -> None:
+    if trust_code:
+        trust_all_code()
 
 
 def _print_json(data) -> None:
@@ -97,8 +112,10 @@ def zoo_info(
     name: str,
     input_size: int | None = typer.Option(None, "--input-size", help="Count MACs at this input size."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """A model card: input, preprocessing, params and MACs counted by edgekit beside the paper's."""
+    _trust(trust_code)
     info = model_info(name, input_size=input_size)
     if json_out:
         return _print_json(info)
@@ -156,8 +173,10 @@ def compile_cmd(
         VerifySpec.default("enabled"), "--verify/--no-verify", help=VerifySpec.help("enabled") + " (default on)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Compile MODEL for a target (optionally quantized), verify it against PyTorch and write a manifest beside it."""
+    _trust(trust_code)
     with err.status(f"compiling {model} for {target}…", spinner="dots") if not json_out else _null():
         result = compile_model(
             model,
@@ -220,8 +239,10 @@ def verify_cmd(
     weights: Path | None = typer.Option(None, "--weights", help="Weights for --model."),
     samples: int = typer.Option(VerifySpec.default("samples"), "--samples", help=VerifySpec.help("samples")),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Run ARTIFACT in its own runtime on fixed inputs and compare with PyTorch; exit 2 on a breach."""
+    _trust(trust_code)
     result = verify(artifact, model, weights=weights, samples=samples, strict=False)
     if json_out:
         _print_json(result)
@@ -262,12 +283,14 @@ def prune_cmd(
     threads: int | None = typer.Option(None, "--threads", help="With --budget-ms: runtime threads."),
     db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Prune MODEL and write an edgekit checkpoint every other command takes as a model.
 
     With --budget-ms and --target: structured pruning whose per-stage ratios are chosen so the predicted
     latency fits the budget, confirmed by compiling and measuring.
     """
+    _trust(trust_code)
     if budget_ms is not None:
         return _prune_budget(
             model, method or "magnitude", budget_ms, target, device, threads, out_path, input_size, ratio, db, json_out
@@ -408,8 +431,10 @@ def train_cmd(
     limit: int | None = typer.Option(TrainSpec.default("limit"), "--limit", help=TrainSpec.help("limit")),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Train or fine-tune MODEL on a dataset (AdamW, cosine schedule); pruning zeros and plans are kept."""
+    _trust(trust_code)
     bar, advance = _progress_bar(f"training {model}", json_out)
     with bar:
         result = train(
@@ -461,8 +486,10 @@ def distill_cmd(
     limit: int | None = typer.Option(DistillSpec.default("limit"), "--limit", help=DistillSpec.help("limit")),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Train STUDENT with a TEACHER's outputs: soft-label KD, DeiT hard distillation, feature matching."""
+    _trust(trust_code)
     features = parse_features(feature)
     bar, advance = _progress_bar(f"distilling into {student}", json_out)
     with bar:
@@ -660,8 +687,10 @@ def latency_predict(
     quantization: str | None = typer.Option(None, "--quantize", help="Predict for artifacts of this scheme."),
     db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Predict MODEL's latency on TARGET/DEVICE from the database's measurements, without compiling it."""
+    _trust(trust_code)
     n = _threads_for(target, device, threads)
     with LatencyDB(db) as database:
         r = predict(model, target, device, n, database, input_size=input_size, quantization=quantization)
@@ -690,8 +719,10 @@ def select_cmd(
     ),
     db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Pick the most accurate model within a latency budget on TARGET/DEVICE; measure it to confirm."""
+    _trust(trust_code)
     n = _threads_for(target, device, threads)
     names = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
     with LatencyDB(db) as database, err.status("selecting…", spinner="dots") as status:
@@ -752,8 +783,10 @@ def run_cmd(
     ),
     db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run manifest (or the plan) as JSON."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Carry out RECIPE: train, prune, distill, quantize, compile, verify, profile, report; finished steps are cached."""  # noqa: E501 - the help text, one line
+    _trust(trust_code)
     if dry_run:
         steps = recipes.explain(recipe, out_dir, overrides)
         if json_out:
@@ -851,24 +884,70 @@ class _null:
         return False
 
 
+# What the machine refuses, as opposed to a bug: the path and the reason are the whole story.
+_WRITE_ERRORS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.ENOTDIR,
+    errno.EEXIST,
+}
+
+
+def _interrupted() -> str:
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), "edgekit")
+    kept = (
+        "finished steps are cached, and the same command continues from them"
+        if command == "run"
+        else "files already complete are kept; nothing half-written was left behind"
+    )
+    return f"interrupted: edgekit {command} stopped; {kept}"
+
+
 def main() -> None:
     """Entry point: a user's mistake is one line on stderr and exit code 2, never a traceback."""
     try:
-        rc = app(standalone_mode=False)  # click hands back typer.Exit's code instead of raising it
+        # in a context of its own, trusting no code but what the command names: --trust-code ends with the command
+        context = contextvars.copy_context()
+        context.run(reset_trusted_code)
+        rc = context.run(app, standalone_mode=False, prog_name="edgekit")  # typer.Exit's code is handed back
+        if rc == 130:  # typer turns Ctrl-C into Exit(130)
+            raise KeyboardInterrupt
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except EdgekitError as e:
         err.print(f"error: {e}", soft_wrap=True, markup=False, highlight=False)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted; nothing half-written was left behind", markup=False)
+        err.print(_interrupted(), markup=False, highlight=False)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in _WRITE_ERRORS:
+            raise
+        where = f"'{e.filename}'" if e.filename else "a file"
+        err.print(
+            f"error: could not write {where}: {e.strerror or e}; choose a folder you can write to with space left "
+            "(nothing half-written was left behind)",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+        sys.exit(2)
     except typer.Exit as e:
+        if e.exit_code == 130:
+            err.print(_interrupted(), markup=False, highlight=False)
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except _CLICK_ERROR as e:  # a usage error (missing argument, unknown option): usage line and message
-        e.show()
+    except _CLICK_ERROR as e:  # a usage error (missing argument, unknown option, a value of the wrong type)
+        ctx = getattr(e, "ctx", None)
+        command = ctx.command_path if ctx is not None else "edgekit"
+        message = e.format_message().rstrip(".")
+        message = message[:1].lower() + message[1:]
+        err.print(f"error: {message}; see {command} --help", soft_wrap=True, markup=False, highlight=False)
         sys.exit(e.exit_code)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from .compile import get_target, read_manifest, targets
-from .data import load_dataset
+from .data import DatasetError, data_help, find_source, load_dataset
 from .errors import EdgekitError
 from .io import atomic_path, write_json
 from .models.weights import read_checkpoint
@@ -80,12 +80,25 @@ def labels_for(manifest: dict, labels: str | None) -> tuple[list[str], str]:
     if labels:
         path = Path(labels)
         if path.is_file():
-            names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-            source = str(path)
+            names, source = _labels_file(path, n), str(path)
+        elif path.is_dir():
+            raise EdgekitError(
+                f"--labels '{labels}' is a folder; give a text file with one class name per line "
+                f"or a dataset ({data_help()})"
+            )
         else:
+            try:
+                find_source(labels)
+            except DatasetError:
+                raise EdgekitError(
+                    f"--labels '{labels}' is neither a file nor a dataset; give a text file with one class name "
+                    f"per line or a dataset ({data_help()})"
+                ) from None
             names, source = list(load_dataset(labels, 16).classes), f"the dataset {labels}"
         if len(names) != n:
-            raise EdgekitError(f"--labels {labels} gives {len(names)} labels but the model has {n} classes")
+            raise EdgekitError(
+                f"--labels {labels} gives {len(names)} labels but the model has {n} classes; give one name per class"
+            )
         return names, source
     ref = manifest["model"].get("reference") or ""
     if ref.endswith((".pt", ".pth", ".ckpt")) and Path(ref).is_file():
@@ -93,6 +106,23 @@ def labels_for(manifest: dict, labels: str | None) -> tuple[list[str], str]:
         if len(data.get("classes") or []) == n:
             return [str(c) for c in data["classes"]], f"the training data of {ref} ({data.get('spec')})"
     return [f"class {i}" for i in range(n)], "none known: numbered (pass --labels FILE or a dataset)"
+
+
+def _labels_file(path: Path, n: int) -> list[str]:
+    """The class names in a text file, one a line (blank lines skipped); a one-line error for anything else."""
+    fix = f"give a UTF-8 text file with one class name per line ({n} for this model)"
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise EdgekitError(f"cannot read --labels '{path}' ({e.strerror or e}); {fix}") from None
+    except UnicodeDecodeError:
+        raise EdgekitError(f"--labels '{path}' is not a text file (not UTF-8); {fix}") from None
+    if "\x00" in text:
+        raise EdgekitError(f"--labels '{path}' is not a text file (it holds NUL bytes); {fix}")
+    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not names:
+        raise EdgekitError(f"--labels '{path}' is empty; {fix}")
+    return names
 
 
 def bundle(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -20,17 +21,59 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
+def check_writable(path: str | Path) -> Path:
+    """Fail now, with the OSError a write would give, where `path` cannot be written: a file stands where a folder
+    must be, or the nearest existing folder is not writable. Creates nothing (so a refused command leaves nothing)."""
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of this folder", str(parent))
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "Permission denied", str(parent))
+            break
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _clear_stale_partials(final: Path) -> None:
+    """Remove what a killed writer of `final` left (`.NAME.partial-PID-…` of a process that no longer runs)."""
+    prefix = f".{final.name}.partial-"
+    with contextlib.suppress(OSError):
+        for p in final.parent.iterdir():
+            pid = p.name[len(prefix) :].split("-", 1)[0]
+            if p.name.startswith(prefix) and pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    _remove(p)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `final` (file or directory); rename it over `final` on success only."""
     final = Path(final)
+    check_writable(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.partial-", suffix=final.suffix, dir=final.parent)
+    _clear_stale_partials(final)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.partial-{os.getpid()}-", suffix=final.suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(name)
     tmp.unlink()  # the writer creates it (a file or a directory such as .mlpackage)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if e.filename is None and e.errno is not None:  # a plain write: name the file it was for
+                raise type(e)(e.errno, e.strerror, str(final)) from None
+            raise
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to {tmp}")
         if final.exists():

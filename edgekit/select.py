@@ -11,6 +11,7 @@ are compiled and measured until one is measured within the budget.
 from __future__ import annotations
 
 import copy
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -97,6 +98,11 @@ def pareto_front(cands: list[Candidate]) -> list[Candidate]:
     return front
 
 
+def check_budget(budget_ms: float) -> None:
+    if not math.isfinite(budget_ms) or budget_ms <= 0:
+        raise EdgekitError(f"--budget-ms {budget_ms}: give a positive latency budget in milliseconds")
+
+
 def plot_pareto(cands: list[Candidate], budget_ms: float, chosen: Candidate | None, path: Path, title: str) -> Path:
     import matplotlib
 
@@ -173,8 +179,7 @@ def select(
     With `quantize`, every candidate is compiled with that scheme and timed as such (the predictor is
     fitted on artifacts of the same scheme); its accuracy stays the float model's, marked as such.
     """
-    if budget_ms <= 0:
-        raise EdgekitError(f"--budget-ms {budget_ms}: give a positive latency budget in milliseconds")
+    check_budget(budget_ms)
     say = progress or (lambda m: None)
     out = Path(out)
     work = out / "candidates"
@@ -299,8 +304,7 @@ def prune_to_budget(
     scorers = [n for n in method_names() if get_method(n).scores_groups]
     if method not in scorers:
         raise EdgekitError(f"--budget-ms prunes with {' or '.join(scorers)} scores, not '{method}'")
-    if budget_ms <= 0:
-        raise EdgekitError(f"--budget-ms {budget_ms}: give a positive latency budget in milliseconds")
+    check_budget(budget_ms)
     out = checkpoint_out(out)
     say = progress or (lambda m: None)
     predictor, _ = ensure_predictor(target, device, threads, db, input_size, progress=say)

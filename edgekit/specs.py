@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_SEED = 0
 DEFAULT_DATA = "digits"
+# What a model can be asked for, wherever it is asked (the CLI, recipes, checkpoints): a square input side
+# (2048 is 12.6 M pixels; larger is a typo, and would allocate tens of GB before anything failed) and a class count.
+MIN_INPUT, MAX_INPUT = 8, 2048
+MAX_CLASSES = 100_000
+MAX_THREADS = 256
 
 
 class Spec(BaseModel):
@@ -92,7 +97,7 @@ class VerifySpec(Spec):
 class ProfileSpec(Spec):
     runs: int = Field(50, ge=1, description="Timed runs.")
     warmup: int = Field(10, ge=0, description="Untimed runs first.")
-    threads: int | None = Field(None, ge=1, description="Runtime threads (default: the device's).")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="Runtime threads (default: the device's).")
     device: str = Field("host", description="host, adb[:SERIAL], or a device of the target definitions.")
     per_op: bool = Field(False, description="Per-op rows (where the runtime gives them).")
     record: bool = Field(True, description="Record the report in the latency database.")

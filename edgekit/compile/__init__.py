@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import EdgekitError, VerificationError
-from ..io import atomic_path, write_json
+from ..io import atomic_path, check_writable, write_json
 from ..models import LoadedModel, ModelCard, load_model
 from ..quantize import plan_quantization
 from ..specs import CompileSpec, QuantizeSpec, VerifySpec
@@ -95,7 +95,7 @@ def _resolve(model, weights, num_classes, input_size, name) -> LoadedModel:
             card = replace(card, input_size=int(input_size))
         model.eval()
         return LoadedModel(model, card, reference=None)
-    return load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
+    return load_model(model, weights=weights, num_classes=num_classes, input_size=input_size, probe=True)
 
 
 @dataclass
@@ -149,6 +149,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     after, and `max_drop` (points) keeps the most harmful layers float until the drop is within it.
     """
     tgt = get_target(target)
+    check_writable(Path(out) / "artifact")  # before the slow work
     loaded = _resolve(model, weights, num_classes, input_size, name)
     card = loaded.card
     opts = CompileOptions(

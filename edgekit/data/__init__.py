@@ -78,18 +78,63 @@ def load_dataset(
     pre = Preprocess(int(input_size), tuple(float(m) for m in mean), tuple(float(s) for s in std))
     source, arg = find_source(spec)
     train, val, classes, info = source.load(arg, pre, val_fraction, seed)
+    _check_classes(spec, train, tuple(classes))
     gen = torch.Generator().manual_seed(seed + 1)
     if limit is not None and limit < len(train):
         train = train.subset(torch.randperm(len(train), generator=gen)[: max(1, int(limit))])
+    if len(train) < 2:  # a batch of one image: BatchNorm cannot train on it
+        more = "a --limit of 2 or more" if limit is not None and limit < 2 else "more images"
+        raise DatasetError(
+            f"'{spec}' leaves {len(train)} training image{'s' if len(train) != 1 else ''}; training needs at "
+            f"least 2 per batch: give {more}"
+        )
     if val_limit is not None and val_limit < len(val):
         val = val.subset(torch.randperm(len(val), generator=gen)[: max(1, int(val_limit))])
     calib = train.subset(torch.randperm(len(train), generator=gen)[: min(calib_size, len(train))])
     return Dataset(str(spec), tuple(classes), train, val, calib, info)
 
 
+def _check_classes(spec: str, train: Split, classes: tuple) -> None:
+    """A classifier needs two classes, and its training labels must be class indices."""
+    if len(classes) < 2:
+        named = f" ('{classes[0]}')" if classes else ""
+        raise DatasetError(
+            f"'{spec}' has {len(classes)} class{named}; a classifier needs at least 2 classes: "
+            "add images of another class (an image folder: one sub-directory per class)"
+        )
+    if len(train) == 0:
+        raise DatasetError(f"'{spec}' has no training images; add images for each class")
+    y = train.y
+    if int(y.min()) < 0 or int(y.max()) >= len(classes):
+        raise DatasetError(
+            f"'{spec}' has training labels from {int(y.min())} to {int(y.max())} but {len(classes)} classes; "
+            f"labels must be 0 to {len(classes) - 1}"
+        )
+    present = torch.unique(y)
+    if len(present) < 2:
+        raise DatasetError(
+            f"'{spec}' has training images of only one class ('{classes[int(present[0])]}'); a classifier needs "
+            "at least 2 classes: add images of the others"
+        )
+
+
 def batches(split: Split, batch_size: int, generator: torch.Generator):
-    """Endless shuffled mini-batches (an epoch is len(split) // batch_size of them)."""
+    """Endless shuffled mini-batches (an epoch is len(split) // batch_size of them; the rest is left out, so no
+    batch is smaller than the others).
+
+    Refused up front (a DatasetError) where a batch would hold one image: BatchNorm cannot train on it.
+    """
     batch_size = min(batch_size, len(split))
+    if batch_size < 2:
+        if len(split) < 2:
+            raise DatasetError(f"the training split holds {len(split)} image; training needs at least 2: add images")
+        raise DatasetError(
+            "--batch-size 1 cannot train (BatchNorm normalises over the batch); give --batch-size 2 or more"
+        )
+    return _endless(split, batch_size, generator)
+
+
+def _endless(split: Split, batch_size: int, generator: torch.Generator):
     while True:
         perm = torch.randperm(len(split), generator=generator)
         for i in range(0, len(perm) - batch_size + 1, batch_size):

@@ -175,6 +175,12 @@ def _fashion_mnist(root: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tens
             raise DatasetError(
                 f"Fashion-MNIST {split} files in {root} disagree: images {tuple(x.shape)}, labels {tuple(y.shape)}"
             )
+        if len(y) and int(y.max()) >= len(FASHION_MNIST_CLASSES):  # uint8: never below 0
+            bad = int((y >= len(FASHION_MNIST_CLASSES)).nonzero()[0, 0])
+            raise DatasetError(
+                f"Fashion-MNIST {split} labels in {root} hold {int(y[bad])} (at index {bad}); labels must be "
+                f"0 to {len(FASHION_MNIST_CLASSES) - 1}, one per class: replace the labels file"
+            )
         parts[split] = (x.unsqueeze(1), y.long())
     return parts, FASHION_MNIST_CLASSES
 
@@ -234,8 +240,11 @@ class ImageFolder(Source):
                 raise DatasetError(f"'{root}/train' and '{root}/val' have different class sub-directories")
             return Split(tp, torch.tensor(tl), pre), Split(vp, torch.tensor(vl), pre), classes, {"root": str(root)}
         paths, labels, classes = _list_images(root)
-        if len(paths) < 2:
-            raise DatasetError(f"'{root}' holds {len(paths)} image; a train / validation split needs at least 2")
+        if len(paths) < 3:
+            raise DatasetError(
+                f"'{root}' holds {len(paths)} image{'s' if len(paths) != 1 else ''}; a train / validation split "
+                "needs at least 3 (2 to train on, 1 to validate): add images"
+            )
         full = Split(paths, torch.tensor(labels), pre)
         tr, va = _seeded_split(len(paths), val_fraction, seed)
         return full.subset(tr), full.subset(va), classes, {"root": str(root)}

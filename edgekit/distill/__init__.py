@@ -6,14 +6,14 @@ pruning plans of a pruned student kept) after every epoch; `resume=True` continu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..data import Dataset, accuracy, load_dataset, logits_of
+from ..data import Dataset, accuracy, load_dataset
 from ..errors import EdgekitError
-from ..models import checkpoint_out, load_model, save_checkpoint
+from ..models import LoadedModel, checkpoint_out, load_model, save_checkpoint
 from ..models.weights import read_checkpoint
 from ..specs import DEFAULT_DATA, DEFAULT_SEED, DistillSpec, TrainSpec
 from .loop import TrainConfig, TrainState, cosine_lr, fit, sparsity_masks
@@ -42,13 +42,11 @@ class TrainResult:
 
 def _load_for_data(ref: str, data: str, *, weights, num_classes, input_size, limit, val_limit, seed, who="model"):
     """The model and the dataset, with the classifier sized to the data where that is unambiguous."""
-    loaded = load_model(ref, weights=weights, num_classes=num_classes, input_size=input_size)
+    # one forward first: a network that cannot run at the size is one line, and a user's module has the classes
+    # it outputs
+    loaded = load_model(ref, weights=weights, num_classes=num_classes, input_size=input_size, probe=True)
     card = loaded.card
     dataset = load_dataset(data, card.input_size, card.mean, card.std, limit=limit, val_limit=val_limit, seed=seed)
-    if card.family == "user":  # a user's own module: its classes are what it outputs
-        with torch.no_grad():
-            probe = dataset.train.batch(torch.arange(min(2, len(dataset.train))))[0]
-            card = loaded.card = replace(card, num_classes=int(logits_of(loaded.model.eval()(probe)).shape[1]))
     if card.num_classes != dataset.num_classes:
         fresh_zoo_model = (
             weights is None
@@ -65,6 +63,12 @@ def _load_for_data(ref: str, data: str, *, weights, num_classes, input_size, lim
             )
         loaded = load_model(ref, num_classes=dataset.num_classes, input_size=input_size)
     return loaded, dataset
+
+
+def _without_timings(history: list[dict]) -> list[dict]:
+    """The epoch log as a checkpoint keeps it: timings belong to the run's report, not to the model's bytes (the same
+    command with the same seed writes the same file, so a recipe's later steps keep their cache keys)."""
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
 def _resume_state(out: Path, resume: bool, config: dict) -> TrainState | None:
@@ -109,6 +113,8 @@ def _run(
         raise EdgekitError("--lr must be positive and --batch-size at least 1")
     config = {"data": data, **cfg.to_dict(), "limit": limit, "teacher": (teacher_spec or {}).get("teacher")}
     state = _resume_state(out, resume, config)
+    # every model and weights file is read and checked before the data loads and the model is evaluated
+    teacher = load_model(teacher_spec["teacher"], weights=teacher_spec.get("teacher_weights")) if teacher_spec else None
     source = str(out) if state else model
     loaded, dataset = _load_for_data(
         source,
@@ -127,8 +133,8 @@ def _run(
         else (state.history[0].get("val_accuracy_before") if state.history else None)
     )
     distiller = None
-    if teacher_spec:
-        distiller = _make_distiller(net, teacher_spec, dataset)
+    if teacher_spec and teacher is not None:
+        distiller = _make_distiller(net, teacher, teacher_spec, dataset)
 
     def save(s: TrainState) -> None:
         if s.history and "val_accuracy_before" not in s.history[0]:
@@ -138,9 +144,10 @@ def _run(
             "model": model,
             "data": dataset.describe(),
             "config": config,
-            "history": s.history,
+            "history": _without_timings(s.history),
         }
-        save_checkpoint(loaded, out, provenance=provenance, extra={"train_state": {**s.to_dict(), "config": config}})
+        train_state = {**s.to_dict(), "history": _without_timings(s.history), "config": config}
+        save_checkpoint(loaded, out, provenance=provenance, extra={"train_state": train_state})
 
     try:
         state = fit(net, dataset, cfg, distiller=distiller, state=state, on_epoch=save, progress=progress)
@@ -162,9 +169,8 @@ def _run(
     return TrainResult(out, report)
 
 
-def _make_distiller(student: torch.nn.Module, spec: dict, dataset: Dataset) -> Distiller:
+def _make_distiller(student: torch.nn.Module, teacher: LoadedModel, spec: dict, dataset: Dataset) -> Distiller:
     pre = dataset.train.preprocess
-    teacher = load_model(spec["teacher"], weights=spec.get("teacher_weights"), input_size=pre.size)
     if teacher.card.num_classes != dataset.num_classes:
         raise EdgekitError(
             f"the teacher '{spec['teacher']}' has {teacher.card.num_classes} classes and "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -9,17 +10,32 @@ import torch
 from torch import nn
 
 from ..errors import EdgekitError, UnknownModelError, WeightsError
-from ..io import atomic_path
+from ..io import atomic_path, check_writable
+from ..specs import MAX_CLASSES, MAX_INPUT, MIN_INPUT
 from . import zoo as _zoo  # noqa: F401  (registers the zoo)
 from .deploy import reparameterized
-from .registry import ModelCard, build_user_model, build_zoo_model, is_user_reference, list_models, model_card
+from .probe import InputSizeError, check_input_size, output_classes
+from .registry import (
+    ModelCard,
+    build_user_model,
+    build_zoo_model,
+    check_trusted,
+    is_user_reference,
+    list_models,
+    model_card,
+    reset_trusted_code,
+    trust_all_code,
+    trusted_code,
+)
 from .stats import count_macs, count_params
 from .surgery import apply_plan
 from .weights import extract_state_dict, load_state_dict_strict, load_weights, read_checkpoint
 
 CHECKPOINT_FORMAT = "edgekit-checkpoint/1"
 
+
 __all__ = [
+    "InputSizeError",
     "LoadedModel",
     "ModelCard",
     "count_macs",
@@ -28,7 +44,10 @@ __all__ = [
     "list_models",
     "load_model",
     "model_card",
+    "reset_trusted_code",
     "save_checkpoint",
+    "trust_all_code",
+    "trusted_code",
 ]
 
 
@@ -52,10 +71,16 @@ def load_model(
     weights: str | Path | None = None,
     num_classes: int | None = None,
     input_size: int | None = None,
+    probe: bool = False,
 ) -> LoadedModel:
-    """Build the model a reference names, load `weights` if given, and put it in evaluation mode."""
+    """Build the model a reference names, load `weights` if given, and put it in evaluation mode.
+
+    With `probe`, one forward at the input size first: a network that cannot run at it is a one-line
+    `InputSizeError` naming the size it runs at, and a user's module gets its class count from its output.
+    """
     if not isinstance(ref, str) or not ref:
         raise UnknownModelError("no model given; name a zoo model (see `edgekit zoo list`) or path/to/file.py:Class")
+    check_size(num_classes, input_size)
     path = Path(ref)
     if path.suffix in (".pt", ".pth", ".ckpt") or (path.is_file() and not is_user_reference(ref)):
         loaded = _load_edgekit_checkpoint(path)
@@ -70,10 +95,26 @@ def load_model(
     if weights is not None:
         load_weights(loaded.model, weights)
         loaded.weights = str(weights)
+    from_code = is_user_reference(ref) and loaded.reference == ref  # a module named by its code: no card size
+    built_for = None if from_code else loaded.card.input_size
     if input_size is not None:
         loaded.card = replace(loaded.card, input_size=int(input_size))
     loaded.model.eval()
+    if probe:
+        check_input_size(loaded.model, loaded.card.input_size, name=ref, built_for=built_for)
+        if loaded.card.family == "user" and num_classes is None:  # a user's module: the classes it outputs
+            loaded.card = replace(loaded.card, num_classes=output_classes(loaded.model, loaded.card.input_size))
     return loaded
+
+
+def check_size(num_classes: int | None = None, input_size: int | None = None) -> None:
+    """A one-line error for a class count or input size no model can have (before anything is built)."""
+    for name, value, low, high in (
+        ("--num-classes", num_classes, 1, MAX_CLASSES),
+        ("--input-size", input_size, MIN_INPUT, MAX_INPUT),
+    ):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise EdgekitError(f"{name} {value} is out of range; give a whole number from {low} to {high}")
 
 
 def create_model(
@@ -90,7 +131,7 @@ def checkpoint_out(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix not in (".pt", ".pth", ".ckpt"):
         raise EdgekitError(f"--out '{path}' should name a checkpoint file ending in .pt")
-    return path
+    return check_writable(path)
 
 
 def save_checkpoint(
@@ -116,8 +157,13 @@ def save_checkpoint(
         "provenance": provenance or {},
         **(extra or {}),  # e.g. `train_state` to resume training from
     }
+    # Serialised in memory: given a path, torch.save names the zip's inner folder after the (random) temporary
+    # file name, so the same checkpoint would never have the same bytes twice; and a full disk is then an OSError
+    # of a plain write, not a RuntimeError from torch's zip writer.
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
     with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 
@@ -127,13 +173,34 @@ def _load_edgekit_checkpoint(path: Path) -> LoadedModel:
         raise WeightsError(
             f"'{path}' is not an edgekit checkpoint; to load plain weights give a model name and --weights {path}"
         )
-    base = load_model(str(blob["base"]), num_classes=int(blob["num_classes"]))
-    plans = list(blob.get("plans") or [])
+    base_ref, num_classes, input_size, plans = _checkpoint_fields(blob, path)
+    if not is_user_reference(base_ref) and base_ref not in list_models():  # never a path: no checkpoint chains
+        raise WeightsError(f"checkpoint '{path}' is damaged: its base '{base_ref[:200]}' is not a zoo model")
+    check_trusted(base_ref, f"checkpoint '{path}'")
+    base = load_model(base_ref, num_classes=num_classes)
     for plan in plans:
         apply_plan(base.model, plan)
     load_state_dict_strict(base.model, extract_state_dict(blob, path), path)
-    card = replace(base.card, input_size=int(blob.get("input_size") or base.card.input_size))
+    card = replace(base.card, input_size=input_size or base.card.input_size)
     return LoadedModel(base.model, card, str(path), plans=plans)
+
+
+def _checkpoint_fields(blob: dict, path: Path) -> tuple[str, int, int | None, list]:
+    """The base reference, class count, input size and plans of an edgekit checkpoint, type-checked."""
+    base, num_classes, input_size, plans = (blob.get(k) for k in ("base", "num_classes", "input_size", "plans"))
+
+    def bad(field: str, what: str):
+        return WeightsError(f"checkpoint '{path}' is damaged: '{field}' should be {what}; write it again")
+
+    if not isinstance(base, str) or not base or len(base) > 4096:
+        raise bad("base", "a model reference")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or not 1 <= num_classes <= MAX_CLASSES:
+        raise bad("num_classes", f"a whole number from 1 to {MAX_CLASSES}")
+    if input_size is not None and (not isinstance(input_size, int) or not MIN_INPUT <= input_size <= MAX_INPUT):
+        raise bad("input_size", f"a whole number from {MIN_INPUT} to {MAX_INPUT}")
+    if not isinstance(plans or [], list) or not all(isinstance(p, dict) for p in plans or []):
+        raise bad("plans", "a list of pruning plans")
+    return base, num_classes, input_size, list(plans or [])
 
 
 def model_info(name: str, input_size: int | None = None) -> dict:

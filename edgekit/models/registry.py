@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -84,6 +86,59 @@ def is_user_reference(ref: str) -> bool:
     return ":" in ref and not ref.startswith(("http://", "https://"))
 
 
+# Model references read from files (a checkpoint's `base`, a manifest's model) are data: one that names Python
+# code runs that code when built, so it is refused unless the caller trusts it (`--trust-code`). A reference the
+# user typed (`edgekit compile my_net.py:Net`) is theirs and runs (the README says so); once it has run, a
+# checkpoint that names it may rebuild it in the same context (a Python session, one CLI command).
+_TRUSTED: ContextVar[bool | frozenset[str]] = ContextVar("edgekit_trusted_code", default=frozenset())
+
+
+@contextlib.contextmanager
+def trusted_code(refs: bool | Iterable[str] = True) -> Iterator[None]:
+    """Within the block, let references read from files run code: all of them (True), or those in `refs`."""
+    current = _TRUSTED.get()
+    value: bool | frozenset[str] = current
+    if refs is True or isinstance(current, bool):
+        value = True if refs is True else current
+    elif not isinstance(refs, bool):
+        value = current | frozenset(refs)
+    token = _TRUSTED.set(value)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def trust_all_code() -> None:
+    """`--trust-code`: every reference read from a file may run code, for the rest of the current context."""
+    _TRUSTED.set(True)
+
+
+def reset_trusted_code() -> None:
+    """Trust nothing read from files (the start of each CLI command)."""
+    _TRUSTED.set(frozenset())
+
+
+def _ran(ref: str) -> None:
+    """`ref` was built at the user's own request (its code has run here): checkpoints naming it may rebuild it."""
+    current = _TRUSTED.get()
+    if not isinstance(current, bool):
+        _TRUSTED.set(current | {ref})
+
+
+def check_trusted(ref: str, source: str) -> None:
+    """Refuse a reference read from `source` (a file) that would run Python code, unless it is trusted."""
+    if not is_user_reference(ref):
+        return
+    trusted = _TRUSTED.get()
+    if trusted is True or (not isinstance(trusted, bool) and ref in trusted):
+        return
+    raise UnknownModelError(
+        f"{source} names Python code as its model ('{ref}'), which loading it would run; "
+        "pass --trust-code if you trust that code (edgekit.models.trusted_code() in Python)"
+    )
+
+
 def _load_user_object(ref: str):
     target, _, attr = ref.rpartition(":")
     if not target or not attr:
@@ -128,7 +183,9 @@ def seeded_init(fn: Callable[[], nn.Module]) -> nn.Module:
 
 
 def build_user_model(ref: str) -> nn.Module:
+    """Import and build the user's own reference (a file they named, so its code runs); see `check_trusted`."""
     obj = _load_user_object(ref)
+    _ran(ref)
     try:
         model = seeded_init(obj)
     except Exception as e:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..compile import target_names
 from ..errors import EdgekitError
+from ..specs import MAX_THREADS
 
 # shipped inside the package (a wheel carries them); `targets/` at the top of the source tree links here
 TARGETS_DIR = Path(str(files("edgekit") / "resources" / "targets"))
@@ -45,8 +46,15 @@ class Device(BaseModel):
         return v
 
     def threads_for(self, threads: int | None) -> int:
-        """The thread count a run uses: the one asked for, else the device's, else every core of this host."""
-        return int(threads or self.threads or ((os.cpu_count() or 1) if self.profile.via == "host" else 1))
+        """The thread count a run uses: the one asked for, else the device's, else every core of this host.
+
+        On the host, more threads than cores measure the scheduler, not the model (and thousands never finish)."""
+        cores = os.cpu_count() or 1
+        most = cores if self.profile.via == "host" else MAX_THREADS
+        if threads is not None and not 1 <= threads <= most:
+            where = f"this host has {cores} cores" if self.profile.via == "host" else f"at most {MAX_THREADS}"
+            raise EdgekitError(f"--threads {threads} is out of range; give 1 to {most} ({where})")
+        return int(threads or self.threads or (cores if self.profile.via == "host" else 1))
 
 
 def targets_dir() -> Path:

@@ -61,7 +61,8 @@ def prune(
     if not 0.0 < float(ratio) < 1.0:
         raise EdgekitError(f"--ratio {ratio} is out of range; give a fraction between 0 and 1, e.g. 0.5")
     out = checkpoint_out(out)
-    loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size)
+    # the first forward, before the data and the graph analysis: one line where the network cannot run at the size
+    loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size, probe=True)
     net, size = loaded.model, loaded.card.input_size
     dataset = None
     if pm.needs_data:  # check the data before the (slower) graph analysis
@@ -92,6 +93,11 @@ def prune(
         report["channels_removed"] = sum(g.size - len(keep[g.id]) for g in groups)
         report["channels_total"] = sum(g.size for g in groups)
     else:
+        if not prunable_weights(net):
+            raise EdgekitError(
+                f"'{model}' has no weights unstructured pruning may zero (its first convolution and its classifier "
+                "are kept); pass --structured or give a deeper network"
+            )
         report[f"sparsity_per_{pm.sparsity_unit}"] = pm.unstructured(net, ratio)
     after = {
         "params": sum(p.numel() for p in net.parameters()),
@@ -99,8 +105,9 @@ def prune(
         "macs": count_macs(net, size),
     }
     prunable = prunable_weights(net)
-    report["prunable_sparsity"] = 1.0 - sum(int((w != 0).sum()) for w in prunable.values()) / max(
-        1, sum(w.numel() for w in prunable.values())
+    n_prunable = sum(w.numel() for w in prunable.values())
+    report["prunable_sparsity"] = (
+        1.0 - sum(int((w != 0).sum()) for w in prunable.values()) / n_prunable if n_prunable else 0.0
     )
     report.update(before=before, after=after)
     provenance = {"command": "prune", **{k: v for k, v in report.items() if not k.startswith("sparsity_per")}}

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import EdgekitError
+from ..errors import EdgekitError, first_line
+from ..models.probe import check_input_size
 
 
 class PruneGraphError(EdgekitError):
@@ -161,7 +162,7 @@ class ChannelGraph:
                 self.ep = torch.export.export(model, (example,))
         except Exception as e:  # noqa: BLE001 - the user's network does not trace
             raise PruneGraphError(
-                f"torch.export cannot trace this network ({type(e).__name__}: {e}); "
+                f"torch.export cannot trace this network ({type(e).__name__}: {first_line(e)}); "
                 "channel analysis needs a traceable forward"
             ) from None
         finally:
@@ -567,5 +568,9 @@ def _ndim(node, default: int) -> int:
 
 
 def channel_groups(model: nn.Module, input_size: int = 224, in_chans: int = 3) -> list[Group]:
-    """The prunable groups of coupled channels of `model` (traced at batch 1, `input_size`²)."""
+    """The prunable groups of coupled channels of `model` (traced at batch 1, `input_size`²).
+
+    A network that does not run at `input_size` is an `InputSizeError` first, not an error from inside the trace.
+    """
+    check_input_size(model, input_size, in_chans=in_chans)
     return ChannelGraph(model, torch.zeros(1, in_chans, input_size, input_size)).groups()

@@ -16,6 +16,31 @@ from .schema import Recipe, RecipeError, _LocatedError
 __all__ = ["apply_overrides", "load_recipe"]
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line: int, first: int):
+        super().__init__(f"duplicate key '{key}'")
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not last-wins."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, key_node.start_mark.line + 1, seen[key])
+                    seen[key] = key_node.start_mark.line + 1
+                except TypeError:  # an unhashable key: the constructor's own error says so
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
 def _yaml_value(text: str):
     try:
         return yaml.safe_load(text) if text.strip() else None
@@ -114,10 +139,18 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[R
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe '{path}' does not exist; give a YAML file such as recipes/quickstart.yaml")
-    text = path.read_text()
     try:
-        root = yaml.compose(text)
-        raw = yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"cannot read recipe '{path}' ({first_line(e)}); give a YAML text file") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise RecipeError(
+            f"{path}:{e.line}: key '{e.key}' appears twice in one mapping (first at line {e.first}); "
+            "keep one (YAML would silently use the last)"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -19,6 +19,7 @@ from ..distill import train as train_model
 from ..errors import EdgekitError, first_line
 from ..io import sha256_of, write_json
 from ..latency import LatencyDB, record
+from ..models import trusted_code
 from ..profile import profile as profile_artifact
 from ..prune import prune as prune_model
 from ..report import step_detail, write_run_report
@@ -284,6 +285,15 @@ class _Runner:
         return {**entry, "status": "ran", "seconds": seconds, "outputs": outputs, "summary": summary}
 
 
+def _typed_references(recipe: Recipe) -> set[str]:
+    """The model references the recipe's author wrote (the model, a teacher): checkpoints the run writes from them
+    name them as their base, and may run their code; a reference read from any other file may not."""
+    refs = {recipe.model.ref}
+    if recipe.distill is not None and recipe.distill.teacher:
+        refs.add(recipe.distill.teacher)
+    return refs
+
+
 def run(
     recipe_path: str | Path,
     out: str | Path | None = None,
@@ -317,7 +327,7 @@ def run(
         },
         "steps": entries,
     }
-    with _locked(out):
+    with _locked(out), trusted_code(_typed_references(recipe)):
         _clean_stale(out / "cache")
         runner = _Runner(out, db, log, status)
         failed: set[str] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Annotated, TypeVar
 
@@ -15,6 +16,9 @@ from ..prune.oto import OPTIMIZERS
 from ..specs import (
     DEFAULT_DATA,
     DEFAULT_SEED,
+    MAX_CLASSES,
+    MAX_INPUT,
+    MIN_INPUT,
     CompileSpec,
     DistillSpec,
     ProfileSpec,
@@ -24,7 +28,16 @@ from ..specs import (
     VerifySpec,
 )
 
-__all__ = ["CompileEntry", "ModelSection", "PruneSection", "QuantizeSection", "Recipe", "RecipeError", "Target"]
+__all__ = [
+    "CompileEntry",
+    "ModelSection",
+    "PlainName",
+    "PruneSection",
+    "QuantizeSection",
+    "Recipe",
+    "RecipeError",
+    "Target",
+]
 
 
 T = TypeVar("T")
@@ -40,6 +53,21 @@ class _LocatedError(ValueError):
     def __init__(self, loc: tuple, msg: str):
         super().__init__(msg)
         self.loc = loc
+
+
+# -- names that become parts of paths ---------------------------------------------------------------------------
+
+
+def _plain_name(v: str) -> str:
+    """A name that is one path component: out/<name>, an artifact's name, a step's folder."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", v) or not v.strip("."):
+        raise ValueError(
+            "must be a plain name (letters, digits, '-', '_' and '.', not only dots): it names a folder or file"
+        )
+    return v
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
 
 
 # -- what depends on the target: the target registry answers ------------------------------------------------------
@@ -74,8 +102,8 @@ class ModelSection(BaseModel):
 
     ref: str = Field(description="zoo name, path/to/file.py:Class, package.module:factory or an edgekit checkpoint")
     weights: str | None = None
-    num_classes: int | None = Field(None, ge=1)
-    input_size: int | None = Field(None, ge=8, le=1024)
+    num_classes: int | None = Field(None, ge=1, le=MAX_CLASSES)
+    input_size: int | None = Field(None, ge=MIN_INPUT, le=MAX_INPUT)
 
 
 class PruneSection(PruneSpec):
@@ -108,7 +136,7 @@ class CompileEntry(CompileSpec):
     """An entry of `compile:` - a target, the compile options and this entry's scheme."""
 
     target: Target
-    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="needed when a target appears twice")
+    id: PlainName | None = Field(None, description="needed when a target appears twice")
     quantize: str | None = Field(None, description="this entry's scheme, over quantize.schemes; 'none' for float")
 
     @field_validator("delegate")
@@ -131,7 +159,7 @@ class CompileEntry(CompileSpec):
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: PlainName = Field(description="the run's name: out/<name> and its artifacts' names")
     description: str = ""
     seed: int = DEFAULT_SEED
     model: ModelSection
