@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -45,7 +46,7 @@ from .specs import (
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="edgekit: vision models to phones, verified.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 app.add_typer(zoo_app, name="zoo")
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, highlight=False)  # the highlighter is quadratic on long strings (86 s for 100 KB)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -65,6 +66,11 @@ _TRUST_CODE = typer.Option(
 def _trust(trust_code: bool) -> None:
     if trust_code:
         trust_all_code()
+
+
+def _text(value) -> str:
+    """A report's or database's string as data, never as rich markup (`[/bold]` in a device name is text)."""
+    return escape("" if value is None else str(value))
 
 
 def _print_json(data) -> None:
@@ -521,8 +527,8 @@ def distill_cmd(
 def _print_report(r: dict) -> None:
     a, d = r["artifact"], r["device"]
     out.print(
-        f"[bold]{a.get('name', a['sha256'][:12])}[/bold] on {d['name']} ({d.get('model', '')}), "
-        f"{r['runtime']['name']} {r['runtime'].get('version') or ''}, {r['threads']} threads"
+        f"[bold]{_text(a.get('name') or a['sha256'][:12])}[/bold] on {_text(d['name'])} ({_text(d.get('model'))}), "
+        f"{_text(r['runtime']['name'])} {_text(r['runtime'].get('version'))}, {r['threads']} threads"
     )
     if r["samples_ms"]:
         out.print(
@@ -538,13 +544,13 @@ def _print_report(r: dict) -> None:
         f"  load        {_fmt(r.get('load_ms'), ' ms', 1)}   peak memory {_fmt(r.get('peak_memory_mb'), ' MB', 1)}"
     )
     for note in r.get("notes", []):
-        out.print(f"  [yellow]note[/yellow]        {note}")
+        out.print(f"  [yellow]note[/yellow]        {_text(note)}")
     if r.get("ops"):
         table = Table(title="per op kind (time per inference)")
         for col in ("op", "count", "ms", "share"):
             table.add_column(col, justify="left" if col == "op" else "right")
         for o in r["ops"][:15]:
-            table.add_row(o["op"], str(o.get("count", "")), f"{o['ms']:.3f}", f"{o.get('share', 0):.1%}")
+            table.add_row(_text(o["op"]), str(o.get("count", "")), f"{o['ms']:.3f}", f"{o.get('share', 0):.1%}")
         out.print(table)
 
 
@@ -562,8 +568,10 @@ def profile_cmd(
     no_db: bool = typer.Option(False, "--no-db", help="Do not record the report in the latency database."),
     save: Path | None = typer.Option(None, "--save", help="Also write the report JSON here."),
     json_out: bool = typer.Option(False, "--json", help="Print the report JSON."),
+    trust_code: bool = _TRUST_CODE,
 ) -> None:
     """Measure ARTIFACT's latency in its runtime (or `profile import REPORT.json`); record it in the database."""
+    _trust(trust_code)
     if artifact == "import":
         if report_path is None:
             raise EdgekitError("`edgekit profile import` needs the REPORT.json a demo app wrote")
@@ -577,15 +585,16 @@ def profile_cmd(
             )
     if save:
         write_json(save, report)
-    row_id = None
+    # the measurement first (stdout, --save), the database after: a damaged database loses no measurement
+    if json_out:
+        _print_json(report)
+    else:
+        _print_report(report)
     if not no_db:
         with LatencyDB(db) as database:
             row_id = record(report, database)
-    if json_out:
-        return _print_json(report)
-    _print_report(report)
-    if row_id is not None:
-        out.print(f"  recorded    report {row_id} in {database.path}")
+        if not json_out:
+            out.print(f"  recorded    report {row_id} in {database.path}")
 
 
 latency_app = typer.Typer(no_args_is_help=True, help="The latency database and predictor.")
@@ -610,11 +619,11 @@ def latency_list(
     for r in rows:
         table.add_row(
             str(r["id"]),
-            f"{r['artifact_name'] or ''} {r['artifact_sha256'][:8]}",
-            r["target"],
-            r["device"],
+            f"{_text(r['artifact_name'])} {r['artifact_sha256'][:8]}",
+            _text(r["target"]),
+            _text(r["device"]),
             str(r["threads"]),
-            r["quantization"] or "float",
+            _text(r["quantization"] or "float"),
             _fmt(latency_of(r), "", 3),
             str(r["runs"]),
         )

@@ -163,7 +163,7 @@ def test_db_keys_latest_export_and_fit(linear_db, points):
 def test_db_unusable_path(tmp_path):
     bad = tmp_path / "not-a-db.sqlite"
     bad.write_text("this is not sqlite " * 100)
-    with pytest.raises(EdgekitError, match="cannot be opened"):
+    with pytest.raises(EdgekitError, match="is damaged .*move it aside"):
         LatencyDB(bad)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -200,7 +201,7 @@ def test_adb_benchmark_model_end_to_end(tmp_path, monkeypatch):
             {
                 "target": "tflite",
                 "artifact": "m.tflite",
-                "sha256": "a" * 64,
+                "sha256": hashlib.sha256(b"TFL3").hexdigest(),
                 "bytes": 4,
                 "options": {},
                 "inputs": [{"name": "x", "shape": [1, 3, 224, 224], "dtype": "float32"}],
@@ -233,7 +234,7 @@ def test_adb_executor_runner_iterations(tmp_path, monkeypatch):
             {
                 "target": "executorch",
                 "artifact": "m.pte",
-                "sha256": "b" * 64,
+                "sha256": hashlib.sha256(b"ET").hexdigest(),
                 "bytes": 2,
                 "options": {"delegate": "xnnpack"},
                 "inputs": [{"name": "x", "shape": [1, 3, 224, 224], "dtype": "float32"}],

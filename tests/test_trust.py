@@ -336,3 +336,17 @@ def test_the_same_recipe_twice_gives_the_same_bytes_and_cache_keys(tmp_path, mon
     assert keys[0] == keys[1] and [s["status"] for s in runs[1].manifest["steps"]] == ["ran"] * 3
     digests = [{a["path"]: a["sha256"] for a in r.manifest["artifacts"] if a["kind"] == "checkpoint"} for r in runs]
     assert digests[0] == digests[1] and digests[0]
+
+
+def test_verify_runs_no_code_a_manifest_names(tmp_path, payload):
+    model_file, marker = payload
+    ref = f"{model_file}:Net"
+    proc = run_cli("compile", ref, "--target", "onnx", "--input-size", "16", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    artifact = tmp_path / "out" / "Net.onnx"
+    marker.unlink()
+    assert_user_error(run_cli("verify", str(artifact)), "manifest", "names Python code", "--trust-code")
+    assert not marker.exists()
+    for extra in (["--model", ref], ["--trust-code"]):  # the user names the code, or trusts the manifest's
+        proc = run_cli("verify", str(artifact), *extra)
+        assert proc.returncode == 0 and "passed" in proc.stdout, proc.stderr

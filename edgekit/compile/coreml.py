@@ -13,6 +13,7 @@ from torch import nn
 from ..errors import EdgekitError
 from ..quantize import QuantizationError, int8_quantizer, pt2e
 from .base import FP16, INT8, W4, W8, CompileOptions, ExportInfo, Runner, Tolerance, lowering_error, on_macos, quiet
+from .manifest import loading
 from .registry import Scheme, Target, register
 
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
@@ -61,10 +62,11 @@ class CoreMLRunner(Runner):
     def __init__(self, path: Path, image_input: bool):
         ct = import_coremltools()
 
-        self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.ALL)
-        spec = self.model.get_spec()
-        self.input_name = spec.description.input[0].name
-        self.output_name = spec.description.output[0].name
+        with loading(path, "Core ML", "coreml"):
+            self.model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.ALL)
+            spec = self.model.get_spec()
+            self.input_name = spec.description.input[0].name
+            self.output_name = spec.description.output[0].name
         self.image_input = image_input
 
     def run(self, x: np.ndarray) -> np.ndarray:

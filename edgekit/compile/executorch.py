@@ -27,6 +27,7 @@ from .base import (
     quiet,
     tensor_spec,
 )
+from .manifest import loading
 from .registry import Scheme, Target, register
 
 DELEGATES = ("xnnpack", "coreml", "none")
@@ -92,9 +93,32 @@ def set_threads(threads: int | None) -> None:
             portable_lib._unsafe_reset_threadpool(int(threads))
 
 
+def check_program_header(path: Path) -> None:
+    """Raise a ValueError where `path` does not start as a .pte program does, or is shorter than its header says.
+
+    The runtime must not see such a file: it logs the identifier it found, and random bytes there abort the
+    process (the log line is not UTF-8) instead of raising.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+        size = fh.seek(0, 2)
+    ident = head[4:8]
+    if len(head) < 8 or ident[:2] != b"ET" or not (48 <= ident[2] <= 57 and 48 <= ident[3] <= 57):
+        raise ValueError(f"no ExecuTorch program identifier (ET..) at byte 4 but {ident!r}")
+    if head[8:12] == b"eh00" and len(head) >= 32:  # the extended header: program size, segment offset [, size]
+        length = int.from_bytes(head[12:16], "little")
+        program = int.from_bytes(head[16:24], "little")
+        base = int.from_bytes(head[24:32], "little")
+        segments = int.from_bytes(head[32:40], "little") if length >= 32 and len(head) >= 40 else 0
+        needed = max(program, base + segments if base else 0)
+        if size < needed:
+            raise ValueError(f"truncated: {size} bytes where its header says {needed}")
+
+
 class ExecuTorchRunner(Runner):
     def __init__(self, path: Path, threads: int | None):
-        with quiet():
+        with loading(path, "ExecuTorch", "executorch"), quiet():
+            check_program_header(path)
             from executorch.runtime import Runtime
 
             set_threads(threads)

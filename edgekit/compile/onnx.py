@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -16,7 +17,21 @@ from torch import nn
 
 from ..quantize import QuantSpec, module_prefixes
 from .base import INT8, CompileOptions, ExportInfo, Runner, lowering_error, op_rows, quiet
+from .manifest import loading
 from .registry import Scheme, Target, register
+
+# ONNX Runtime (>= 1.2x on Linux) writes a device id and an event database under ~/.cache/Microsoft when it is
+# imported, unless this is set first; disable_telemetry_events() after the import comes too late for that file.
+# Set here, before anything of edgekit's (or onnxslim's, the quantizer's) imports it; a user's own value stands.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def ort():
+    """onnxruntime, imported with its telemetry off."""
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+    return onnxruntime
 
 
 def _value_info(vi) -> dict:
@@ -28,9 +43,7 @@ def _value_info(vi) -> dict:
 
 
 def session_options(threads: int | None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
+    so = ort().SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -43,10 +56,11 @@ def session_options(threads: int | None):
 
 class OnnxRunner(Runner):
     def __init__(self, path: Path, threads: int | None):
-        import onnxruntime as ort
-
-        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        with loading(path, "ONNX Runtime", "onnx"):
+            self.session = ort().InferenceSession(
+                str(path), session_options(threads), providers=["CPUExecutionProvider"]
+            )
+            self.input_name = self.session.get_inputs()[0].name
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
@@ -77,6 +91,8 @@ def _quantize(path: Path, q: QuantSpec, exclude: list[str]):
     reduce_range (7-bit weights) because x86 CPUs without VNNI saturate in ORT's u8s8 kernels otherwise.
     """
     import onnx
+
+    ort()  # telemetry off before the quantizer's own import
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -190,13 +206,11 @@ class Onnx(Target):
 
 def onnx_op_profile(path: str | Path, x: np.ndarray, threads: int | None, runs: int = 20) -> list[dict]:
     """Mean time per ONNX op type from ONNX Runtime's own profiler (kernel time of every node)."""
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as tmp:
         so = session_options(threads)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        session = ort().InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
         for _ in range(runs):
             session.run(None, feed)

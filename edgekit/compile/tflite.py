@@ -13,6 +13,7 @@ from torch import nn
 from ..errors import UnsupportedOperatorError
 from ..quantize import node_in, pt2e
 from .base import FP16, INT8, CompileOptions, ExportInfo, Runner, lowering_error, quiet
+from .manifest import loading
 from .registry import Scheme, Target, register
 
 
@@ -52,12 +53,13 @@ def interpreter(path: Path, threads: int | None):
 
 class TFLiteRunner(Runner):
     def __init__(self, path: Path, threads: int | None):
-        self.it = interpreter(path, threads)
-        self.inp = self.it.get_input_details()[0]["index"]
-        self.out = self.it.get_output_details()[0]["index"]
-        # a statically quantized model takes and gives int8: (de)quantize with the tensors' own parameters
-        self.in_q = _int_io(self.it.get_input_details()[0])
-        self.out_q = _int_io(self.it.get_output_details()[0])
+        with loading(path, "LiteRT", "tflite"):
+            self.it = interpreter(path, threads)
+            self.inp = self.it.get_input_details()[0]["index"]
+            self.out = self.it.get_output_details()[0]["index"]
+            # a statically quantized model takes and gives int8: (de)quantize with the tensors' own parameters
+            self.in_q = _int_io(self.it.get_input_details()[0])
+            self.out_q = _int_io(self.it.get_output_details()[0])
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +12,11 @@ import torch
 from torch import nn
 
 from ..data import load_dataset
-from ..errors import ArtifactError, VerificationError
-from ..io import sha256_of
-from ..models import load_model
+from ..errors import ArtifactError, EdgekitError, VerificationError, first_line
+from ..models import check_trusted, load_model
 from .base import Tolerance
 from .export import prepare_for_export
-from .manifest import read_manifest
+from .manifest import loading, read_manifest
 from .registry import Target, get_target
 
 VERIFY_SEED = 1234
@@ -24,6 +25,10 @@ VERIFY_SEED = 1234
 def fixed_inputs(manifest: dict, samples: int, seed: int = VERIFY_SEED) -> tuple[list[np.ndarray], list[torch.Tensor]]:
     """Seeded random RGB images (uint8, NHWC) and the same images preprocessed as the model card says (NCHW)."""
     pre = manifest["preprocessing"]
+    if pre.get("mean") is None or pre.get("std") is None:
+        raise ArtifactError(
+            "the manifest gives no preprocessing mean and std, which running the artifact needs; recompile it"
+        )
     size = int(pre["size"])
     rng = np.random.default_rng(seed)
     mean = torch.tensor(pre["mean"]).view(1, -1, 1, 1)
@@ -113,13 +118,30 @@ def verify_artifact(
         inputs = f"the first {len(tensors)} validation images of {data}"
     reference = [model(t).numpy() for t in tensors]
     t0 = time.perf_counter()
-    runner = target.load(Path(path), manifest, threads=threads)
+    with loading(path, target.title or target.name, target.name):  # a plug-in target's loader too
+        runner = target.load(Path(path), manifest, threads=threads)
     feeds = images if manifest["preprocessing"].get("baked_in") else [t.numpy() for t in tensors]
-    got = [runner.run(f) for f in feeds]
+    with running(path, target):
+        got = [runner.run(f) for f in feeds]
     result = compare(reference, got, target.tolerance_for(manifest))
     result["inputs"] = inputs
     result["runtime_seconds"] = round(time.perf_counter() - t0, 3)
     return result
+
+
+@contextlib.contextmanager
+def running(path: str | Path, target: Target) -> Iterator[None]:
+    """Around runs of a loaded artifact: a runtime's failure (a file that loads but does not run as its manifest
+    says) is one ArtifactError; an EdgekitError passes as it is."""
+    try:
+        yield
+    except EdgekitError:
+        raise
+    except Exception as e:
+        raise ArtifactError(
+            f"'{path}' loaded but did not run in {target.title or target.name} ({first_line(e) or type(e).__name__}); "
+            "the file or its manifest is damaged; compile it again"
+        ) from None
 
 
 def verify(
@@ -132,9 +154,7 @@ def verify(
     strict: bool = True,
 ) -> dict:
     """`edgekit verify`: compare an artifact with the model it came from; raise on a breach when `strict`."""
-    manifest = read_manifest(artifact)
-    if sha256_of(artifact) != manifest.get("sha256"):
-        raise ArtifactError(f"'{artifact}' does not match the sha256 in its manifest; it changed after compiling")
+    manifest = read_manifest(artifact)  # checks the artifact against the sha256 in its manifest
     if model is None:
         model = manifest["model"]["reference"]
         weights = weights or manifest["model"].get("weights")
@@ -143,6 +163,7 @@ def verify(
                 f"'{artifact}' was compiled from a Python module, which its manifest cannot rebuild; "
                 "pass the model (--model MODEL, or edgekit.verify(artifact, module))"
             )
+        check_trusted(model, f"the manifest of '{artifact}'")  # --model, typed by the user, needs no opt-in
     if isinstance(model, str):
         model = load_model(
             model,

@@ -10,6 +10,7 @@ from ..compile import compile as compile_model
 from ..compile import get_target
 from ..errors import EdgekitError
 from ..models import load_model
+from ..models.registry import check_trusted
 from ..profile import profile
 from ..prune import prune
 from .db import LatencyDB, default_path, latency_of
@@ -52,13 +53,18 @@ CALIBRATION = (
 
 
 def features_of(reference: str | None, input_size: int) -> dict | None:
-    """Cost features of the model a manifest names, or None where it cannot be rebuilt here."""
+    """Cost features of the model a manifest names, or None where it cannot be rebuilt here.
+
+    The reference comes from a file (a report, a manifest): one naming Python code is built only where that code
+    is trusted (`--trust-code`, or the user built it in this command); a reference no file could name (too long
+    for a path) is none.
+    """
     if not reference:
         return None
-
     try:
+        check_trusted(reference, "the report")
         return cost_features(load_model(reference, input_size=input_size).model, input_size)
-    except EdgekitError:
+    except (EdgekitError, OSError, ValueError):
         return None
 
 

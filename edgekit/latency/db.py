@@ -7,11 +7,15 @@ which is what the predictor is fitted on.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import math
 import os
+import shlex
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import EdgekitError
@@ -71,18 +75,80 @@ def latency_of(row: dict) -> float | None:
     return row.get("median_ms") if row.get("median_ms") is not None else row.get("mean_ms")
 
 
+# SQLite's result codes that mean the file is not a (whole) database, as opposed to one that cannot be reached
+# now (locked, read-only, no such folder): the first is for moving aside, the second for trying again or elsewhere.
+_DAMAGED = {"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_ERROR", "SQLITE_MISMATCH", "SQLITE_FORMAT", "SQLITE_SCHEMA"}
+_BUSY = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+
+
+def _finite(value):
+    """`value` with every NaN and infinity replaced by None (rows stored before reports were checked for them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _report_json(report: dict) -> str:
+    try:
+        return json.dumps(report, allow_nan=False)
+    except ValueError:  # validated reports are finite; this keeps a NaN out of the database whatever the caller
+        raise EdgekitError("the report holds NaN or an infinity, which no latency is; nothing was recorded") from None
+
+
 class LatencyDB:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_path()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EdgekitError(
+                f"latency database '{self.path}' cannot be opened ({e.strerror or e}); give another with --db"
+            ) from None
+        if self.path.exists() and not self.path.is_file():
+            raise EdgekitError(f"latency database '{self.path}' is not a file; give a file with --db")
+        with self._guard():
             self.conn = sqlite3.connect(self.path)
-            self.conn.executescript(SCHEMA)
-        except (sqlite3.DatabaseError, OSError) as e:
+        try:
+            with self._guard():
+                self.conn.executescript(SCHEMA)
+                have = {r[1] for r in self.conn.execute("PRAGMA table_info(reports)")}
+                missing = [c for c in (*COLUMNS, "features", "report") if c not in have]
+                if missing:
+                    raise sqlite3.DatabaseError(f"its reports table has no column {missing[0]}; not edgekit's")
+        except BaseException:
+            self.conn.close()
+            raise
+        self.conn.row_factory = sqlite3.Row
+
+    def damaged(self, reason: object) -> EdgekitError:
+        bad = shlex.quote(str(self.path))
+        return EdgekitError(
+            f"latency database '{self.path}' is damaged ({reason}); move it aside "
+            f"(mv {bad} {shlex.quote(str(self.path) + '.bad')}) and run again"
+        )
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """SQLite's errors as one EdgekitError: damaged (move it aside), busy (try again), or out of reach."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            code = getattr(e, "sqlite_errorname", None)
+            if isinstance(e, sqlite3.OperationalError) and code in _BUSY:
+                raise EdgekitError(
+                    f"latency database '{self.path}' is in use by another process ({e}); run again when it is done"
+                ) from None
+            if code in _DAMAGED or (code is None and not isinstance(e, sqlite3.OperationalError)):
+                raise self.damaged(e) from None
             raise EdgekitError(
                 f"latency database '{self.path}' cannot be opened ({e}); give another with --db"
             ) from None
-        self.conn.row_factory = sqlite3.Row
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a stored report that is no longer JSON
+            raise self.damaged(f"a stored report is not JSON: {e}") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -111,10 +177,10 @@ class LatencyDB:
             report.get("p90_ms"),
             report.get("min_ms"),
             int(report["runs"]),
-            json.dumps(features) if features else None,
-            json.dumps(report),
+            json.dumps(_finite(features), allow_nan=False) if features else None,
+            _report_json(report),
         )
-        with self.conn:
+        with self._guard(), self.conn:
             cur = self.conn.execute(
                 "INSERT INTO reports (created, artifact_sha256, artifact_name, target, device, device_model, threads, "
                 "model, quantization, median_ms, mean_ms, p90_ms, min_ms, runs, features, report) "
@@ -140,12 +206,13 @@ class LatencyDB:
         cols = ", ".join(COLUMNS + ("features",) + (("report",) if with_report else ()))
         sql = f"SELECT {cols} FROM reports" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id"
         out = []
-        for r in self.conn.execute(sql, args):
-            d = dict(r)
-            d["features"] = json.loads(d["features"]) if d["features"] else None
-            if with_report:
-                d["report"] = json.loads(d["report"])
-            out.append(d)
+        with self._guard():
+            for r in self.conn.execute(sql, args):
+                d = dict(r)
+                d["features"] = json.loads(d["features"]) if d["features"] else None
+                if with_report:
+                    d["report"] = json.loads(d["report"])
+                out.append(d)
         return out
 
     def latest(self, sha256: str, target: str, device: str, threads: int) -> dict | None:
@@ -153,8 +220,9 @@ class LatencyDB:
         return found[-1] if found else None
 
     def export(self, fmt: str = "json", **filters) -> str:
-        if fmt == "json":
-            return json.dumps([r["report"] for r in self.rows(with_report=True, **filters)], indent=2) + "\n"
+        if fmt == "json":  # valid JSON always: a NaN stored before reports were checked is null
+            reports = [_finite(r["report"]) for r in self.rows(with_report=True, **filters)]
+            return json.dumps(reports, indent=2, allow_nan=False) + "\n"
         if fmt == "csv":
             buf = io.StringIO()
             w = csv.writer(buf)

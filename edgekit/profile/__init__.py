@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import json
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from pathlib import Path
 import jsonschema
 
 from ..compile import fixed_inputs, get_target, quiet, read_manifest, target_names
+from ..compile.manifest import loading
+from ..compile.verification import running
 from ..errors import ArtifactError, EdgekitError
 from ..specs import ProfileSpec
 from .adb import measure_adb
@@ -27,6 +30,10 @@ from .timing import gc_paused, summarize, timed
 SCHEMA_ID = "edgekit-latency-report/1"
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 NOISY = 0.10  # interquartile range over median above which a run is called noisy and repeated
+# What a report may be: 4 MB holds 100 000 samples (the schema's most) with room to spare; nesting is 3 deep.
+MAX_REPORT_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 16
+MAX_RUNS = 100_000  # the schema's bound on runs, warmup and samples: measure no more than a report can hold
 
 
 def schema() -> dict:
@@ -37,31 +44,124 @@ def schema() -> dict:
 
 
 def validate_report(report: dict, source: str = "report") -> dict:
-    """Raise an EdgekitError naming the first field that breaks the schema."""
+    """Raise an EdgekitError naming the first field that breaks the schema, or the first statistic that does not
+    fit the samples (NaN, a median outside them, `runs` that is not their count)."""
+    if not isinstance(report, dict):
+        raise EdgekitError(f"{source} is not a JSON object; give the file the demo app wrote")
+    _check_shape(report, source)
     try:
         jsonschema.validate(report, schema())
     except jsonschema.ValidationError as e:
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
         raise EdgekitError(
-            f"{source} is not an edgekit latency report: at {where}: {e.message}; "
+            f"{source} is not an edgekit latency report: at {where}: {_schema_message(e)}; "
             "see edgekit/profile/report.schema.json"
         ) from None
+    except RecursionError:
+        raise EdgekitError(f"{source} is nested too deeply to be a latency report") from None
+    _check_consistent(report, source)
     return report
+
+
+def _schema_message(e: jsonschema.ValidationError) -> str:
+    """jsonschema's message, without quoting a long value whole."""
+    if e.validator in ("maxLength", "maxItems") and isinstance(e.instance, (str, list)):
+        unit = "characters" if e.validator == "maxLength" else "items"
+        return f"{len(e.instance)} {unit}, more than the {e.validator_value} allowed"
+    quoted = repr(e.instance)
+    if len(quoted) > 60 and quoted in e.message:  # "'aaaa…' does not match '^[0-9a-f]{64}$'"
+        return _short(e.message.replace(quoted, quoted[:40] + "..."))
+    return _short(e.message)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """One line of at most `limit` characters (jsonschema quotes the whole offending value)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_shape(report: dict, source: str) -> None:
+    """No value nested deeper than MAX_DEPTH, and every number finite (NaN passes any `minimum`)."""
+    stack: list[tuple[object, int, str]] = [(report, 0, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if depth > MAX_DEPTH:
+            raise EdgekitError(f"{source} is nested more than {MAX_DEPTH} deep (at {where}); a latency report is not")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise EdgekitError(f"{source} is not an edgekit latency report: at {where}: {value} is not a finite number")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, f"{where}/{k}".lstrip("/")) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, f"{where}/{i}".lstrip("/")) for i, v in enumerate(value))
+
+
+def _check_consistent(report: dict, source: str) -> None:
+    """The statistics describe the samples: `runs` is their count and each statistic lies within them."""
+
+    def bad(what: str) -> EdgekitError:
+        return EdgekitError(f"{source} is not consistent: {what}; give the report the tool wrote, unedited")
+
+    samples: list[float] = report["samples_ms"]
+    stats: dict[str, float | None] = {k: report.get(k) for k in ("min_ms", "median_ms", "mean_ms", "p90_ms")}
+    if samples:
+        if report["runs"] != len(samples):
+            raise bad(f"runs is {report['runs']} but samples_ms holds {len(samples)} samples")
+        for k in ("min_ms", "median_ms", "p90_ms", "iqr_ms"):
+            if report.get(k) is None:
+                raise bad(f"{k} is missing, which a report with samples gives")
+        lo, hi = min(samples), max(samples)
+        slack = 1e-3 * max(1.0, hi)  # the apps round samples and statistics separately
+        for k, v in stats.items():
+            if v is not None and not lo - slack <= v <= hi + slack:
+                raise bad(f"{k} {v} is outside the samples' range [{lo}, {hi}]")
+        if report["iqr_ms"] > hi - lo + slack:
+            raise bad(f"iqr_ms {report['iqr_ms']} is wider than the samples' range [{lo}, {hi}]")
+    order = [(k, v) for k in ("min_ms", "median_ms", "p90_ms") if (v := stats[k]) is not None]
+    for (k1, v1), (k2, v2) in zip(order, order[1:]):
+        if v1 > v2 + 1e-3 * max(1.0, v2):
+            raise bad(f"{k1} {v1} is above {k2} {v2}")
 
 
 def load_report(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ArtifactError(
             f"report '{path}' does not exist; give the JSON file a demo app or `edgekit profile --json` wrote"
         )
+    if not path.is_file():
+        raise ArtifactError(f"report '{path}' is not a file; give the JSON file a demo app or `edgekit profile` wrote")
     try:
-        report = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_REPORT_BYTES + 1)
+    except OSError as e:
+        raise EdgekitError(f"cannot read report '{path}' ({e.strerror or e}); check its permissions") from None
+    if len(data) > MAX_REPORT_BYTES:
+        raise EdgekitError(
+            f"report '{path}' is larger than {MAX_REPORT_BYTES // 2**20} MB, the most a latency report can be; "
+            "give the file the demo app wrote"
+        )
+    try:
+        report = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+    except UnicodeDecodeError:
+        raise EdgekitError(f"report '{path}' is not text (not UTF-8); give the file the demo app wrote") from None
+    except json.JSONDecodeError as e:
         raise EdgekitError(f"report '{path}' is not valid JSON ({e}); give the file the demo app wrote") from None
-    if not isinstance(report, dict):
-        raise EdgekitError(f"report '{path}' is not a JSON object; give the file the demo app wrote")
+    except ValueError as e:  # NaN, Infinity, 1e999
+        raise EdgekitError(f"report '{path}' holds {e}; give the file the demo app wrote") from None
+    except RecursionError:
+        raise EdgekitError(f"report '{path}' is nested too deeply to be a latency report") from None
     return validate_report(report, f"report '{path}'")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name}, which is not a number in JSON (a latency is finite)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{_short(text, 40)}, a number too large to be a latency")
+    return value
 
 
 def now() -> str:
@@ -131,30 +231,34 @@ def measure_host(
     if target.runtime_module:  # a first import costs seconds: not the artifact's load time
         with quiet():
             importlib.import_module(target.runtime_module)
+    tracked = _reset_peak()  # VmHWM := VmRSS now; the baseline is read after the reset, never before it
     rss0 = _status_kb("VmRSS")
-    tracked = _reset_peak()
     t0 = time.perf_counter()
-    runner = target.load(artifact, manifest, threads=threads)
+    with loading(artifact, target.title or target.name, target.name):  # a plug-in target's loader too
+        runner = target.load(artifact, manifest, threads=threads)
     load_ms = (time.perf_counter() - t0) * 1e3
     notes: list[str] = []
     best: tuple[float, dict] | None = None
-    for attempt in range(1 + max(0, repeats)):
-        timed(lambda: runner.run(x), warmup)
-        with gc_paused():
-            stats = summarize(timed(lambda: runner.run(x), runs))
-        spread = stats["iqr_ms"] / stats["median_ms"] if stats["median_ms"] else 0.0
-        if best is None or spread < best[0]:
-            best = (spread, stats)
-        if spread <= NOISY:
-            break
-        msg = (
-            f"noisy run {attempt + 1}: IQR {stats['iqr_ms']:.2f} ms is {spread:.0%} of the median "
-            f"{stats['median_ms']:.2f} ms"
-        )
-        msg += "; measuring again" if attempt < repeats else "; kept the quietest run, close other programs and retry"
-        notes.append(msg)
-        if warn:
-            warn(msg)
+    with running(artifact, target):  # a file that loads but does not run: one line, not a traceback
+        for attempt in range(1 + max(0, repeats)):
+            timed(lambda: runner.run(x), warmup)
+            with gc_paused():
+                stats = summarize(timed(lambda: runner.run(x), runs))
+            spread = stats["iqr_ms"] / stats["median_ms"] if stats["median_ms"] else 0.0
+            if best is None or spread < best[0]:
+                best = (spread, stats)
+            if spread <= NOISY:
+                break
+            msg = (
+                f"noisy run {attempt + 1}: IQR {stats['iqr_ms']:.2f} ms is {spread:.0%} of the median "
+                f"{stats['median_ms']:.2f} ms"
+            )
+            msg += (
+                "; measuring again" if attempt < repeats else "; kept the quietest run, close other programs and retry"
+            )
+            notes.append(msg)
+            if warn:
+                warn(msg)
     peak_kb = _status_kb("VmHWM") if tracked else None
     assert best is not None  # the loop runs at least once
     stats = best[1]
@@ -163,7 +267,7 @@ def measure_host(
         "samples_ms": samples,
         **{k: round(v, 4) for k, v in stats.items() if k.endswith("_ms")},
         "load_ms": round(load_ms, 2),
-        "peak_memory_mb": round((peak_kb - rss0) / 1024, 2) if peak_kb and rss0 else None,
+        "peak_memory_mb": round(max(0, peak_kb - rss0) / 1024, 2) if peak_kb and rss0 else None,
         "notes": notes,
     }
     runner = None  # type: ignore[assignment]  # unload before the per-op pass loads its own copy
@@ -187,12 +291,14 @@ def profile(
     warn: Callable[[str], None] | None = None,
 ) -> dict:
     """Measure `artifact` (beside its manifest) on `device` and return a latency report (validated)."""
-    if runs < 1 or warmup < 0:
-        raise EdgekitError(f"--runs {runs} / --warmup {warmup}: give at least 1 run and 0 or more warm-up runs")
+    if not 1 <= runs <= MAX_RUNS or not 0 <= warmup <= MAX_RUNS:
+        raise EdgekitError(
+            f"--runs {runs} / --warmup {warmup}: give 1 to {MAX_RUNS} runs and 0 to {MAX_RUNS} warm-up runs"
+        )
     if threads is not None and threads < 1:
         raise EdgekitError(f"--threads {threads}: give 1 or more (or leave it out for the device's default)")
     artifact = Path(artifact)
-    manifest = read_manifest(artifact)
+    manifest = read_manifest(artifact)  # checks the artifact against the sha256 in its manifest before it runs
     target = manifest["target"]
     dev: Device = find_device(target, device)
     threads = dev.threads_for(threads)
