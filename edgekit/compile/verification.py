@@ -156,14 +156,15 @@ def verify(
     """`edgekit verify`: compare an artifact with the model it came from; raise on a breach when `strict`."""
     manifest = read_manifest(artifact)  # checks the artifact against the sha256 in its manifest
     if model is None:
-        model = manifest["model"]["reference"]
+        reference = manifest["model"]["reference"]
         weights = weights or manifest["model"].get("weights")
-        if model is None:
+        if reference is None:
             raise ArtifactError(
                 f"'{artifact}' was compiled from a Python module, which its manifest cannot rebuild; "
                 "pass the model (--model MODEL, or edgekit.verify(artifact, module))"
             )
-        check_trusted(model, f"the manifest of '{artifact}'")  # --model, typed by the user, needs no opt-in
+        check_trusted(reference, f"the manifest of '{artifact}'")  # --model, typed by the user, needs no opt-in
+        model = reference
     if isinstance(model, str):
         model = load_model(
             model,
