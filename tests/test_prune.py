@@ -79,7 +79,10 @@ def test_mobilevig_grapher_groups_reach_through_the_concatenation():
     # the graph width (256) is one residual stream: fc1/fc2 of every Grapher and FFN, and both halves of
     # graph_conv.nn.0's input (cat([x, x_j])) belong to the groups that prune it
     gc_in = [e for g in groups for e in g.entries if e.fqn == "backbone.0.0.graph_conv.nn.0.weight" and e.role == "in"]
-    assert sorted(e.offset for e in gc_in) == [0, 256]
+    # one unit per channel j takes both input columns j and 256 + j (x and x_j of the concatenation)
+    assert len(gc_in) == 1 and gc_in[0].per == 2
+    pairs = [gc_in[0].index[u * 2 : u * 2 + 2] for u in range(len(gc_in[0].index) // 2)]
+    assert all(b - a == 256 for a, b in pairs) and sorted(a for a, _ in pairs) == list(range(256))
     assert (
         len(
             {
@@ -172,13 +175,43 @@ def test_zero_invariance_on_networks_written_like_users_write_them(net):
 
 def test_concatenated_branches_prune_by_segment():
     groups = channel_groups(Inceptionish(), 32)
-    mix_in = sorted((e.offset, g.size) for g in groups for e in g.entries if e.fqn == "mix.weight" and e.role == "in")
-    assert mix_in == [(0, 6), (6, 10)]
+    mix_in = sorted((e.index, g.size) for g in groups for e in g.entries if e.fqn == "mix.weight" and e.role == "in")
+    assert mix_in == [(list(range(6)), 6), (list(range(6, 16)), 10)]
 
 
-def test_network_the_analysis_cannot_handle_fails_naming_the_op():
-    with pytest.raises(PruneGraphError, match="cannot handle operator .*(reshape|view|transpose|permute)"):
-        channel_groups(Attention(), 32)
+class CumulativeMixer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return self.conv(torch.cumsum(x, 1))  # mixes channels in an order: no rule follows it
+
+
+class Unsupported(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3)
+        self.blocks = nn.Sequential(nn.Identity(), CumulativeMixer())
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_network_the_analysis_cannot_handle_fails_naming_the_op_and_module():
+    with pytest.raises(PruneGraphError, match=r"cannot handle operator aten\.cumsum\S* in module 'blocks\.1'"):
+        channel_groups(Unsupported(), 16)
+
+
+def test_attention_that_reads_sizes_from_its_input_keeps_what_it_cannot_lose():
+    # timm's pattern: `reshape(B, N, C)` with C from the block's input, `C // heads`: removing a head, or a
+    # channel of the embedding, breaks the rebuilt forward; those groups are not offered, the others prune exactly
+    model = randomize(Attention())
+    groups = channel_groups(model, 32)
+    outs = {e.fqn for g in groups for e in g.entries if e.role == "out"}
+    assert "embed.weight" not in outs and "qkv.weight" not in outs and "proj.weight" in outs
+    check_invariance(model, 32, per_group=True)
 
 
 def test_dimap_metric_and_modules():
@@ -323,7 +356,7 @@ def test_oto_drives_groups_to_exact_zero_and_the_subnet_equals_the_sparse_model(
         for e in g.entries:
             if e.role != "in" and "running" not in e.fqn and gone:
                 t = model.get_parameter(e.fqn) if e.fqn in dict(model.named_parameters()) else model.get_buffer(e.fqn)
-                assert t.detach().movedim(e.dim, 0)[[e.offset + c for c in gone]].abs().max() == 0
+                assert t.detach().movedim(e.dim, 0)[e.positions(gone)].abs().max() == 0
     # ... so the compact subnet, built with no fine-tuning, computes the same
     sub = apply_plan(copy.deepcopy(model), make_plan(groups, keep))
     x = data.val.x[:16]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -147,13 +148,18 @@ def save_checkpoint(
     the base reference. A checkpoint of a checkpoint keeps the original base and composes the plans.
     """
     path = Path(path)
+    state_dict = loaded.model.state_dict()
     blob = {
         "format": CHECKPOINT_FORMAT,
         "base": loaded.card.name,  # the zoo name or file.py:Class, also for a checkpoint of a checkpoint
         "num_classes": loaded.card.num_classes,
         "input_size": loaded.card.input_size,
         "plans": list(getattr(loaded, "plans", [])) + ([plan] if plan else []),
-        "state_dict": loaded.model.state_dict(),
+        "state_dict": state_dict,
+        # each module's version (`_version`) by prefix: some loaders read it (BatchNorm's num_batches_tracked,
+        # torchvision's MNASNet refuses a state dict without it); plain data, as the state dict's own `_metadata`
+        # attribute is lost wherever the state dict is copied into a new dict
+        "state_dict_metadata": _plain_metadata(getattr(state_dict, "_metadata", None)),
         "provenance": provenance or {},
         **(extra or {}),  # e.g. `train_state` to resume training from
     }
@@ -180,9 +186,26 @@ def _load_edgekit_checkpoint(path: Path) -> LoadedModel:
     base = load_model(base_ref, num_classes=num_classes)
     for plan in plans:
         apply_plan(base.model, plan)
-    load_state_dict_strict(base.model, extract_state_dict(blob, path), path)
+    state_dict = OrderedDict(extract_state_dict(blob, path))
+    # the modules' versions as saved (checkpoints written before `state_dict_metadata` carry them pickled on
+    # the state dict); a module that reads its version at load time gets it, as from torch.save / torch.load
+    saved = blob.get("state_dict_metadata", getattr(blob.get("state_dict"), "_metadata", None))
+    state_dict._metadata = OrderedDict(_plain_metadata(saved))  # type: ignore[attr-defined]
+    load_state_dict_strict(base.model, state_dict, path)
     card = replace(base.card, input_size=input_size or base.card.input_size)
     return LoadedModel(base.model, card, str(path), plans=plans)
+
+
+def _plain_metadata(metadata) -> dict[str, dict[str, int | str]]:
+    """A state dict's `_metadata` ({module prefix: {"version": 2}, ...}) as plain data: string keys, and of each
+    entry only the int and string values (what loads with `weights_only=True`); anything else is dropped."""
+    if not isinstance(metadata, dict):
+        return {}
+    return {
+        prefix: {k: v for k, v in entry.items() if isinstance(k, str) and isinstance(v, (int, str))}
+        for prefix, entry in metadata.items()
+        if isinstance(prefix, str) and isinstance(entry, dict)
+    }
 
 
 def _checkpoint_fields(blob: dict, path: Path) -> tuple[str, int, int | None, list]:

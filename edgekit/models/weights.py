@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -83,7 +84,11 @@ def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], path: 
             f"weights file '{path}' does not fit this model: {'; '.join(parts)}; "
             "check the model name, --num-classes and the file"
         )
-    model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
+    kept = OrderedDict((k, v) for k, v in sd.items() if k in own)
+    metadata = getattr(sd, "_metadata", None)  # the modules' versions, which some loaders read: kept with the tensors
+    if metadata is not None:
+        kept._metadata = metadata  # type: ignore[attr-defined]
+    model.load_state_dict(kept, strict=False)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:

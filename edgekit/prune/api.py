@@ -24,8 +24,21 @@ class PruneResult:
     report: dict
 
 
+# what `prunable_weights` leaves out, said in the report next to the weights it left out
+EXCLUDED_RULE = (
+    "not pruned: the first convolution (the RGB stem), the classifier layers (a layer named head, dist_head, fc, "
+    "classifier or linear, or under classifier) and weights of layers other than Conv2d and Linear"
+)
+
+
 def _nonzero_params(model: torch.nn.Module) -> int:
     return sum(int((p != 0).sum()) for p in model.parameters())
+
+
+def _zero_fraction(tensors) -> float:
+    tensors = list(tensors)
+    total = sum(t.numel() for t in tensors)
+    return sum(int((t == 0).sum()) for t in tensors) / total if total else 0.0
 
 
 def _fit_classes(net: torch.nn.Module, classes: int, loaded) -> None:
@@ -105,10 +118,12 @@ def prune(
         "macs": count_macs(net, size),
     }
     prunable = prunable_weights(net)
-    n_prunable = sum(w.numel() for w in prunable.values())
-    report["prunable_sparsity"] = (
-        1.0 - sum(int((w != 0).sum()) for w in prunable.values()) / n_prunable if n_prunable else 0.0
-    )
+    report["prunable_sparsity"] = _zero_fraction(prunable.values())
+    # next to it, over every weight a user would count (each `weight` of 2+ dims, the kept ones included)
+    every = {n: p for n, p in net.named_parameters() if n.rsplit(".", 1)[-1] == "weight" and p.dim() >= 2}
+    report["sparsity_all_weights"] = _zero_fraction(every.values())
+    report["excluded_weights"] = [n for n in every if n not in prunable]
+    report["excluded_rule"] = EXCLUDED_RULE
     report.update(before=before, after=after)
     provenance = {"command": "prune", **{k: v for k, v in report.items() if not k.startswith("sparsity_per")}}
     save_checkpoint(loaded, out, plan=plan, provenance=provenance)

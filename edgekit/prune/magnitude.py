@@ -70,8 +70,7 @@ def group_scores(model: nn.Module, group: Group) -> torch.Tensor:
         if e.role == "in" or "running" in e.fqn:
             continue
         _, _, t = tensor_at(model, e.fqn)
-        t = t.detach().movedim(e.dim, 0)[e.offset : e.offset + group.size]
-        total += t.reshape(group.size, -1).pow(2).sum(1)
+        total += e.rows(t.detach(), group.size).pow(2).sum(1)
     return total.sqrt()
 
 

@@ -27,7 +27,7 @@ from ..data import Dataset, accuracy, batches
 from ..errors import EdgekitError
 from ..models.surgery import tensor_at
 from ..specs import PruneSpec
-from .graph import Group
+from .graph import Entry, Group
 from .methods import PruningMethod, register_method
 
 
@@ -52,7 +52,7 @@ class ZIGs:
     """Views of every group's producer / pass-through tensors, for per-channel norms and updates."""
 
     groups: list[Group]
-    slices: dict[int, list[tuple[torch.Tensor, int, int]]] = field(default_factory=dict)
+    slices: dict[int, list[tuple[torch.Tensor, Entry]]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, model: nn.Module, groups: list[Group]) -> ZIGs:
@@ -63,17 +63,17 @@ class ZIGs:
                 if e.role == "in" or "running" in e.fqn:
                     continue
                 _, _, t = tensor_at(model, e.fqn)
-                z.slices[g.id].append((t, e.dim, e.offset))
+                z.slices[g.id].append((t, e))
         return z
 
     def _rows(self, g: Group, grad: bool = False) -> torch.Tensor:
         """g.size x (all of the group's elements per channel)."""
         parts = []
-        for t, dim, off in self.slices[g.id]:
+        for t, e in self.slices[g.id]:
             src = t.grad if grad else t
             if src is None:
                 src = torch.zeros_like(t)
-            parts.append(src.detach().movedim(dim, 0)[off : off + g.size].reshape(g.size, -1))
+            parts.append(e.rows(src.detach(), g.size))
         return torch.cat(parts, 1)
 
     def scores(self) -> dict[tuple[int, int], float]:
@@ -103,11 +103,12 @@ class ZIGs:
     @torch.no_grad()
     def scale_rows(self, gid: int, chans: list[int], factors: torch.Tensor) -> None:
         """Multiply channel `chans[i]` of group `gid` by `factors[i]` in every tensor of the group."""
-        for t, dim, off in self.slices[gid]:
-            idx = torch.tensor(chans) + off
+        for t, e in self.slices[gid]:
+            idx = torch.tensor(e.positions(chans), dtype=torch.long)
             shape = [1] * t.dim()
-            shape[dim] = len(chans)
-            t.index_copy_(dim, idx, t.index_select(dim, idx) * factors.view(shape).to(t.dtype))
+            shape[e.dim] = len(idx)
+            per_position = factors.repeat_interleave(e.per)
+            t.index_copy_(e.dim, idx, t.index_select(e.dim, idx) * per_position.view(shape).to(t.dtype))
 
     def norms(self, zigs: list[tuple[int, int]]) -> dict[tuple[int, int], float]:
         rows = {g.id: self._rows(g).norm(dim=1) for g in self.groups}
