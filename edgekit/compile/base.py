@@ -92,18 +92,43 @@ _OP_PATTERNS = [
 ]
 
 
-def _graph_op_names(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Short names (`linalg_inv`, `erfinv`) of the ATen ops in the model's exported graph."""
-    names: set[str] = set()
+EXPORT_WRAPPER_PREFIX = "model."  # `export.ExportWrapper` holds the user's network as `.model`
+
+
+def _graph_ops(model: nn.Module, example: torch.Tensor) -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
+    """The exported graph's ATen ops: short names (`linalg_inv`, `erfinv`), longest first; the modules each op is
+    used in, in execution order; and each node's module (by node name, which converters' errors may quote)."""
+    modules: dict[str, list[str]] = {}
+    node_module: dict[str, str] = {}
     try:
         ep = torch.export.export(model, (example,))
     except Exception:
-        return []
+        return [], {}, {}
     for node in ep.graph.nodes:
         if node.op == "call_function":
             name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
-            names.add(name)
-    return sorted(names, key=len, reverse=True)
+            stack = node.meta.get("nn_module_stack") or {}
+            path = next(reversed(stack.values()))[0] if stack else ""
+            path = path.removeprefix(EXPORT_WRAPPER_PREFIX)  # the user's module path, not the export wrapper's
+            where = modules.setdefault(name, [])
+            if path not in where:
+                where.append(path)
+            node_module[node.name] = path
+    return sorted(modules, key=len, reverse=True), modules, node_module
+
+
+def _where(op: str, text: str, modules: dict[str, list[str]], node_module: dict[str, str]) -> str:
+    """Which of the user's modules the failing op is in: a node the converter's message names, else the modules
+    that use the op (the first of them, and how many, where it is used in many)."""
+    for name in sorted(node_module, key=len, reverse=True):
+        if node_module[name] and re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text):
+            return f"in module '{node_module[name]}'"
+    used = [m for m in modules.get(op.removeprefix("aten.").split(".")[0], []) if m]
+    if not used:
+        return ""
+    if len(used) == 1:
+        return f"in module '{used[0]}'"
+    return f"used in {len(used)} modules, first '{used[0]}'"
 
 
 def operator_from_error(text: str, graph_ops: Sequence[str] = ()) -> str | None:
@@ -132,10 +157,11 @@ def lowering_error(
             f"{target} could not convert the --quantize {opts.quant.scheme} program ({type(exc).__name__}: "
             f"{first_line(str(exc))}); keep the offending layers float with --float-layer, or choose another scheme"
         )
-    op = operator_from_error(str(exc), _graph_op_names(model, example)) or operator_from_error(log)
+    names, modules, node_module = _graph_ops(model, example)
+    op = operator_from_error(str(exc), names) or operator_from_error(log)
     if op is None:
         return UnsupportedOperatorError(target, "unknown", f"{type(exc).__name__}: {first_line(str(exc))}")
-    return UnsupportedOperatorError(target, op)
+    return UnsupportedOperatorError(target, op, _where(op, f"{exc}\n{log}", modules, node_module))
 
 
 def on_macos() -> bool:
