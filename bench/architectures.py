@@ -81,9 +81,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgekit-arch-bench-"))
     names = args.only.split(",") if args.only else sorted(PATTERNS)
     print(cpu_line())
-    print(
-        f"# {args.size}x{args.size}, batch 1, fp32, {args.threads} threads, ratio {args.ratio:.0%}, torch {torch.__version__}"
-    )
+    setting = f"{args.size}x{args.size}, batch 1, fp32, {args.threads} threads, ratio {args.ratio:.0%}"
+    print(f"# {setting}, torch {torch.__version__}")
     print(
         f"{'network':14s} {'method':10s} {'params M':>12s} {'GMACs':>13s} {'MACs -':>7s} "
         f"{'onnx':>5s} {'tflite':>6s} {'et':>5s} {'ET ms':>13s} {'speed-up':>8s} {'vs MACs':>7s}"
