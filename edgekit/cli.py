@@ -336,7 +336,14 @@ def prune_cmd(
             f"  oto         {o['optimizer']}: loss {o['loss_first']:.3f} -> {o['loss_last']:.3f}; val accuracy "
             f"{o['val_accuracy_group_sparse']:.1%} group-sparse, {o['val_accuracy_subnet']:.1%} subnet"
         )
-    out.print(f"  sparsity    {r['prunable_sparsity']:.1%} of prunable weights are zero")
+    out.print(
+        f"  sparsity    {r['prunable_sparsity']:.1%} of prunable weights are zero, "
+        f"{r['sparsity_all_weights']:.1%} of all weights"
+    )
+    if r.get("excluded_weights") and r["prunable_sparsity"] > 0:
+        kept = r["excluded_weights"]
+        more = f" and {len(kept) - 3} more" if len(kept) > 3 else ""
+        out.print(f"  kept        {', '.join(_text(k) for k in kept[:3])}{more} ({_text(r['excluded_rule'])})")
 
 
 def _prune_budget(model, method, budget_ms, target, device, threads, out_path, input_size, ratio, db, json_out):
