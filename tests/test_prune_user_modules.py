@@ -261,9 +261,6 @@ def test_prune_report_counts_all_weights_and_names_what_it_kept(name, tmp_path):
     assert all(torch.count_nonzero(kept[n]) == kept[n].numel() for n in r["excluded_weights"])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="magnitude.prunable_weights takes every layer named `linear` for a classifier (timm's LeViT)"
-)
 def test_dimap_covers_levit_written_with_timm_names():
     """timm's LeViT names the layer in its ConvNorm / LinearNorm wrappers `linear` (the patterns' copy says `c`)."""
     torch.manual_seed(0)

@@ -26,8 +26,9 @@ class PruneResult:
 
 # what `prunable_weights` leaves out, said in the report next to the weights it left out
 EXCLUDED_RULE = (
-    "not pruned: the first convolution (the RGB stem), the classifier layers (a layer named head, dist_head, fc, "
-    "classifier or linear, or under classifier) and weights of layers other than Conv2d and Linear"
+    "not pruned: the first convolution (the RGB stem), the classifier layers (the last layers, with as many "
+    "outputs as the last one, and layers named head, dist_head, fc or classifier, or under classifier) and "
+    "weights of layers other than Conv2d and Linear"
 )
 
 

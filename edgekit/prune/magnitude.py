@@ -26,17 +26,33 @@ def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
         if any(isinstance(m, nn.Conv2d) for _, m in names)
         else None
     )
+    final = _final_layers(names)
     out = {}
     for name, m in names:
-        if name == first or _is_classifier(model, name, m):
+        if name == first or name in final or _is_classifier(name):
             continue
         out[f"{name}.weight"] = m.weight
     return out
 
 
-def _is_classifier(model: nn.Module, name: str, m: nn.Module) -> bool:
+def _final_layers(names: list[tuple[str, nn.Module]]) -> set[str]:
+    """The classifier heads by structure: the last layers (in the order the network defines them) that give as
+    many outputs as the last one does (a class head and a distillation head side by side)."""
+    width = lambda m: m.out_features if isinstance(m, nn.Linear) else m.out_channels  # noqa: E731
+    last = width(names[-1][1])
+    final = set()
+    for name, m in reversed(names):
+        if width(m) != last:
+            break
+        final.add(name)
+    return final
+
+
+def _is_classifier(name: str) -> bool:
+    """The classifier heads by name (`head`, `fc`, ... or under `classifier`); `linear` is timm's name for every
+    layer inside its norm wrappers, so it is a head only where the structure says so (`_final_layers`)."""
     leaf = name.rsplit(".", 1)[-1]
-    return leaf in ("head", "dist_head", "fc", "classifier", "linear") or name.startswith("classifier")
+    return leaf in ("head", "dist_head", "fc", "classifier") or name.startswith("classifier")
 
 
 @torch.no_grad()
