@@ -87,7 +87,7 @@ def test_structured_half_prunes_and_compiles_for_onnx(name, tmp_path):
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("target", ["onnx", "tflite", "executorch"])
+@pytest.mark.parametrize("target", ["onnx", "tflite", "executorch", "coreml"])  # Core ML: conversion (Linux)
 @pytest.mark.parametrize("method", ["magnitude", "dimap", "oto"])
 @pytest.mark.parametrize("name", sorted(PATTERNS))
 def test_every_pattern_prunes_with_every_method_and_compiles(name, method, target, tmp_path):
