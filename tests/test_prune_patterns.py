@@ -103,3 +103,11 @@ def test_every_pattern_prunes_with_every_method_and_compiles(name, method, targe
         assert edgekit.load_model(str(out)).model(torch.randn(1, 3, size, size)).shape == (1, 10)
     proc = run_cli("compile", str(out), "--target", target, "--out", str(tmp_path / "c"), "--trust-code")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_full_range_slice_converts_for_coreml(tmp_path):
+    # GhostNet's `cat([x1, x2])[:, :oup]` takes every channel: torch.export writes `aten.alias`, which coremltools
+    # cannot lower; edgekit drops the alias (its input) before converting
+    proc = run_cli("compile", _ref("ghostnet"), "--target", "coreml", "--input-size", "32", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "GhostNetLike.mlpackage").is_dir()

@@ -13,6 +13,7 @@ from torch import nn
 from ..errors import EdgekitError
 from ..quantize import QuantizationError, int8_quantizer, pt2e
 from .base import FP16, INT8, W4, W8, CompileOptions, ExportInfo, Runner, Tolerance, lowering_error, on_macos, quiet
+from .export import drop_aliases
 from .manifest import loading
 from .registry import Scheme, Target, register
 
@@ -154,7 +155,7 @@ class CoreML(Target):
             try:
                 if q is not None and q.scheme == "w8a8":  # activations too: convert a PT2E-quantized export
                     model = pt2e(model, example, int8_quantizer(False, q.float_layers), q.calib)
-                ep = torch.export.export(model, (example,)).run_decompositions({})
+                ep = drop_aliases(torch.export.export(model, (example,)).run_decompositions({}))
                 mlmodel = ct.convert(
                     ep,
                     inputs=inputs,
