@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _final_layers(names: list[tuple[str, nn.Module]]) -> set[str]:
+def _final_layers(names: Sequence[tuple[str, nn.Conv2d | nn.Linear]]) -> set[str]:
     """The classifier heads by structure: the last layers (in the order the network defines them) that give as
     many outputs as the last one does (a class head and a distillation head side by side)."""
     width = lambda m: m.out_features if isinstance(m, nn.Linear) else m.out_channels  # noqa: E731
