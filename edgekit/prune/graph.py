@@ -644,46 +644,36 @@ class ChannelGraph:
         a, b = args[0], args[1]
         if self._param(b) is not None:  # x @ W: a linear layer written by hand
             raise self.fail("a matrix product with a parameter is not followed (use nn.Linear)")
-        return self._products([a, b], real, contract=True)
+        return self._products([a, b], real)
 
     _op_bmm = _op_mm = _op_matmul
 
     def _op_scaled_dot_product_attention(self, node, args, kwargs, real) -> Val:
-        return self._products(list(args[:3]), real, contract=True)
+        return self._products(list(args[:3]), real)
 
-    def _products(self, operands, real, contract: bool) -> Val:
-        """Attention: everything that meets in one batch slice (a head) is one unit; the result is that unit."""
-        nd = real.dim()
-        if nd < 3:
+    def _products(self, operands, real) -> Val:
+        """A product of activations (attention): what meets in one batch slice (a head) is one unit, and so is
+        the result there. The result is zero where the unit is, unless every operand was already tainted."""
+        if real.dim() < 3:
             raise self.fail("a matrix product of two activations without batch dims is not followed")
-        batch = real.shape[:-2]
-        unit = torch.full(tuple(batch), NONE)
-        taint: frozenset = frozenset()
-        tainted_all = True
+        batch = tuple(real.shape[:-2])
+        unit = torch.full(batch, NONE).view(-1)
+        tainted = True
         for v in operands:
             if not isinstance(v, Val) or not v.tracked:
-                tainted_all = False
+                tainted = False
                 continue
-            lab = v.lab
-            lead = lab.shape[:-2]
-            lab = lab.expand(*batch, *lab.shape[-2:]) if tuple(lead) != tuple(batch) else lab
-            flat = lab.reshape(-1, lab.shape[-2] * lab.shape[-1])
-            for i in range(flat.shape[0]):
-                root = self._union_all(flat[i])
-                if root is None:
-                    continue
-                u = unit.view(-1)
-                if u[i] >= 0:
-                    self.union(int(u[i]), root)
-                else:
-                    u[i] = root
-            ids = _ids(v.lab)
-            if not ids <= v.taint:
-                tainted_all = False
-            taint |= v.taint
+            lab = v.lab if tuple(v.lab.shape[:-2]) == batch else v.lab.expand(*batch, *v.lab.shape[-2:])
+            for i, row in enumerate(lab.reshape(-1, lab.shape[-2] * lab.shape[-1])):
+                root = self._union_all(row)
+                if root is not None and unit[i] >= 0:
+                    self.union(int(unit[i]), root)
+                elif root is not None:
+                    unit[i] = root
+            tainted &= _ids(v.lab) <= v.taint
             self._attach(lab, v.pc.expand(lab.shape))
         out = unit.view(*batch, 1, 1).expand(real.shape)
-        return Val(real, lab=out, pc=torch.full(real.shape, NONE), taint=_ids(out) if tainted_all else frozenset())
+        return Val(real, lab=out, pc=torch.full(real.shape, NONE), taint=_ids(out) if tainted else frozenset())
 
     # -- normalisations and reductions ----------------------------------------------------------
     def _per_channel_params(self, x: Val, params, dim: int, real_shape) -> None:
