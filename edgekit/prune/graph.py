@@ -523,7 +523,7 @@ class ChannelGraph:
         if good:
             starts = torch.tensor([start for start, _ in self.poffsets])
             attached = torch.tensor([fqn in good for _, fqn in self.poffsets])
-            owner = torch.searchsorted(starts, pc.clamp(min=0), right=True) - 1
+            owner = torch.searchsorted(starts, pc.clamp(min=0).contiguous(), right=True) - 1
             ok = both & attached[owner]
         return ok
 
