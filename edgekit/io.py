@@ -9,9 +9,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 
 def _remove(p: Path) -> None:
@@ -116,3 +117,36 @@ def package_version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def read_json(
+    path: Path,
+    *,
+    what: str,
+    limit: int,
+    too_big: str,
+    fix: str,
+    error: Callable[[str], Exception],
+    read_fix: str | None = None,
+    **loads: Any,
+) -> Any:
+    """A JSON file someone else wrote (a manifest, a latency report), read as data: at most `limit` bytes, UTF-8,
+    not nested past Python's recursion limit. Each failure is one `error` line naming `what` and the file and
+    ending with `fix`; a ValueError from a `loads` hook (NaN refused) says what the file holds."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as e:
+        raise error(f"cannot read {what} '{path}' ({e.strerror or e}); {read_fix or fix}") from None
+    if len(data) > limit:
+        raise error(f"{what} '{path}' is larger than {limit // 2**20} MB, {too_big}; {fix}")
+    try:
+        return json.loads(data.decode("utf-8"), **loads)
+    except UnicodeDecodeError:
+        raise error(f"{what} '{path}' is not text (not UTF-8); {fix}") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{what} '{path}' is not valid JSON ({e}); {fix}") from None
+    except ValueError as e:  # from a hook: NaN, Infinity, 1e999
+        raise error(f"{what} '{path}' holds {e}; {fix}") from None
+    except RecursionError:
+        raise error(f"{what} '{path}' is nested too deeply to be a {what}; {fix}") from None

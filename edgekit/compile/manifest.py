@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ArtifactError, EdgekitError, first_line
-from ..io import sha256_of, size_of
+from ..io import read_json, sha256_of, size_of
 from ..models import LoadedModel
 from ..specs import MAX_CLASSES, MAX_INPUT, MIN_INPUT
 from ..version import __version__
@@ -137,26 +137,14 @@ def read_manifest(artifact: str | Path, *, check_sha256: bool = True) -> dict:
     mpath = manifest_path(artifact)
     if not mpath.is_file():
         raise ArtifactError(f"no manifest '{mpath.name}' beside '{artifact}'; recompile it with `edgekit compile`")
-    try:
-        with open(mpath, "rb") as fh:
-            data = fh.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as e:
-        raise ArtifactError(f"cannot read manifest '{mpath}' ({e.strerror or e}); recompile the artifact") from None
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise ArtifactError(
-            f"manifest '{mpath}' is larger than {MAX_MANIFEST_BYTES // 2**20} MB, which no manifest is; "
-            "recompile the artifact"
-        )
-    try:
-        manifest = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ArtifactError(f"manifest '{mpath}' is not text (not UTF-8); recompile the artifact") from None
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"manifest '{mpath}' is not valid JSON ({e}); recompile the artifact") from None
-    except RecursionError:
-        raise ArtifactError(
-            f"manifest '{mpath}' is nested too deeply to be a manifest; recompile the artifact"
-        ) from None
+    manifest = read_json(
+        mpath,
+        what="manifest",
+        limit=MAX_MANIFEST_BYTES,
+        too_big="which no manifest is",
+        fix="recompile the artifact",
+        error=ArtifactError,
+    )
     check_manifest(manifest, f"manifest '{mpath}'")
     if check_sha256:
         try:

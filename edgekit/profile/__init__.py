@@ -22,6 +22,7 @@ from ..compile import fixed_inputs, get_target, quiet, read_manifest, target_nam
 from ..compile.manifest import loading
 from ..compile.verification import running
 from ..errors import ArtifactError, EdgekitError
+from ..io import read_json
 from ..specs import ProfileSpec
 from .adb import measure_adb
 from .devices import Device, find_device
@@ -130,26 +131,17 @@ def load_report(path: str | Path) -> dict:
         )
     if not path.is_file():
         raise ArtifactError(f"report '{path}' is not a file; give the JSON file a demo app or `edgekit profile` wrote")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_REPORT_BYTES + 1)
-    except OSError as e:
-        raise EdgekitError(f"cannot read report '{path}' ({e.strerror or e}); check its permissions") from None
-    if len(data) > MAX_REPORT_BYTES:
-        raise EdgekitError(
-            f"report '{path}' is larger than {MAX_REPORT_BYTES // 2**20} MB, the most a latency report can be; "
-            "give the file the demo app wrote"
-        )
-    try:
-        report = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
-    except UnicodeDecodeError:
-        raise EdgekitError(f"report '{path}' is not text (not UTF-8); give the file the demo app wrote") from None
-    except json.JSONDecodeError as e:
-        raise EdgekitError(f"report '{path}' is not valid JSON ({e}); give the file the demo app wrote") from None
-    except ValueError as e:  # NaN, Infinity, 1e999
-        raise EdgekitError(f"report '{path}' holds {e}; give the file the demo app wrote") from None
-    except RecursionError:
-        raise EdgekitError(f"report '{path}' is nested too deeply to be a latency report") from None
+    report = read_json(
+        path,
+        what="report",
+        limit=MAX_REPORT_BYTES,
+        too_big="the most a latency report can be",
+        fix="give the file the demo app wrote",
+        error=EdgekitError,
+        read_fix="check its permissions",
+        parse_constant=_no_constant,
+        parse_float=_finite_float,
+    )
     return validate_report(report, f"report '{path}'")
 
 
