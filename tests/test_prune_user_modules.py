@@ -17,7 +17,7 @@ from edgekit.prune import apply_plan
 from edgekit.prune.dimap import dimap_unstructured, modules_of
 from edgekit.prune.magnitude import prunable_weights
 
-from .patterns import INPUT_SIZE, PATTERNS
+from .patterns import INPUT_SIZE, PATTERNS, _LeViTBiasCache
 
 PATTERNS_FILE = Path(__file__).parent / "patterns.py"
 
@@ -90,7 +90,7 @@ def test_surgery_sets_plain_size_copies_and_leaves_computed_ones_alone():
     net(torch.randn(1, 3, 8, 8))
 
 
-class BiasCache(nn.Module):
+class BiasCache(_LeViTBiasCache):
     """LeViT's attention: `train(False)` caches `ab = attention_biases[:, idxs]` and eval mode reads the cache."""
 
     def __init__(self, heads: int = 4) -> None:
@@ -99,18 +99,8 @@ class BiasCache(nn.Module):
         self.register_buffer("attention_bias_idxs", torch.randint(0, 5, (3, 3)))
         self.norm = nn.BatchNorm1d(3)
 
-    @torch.no_grad()
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode:
-            if hasattr(self, "ab"):
-                del self.ab
-        else:
-            self.ab = self.attention_biases[:, self.attention_bias_idxs]
-        return self
-
     def forward(self, x):  # x (B, heads, 3, 3)
-        return x + (self.attention_biases[:, self.attention_bias_idxs] if self.training else self.ab)
+        return x + self._biases()
 
 
 def test_surgery_rebuilds_what_a_train_override_caches_and_keeps_every_mode():

@@ -43,18 +43,22 @@ def db_rows(db: Path) -> int:
         return conn.execute("SELECT COUNT(*) FROM reports").fetchone()[0]
 
 
-def report(**changes) -> dict:
-    r = json.loads(REPORT.read_text())
+def edited(doc: dict, changes: dict) -> dict:
+    """`doc` with each `a__b__c` key path set to its value (or deleted, for DELETE), in place."""
     for path, value in changes.items():
         *outer, last = path.split("__")
-        d = r
+        d = doc
         for k in outer:
             d = d[k]
         if value is DELETE:
             del d[last]
         else:
             d[last] = value
-    return r
+    return doc
+
+
+def report(**changes) -> dict:
+    return edited(json.loads(REPORT.read_text()), changes)
 
 
 DELETE = object()
@@ -162,15 +166,7 @@ def fake_artifact(folder: Path, manifest_changes: dict | None = None, text: str 
         "preprocessing": {"size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
         "options": {},
     }
-    for path, value in (manifest_changes or {}).items():
-        *outer, last = path.split("__")
-        d = manifest
-        for k in outer:
-            d = d[k]
-        if value is DELETE:
-            del d[last]
-        else:
-            d[last] = value
+    edited(manifest, manifest_changes or {})
     mpath = folder / "net.onnx.json"
     if text is not None:
         mpath.write_bytes(text.encode("latin-1"))
