@@ -18,7 +18,6 @@ speed-up >= 0.8 x the MAC reduction.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import edgekit  # noqa: E402
 from edgekit.compile.executorch import ExecuTorchRunner  # noqa: E402
 from edgekit.models import count_macs, load_model, trusted_code  # noqa: E402
+from edgekit.profile import host_name  # noqa: E402
 from edgekit.profile.timing import interleaved  # noqa: E402
 from tests.patterns import PATTERNS  # noqa: E402
 
@@ -45,17 +45,18 @@ TARGETS = ("onnx", "tflite", "executorch")
 
 
 def cpu_line() -> str:
-    name, flags = platform.processor() or platform.machine(), set()
+    """The CPU (`edgekit.profile.host_name`) and the flags that change the ratios (VNNI: int8; AVX-512)."""
+    flags: set[str] = set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
+        flags = next(
+            set(line.split(":", 1)[1].split())
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
         pass
     shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16") if f in flags]
-    return f"# CPU: {name}; flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
+    return f"# CPU: {host_name()}; flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
 
 
 def reference(name: str, size: int, work: Path) -> str:
