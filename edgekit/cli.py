@@ -278,6 +278,7 @@ def prune_cmd(
     data: str = typer.Option(DEFAULT_DATA, "--data", help="oto: the dataset it trains on."),
     steps: int = typer.Option(PruneSpec.default("steps"), "--steps", help=PruneSpec.help("steps")),
     optimizer: str = typer.Option(PruneSpec.default("optimizer"), "--optimizer", help=PruneSpec.help("optimizer")),
+    round_to: int = typer.Option(PruneSpec.default("round_to"), "--round-to", help=PruneSpec.help("round_to")),
     weights: Path | None = typer.Option(None, "--weights", help="State dict to start from."),
     num_classes: int | None = typer.Option(None, "--num-classes"),
     input_size: int | None = typer.Option(None, "--input-size", help="Input size the MACs are counted at."),
@@ -317,6 +318,7 @@ def prune_cmd(
             data=data,
             steps=steps,
             optimizer=optimizer,
+            round_to=round_to,
         )
     r = result.report
     if json_out:
@@ -330,6 +332,10 @@ def prune_cmd(
     out.print(f"  MACs        {b['macs'] / 1e9:.4f} G -> {a['macs'] / 1e9:.4f} G at {r['input_size']}")
     if "channels_removed" in r:
         out.print(f"  channels    {r['channels_removed']} of {r['channels_total']} removed in {r['groups']} groups")
+    for line in r.get("left_out", [])[:5]:
+        out.print(f"  left out    {_text(line)}")
+    if len(r.get("left_out", [])) > 5:
+        out.print(f"  left out    and {len(r['left_out']) - 5} more groups (--json lists them)")
     if "oto" in r:
         o = r["oto"]
         out.print(

@@ -67,6 +67,9 @@ class PruneSpec(Spec):
     structured: bool = Field(False, description="Remove whole channel groups (real speed-ups; oto always does).")
     steps: int = Field(200, ge=1, description="oto: training steps.")
     optimizer: str = Field("hesso", description="oto: hesso (OTOv3 default) or dhspg.")
+    round_to: int = Field(
+        8, ge=1, le=256, description="Structured: keep a multiple of this many channels per group (1: any count)."
+    )
 
 
 class QuantizeSpec(Spec):

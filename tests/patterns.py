@@ -144,6 +144,11 @@ class ResNetBasic(nn.Module):
         return self.fc(x)
 
 
+def resnet18(num_classes: int = 10) -> ResNetBasic:
+    """ResNet-18's stages and widths (torchvision ``resnet18``): the compute-bound member of the benchmark."""
+    return ResNetBasic(num_classes, layers=(2, 2, 2, 2), widths=(64, 128, 256, 512))
+
+
 # --- 2. MobileNetV3 (torchvision) -----------------------------------------------------------------------------------
 
 
@@ -495,15 +500,17 @@ class Mlp(nn.Module):
 
 
 class Attention(nn.Module):
-    """timm ``vision_transformer.Attention``: one ``qkv`` Linear, (3, B, heads, N, head_dim) permute, ``proj``."""
+    """timm ``timm/layers/attention.py`` Attention: one ``qkv`` Linear, (3, B, heads, N, head_dim) permute, the
+    attention laid back out with the width it holds (``self.attn_dim``), ``proj``."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
+        self.attn_dim = num_heads * self.head_dim
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, self.attn_dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(self.attn_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         B, N, C = x.shape
@@ -512,8 +519,20 @@ class Attention(nn.Module):
         q = q * self.scale
         attn = q @ k.transpose(-2, -1)
         attn = attn.softmax(-1)
-        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        x = (attn @ v).transpose(1, 2).reshape(B, N, self.attn_dim)
         return self.proj(x)
+
+
+class InputWidthAttention(Attention):
+    """The older timm / microsoft Swin form: the attention laid out with the width read from the block's input
+    (``reshape(B, N, C)``), which ties its heads to the residual width: edgekit leaves those heads out, and says so."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
 
 
 class ViTBlock(nn.Module):
@@ -590,6 +609,16 @@ class HierViT(nn.Module):
         return self.head(x)
 
 
+class HierViTInputWidth(HierViT):
+    """:class:`HierViT` with the older attention form (:class:`InputWidthAttention`): its heads cannot go."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__(num_classes)
+        for stage in self.stages:
+            for block in stage:
+                block.attn = InputWidthAttention(block.attn.qkv.in_features, block.attn.num_heads)
+
+
 # --- 7. Swin Transformer (microsoft) --------------------------------------------------------------------------------
 
 
@@ -606,12 +635,17 @@ def window_reverse(windows: Tensor, window_size: int, H: int, W: int) -> Tensor:
 
 
 class WindowAttention(nn.Module):
+    """timm ``swin_transformer.WindowAttention``: heads of ``head_dim`` (``dim // num_heads`` by default), q/k/v and
+    the output laid out with ``-1``, a relative-position bias table with one column per head."""
+
     def __init__(self, dim: int, window_size: int, num_heads: int) -> None:
         super().__init__()
         self.dim = dim
         self.window_size = (window_size, window_size)
         self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
+        head_dim = dim // num_heads
+        attn_dim = head_dim * num_heads
+        self.scale = head_dim**-0.5
         Wh, Ww = self.window_size
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * Wh - 1) * (2 * Ww - 1), num_heads))
         coords = torch.stack(torch.meshgrid(torch.arange(Wh), torch.arange(Ww), indexing="ij"))  # 2, Wh, Ww
@@ -621,15 +655,15 @@ class WindowAttention(nn.Module):
         relative_coords[:, :, 1] += Ww - 1
         relative_coords[:, :, 0] *= 2 * Ww - 1
         self.register_buffer("relative_position_index", relative_coords.sum(-1))
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, attn_dim * 3, bias=True)
+        self.proj = nn.Linear(attn_dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         self.softmax = nn.Softmax(dim=-1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         B_, N, C = x.shape
-        qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
         q = q * self.scale
         attn = q @ k.transpose(-2, -1)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(N, N, -1)
@@ -639,7 +673,7 @@ class WindowAttention(nn.Module):
             attn = attn.view(B_ // nW, nW, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
             attn = attn.view(-1, self.num_heads, N, N)
         attn = self.softmax(attn)
-        x = (attn @ v).transpose(1, 2).reshape(B_, N, C)
+        x = (attn @ v).transpose(1, 2).reshape(B_, N, -1)
         return self.proj(x)
 
 
@@ -692,7 +726,7 @@ class SwinBlock(nn.Module):
 
 
 class SwinLike(nn.Module):
-    """Swin (microsoft/Swin-Transformer models/swin_transformer.py): window attention, rel-pos bias, rolled shift."""
+    """Swin (microsoft/Swin-Transformer, as timm writes its attention): window attention, rel-pos bias, rolled shift."""
 
     def __init__(self, num_classes=10, dims=(24, 48, 96), depths=(2, 2, 2), heads=(2, 4, 8), window_size=4) -> None:
         super().__init__()

@@ -15,8 +15,10 @@ import torch
 
 import edgekit
 from edgekit.prune import apply_plan, channel_groups, make_plan, zero_channels
+from edgekit.prune.magnitude import group_scores, magnitude_structured
+from edgekit.prune.plan import round_keep
 
-from .conftest import randomize, run_cli
+from .conftest import assert_user_error, randomize, run_cli
 from .patterns import INPUT_SIZE, PATTERNS
 
 PATTERNS_FILE = __import__("pathlib").Path(__file__).with_name("patterns.py")
@@ -62,6 +64,66 @@ def test_attention_heads_go_whole_with_their_biases():
         biases = next(e for e in g.entries if e.fqn.endswith("attention_biases"))
         assert biases.dim == 0 and biases.per == 1  # one row of the (heads, offsets) table per head
         assert g.sizes  # the module's head count changes with it
+
+
+@pytest.mark.parametrize("name", ["hier_vit", "swin"])
+def test_heads_of_timm_attention_are_groups(name):
+    # timm's forms hold the attention width (`self.attn_dim`) or read it back (`reshape(B_, N, -1)`): heads can go
+    model = PATTERNS[name]().eval()
+    groups = channel_groups(model, SIZE)
+    attns = {n: m for n, m in model.named_modules() if n.endswith(".attn")}
+    for path, attn in attns.items():
+        (g,) = [g for g in groups if any(e.fqn == f"{path}.qkv.weight" for e in g.entries)]
+        assert g.size == attn.num_heads  # one unit per head: q, k and v rows of its width together
+        qkv = next(e for e in g.entries if e.fqn == f"{path}.qkv.weight")
+        assert qkv.per == 3 * attn.qkv.out_features // 3 // attn.num_heads
+
+
+def test_heads_tied_to_the_input_width_are_left_out_with_the_module_named(tmp_path):
+    # `reshape(B, N, C)` with C read from the block's input: the rebuilt network cannot lose a head; the prune
+    # still runs (MLP widths go) and names each attention it left alone
+    proc = run_cli(
+        "prune", f"{PATTERNS_FILE}:HierViTInputWidth", "--method", "magnitude", "--ratio", "0.5", "--structured",
+        "--input-size", str(SIZE), "--out", str(tmp_path / "p.pt"), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = __import__("json").loads(proc.stdout)
+    assert report["channels_removed"] > 0
+    assert len(report["left_out"]) == 4
+    assert "(in module 'stages.0.0.attn')" in report["left_out"][0]
+    assert report["left_out"][0].startswith("stages.0.0.attn.qkv (2 units): shape")
+    proc = run_cli(
+        "prune", f"{PATTERNS_FILE}:HierViTInputWidth", "--method", "magnitude", "--ratio", "0.5", "--structured",
+        "--input-size", str(SIZE), "--out", str(tmp_path / "q.pt"),
+    )  # fmt: skip
+    assert "left out    stages.2.0.attn.qkv (8 units)" in proc.stdout
+
+
+def test_kept_channel_counts_round_to_the_runtime_tile():
+    model = randomize(PATTERNS["resnet_basic"]().eval())
+    groups = channel_groups(model, SIZE)
+    scores = {g.id: group_scores(model, g) for g in groups}
+    keep = magnitude_structured(model, groups, 0.5, scores=scores)
+    assert any(len(k) % 8 for k in keep.values())  # a global ranking keeps any count
+    nearest, up = round_keep(groups, keep, scores, 8), round_keep(groups, keep, scores, 8, up=True)
+    for g in groups:
+        assert len(nearest[g.id]) % 8 == 0 or g.size < 8
+        assert abs(len(nearest[g.id]) - len(keep[g.id])) <= 4
+        # up (a trained method): everything it kept stays, the best of the rest fill the tile
+        assert set(keep[g.id]) <= set(up[g.id]) and len(up[g.id]) - len(keep[g.id]) < 8
+        added = [i for i in up[g.id] if i not in keep[g.id]]
+        dropped = [i for i in range(g.size) if i not in up[g.id]]
+        assert not added or not dropped or scores[g.id][added].min() >= scores[g.id][dropped].max()
+    assert round_keep(groups, keep, scores, 1) == keep
+
+
+def test_round_to_out_of_range_is_one_line(tmp_path):
+    proc = run_cli(
+        "prune", _ref("resnet_basic"), "--method", "magnitude", "--ratio", "0.5", "--structured", "--round-to", "0",
+        "--input-size", str(SIZE), "--out", str(tmp_path / "p.pt"),
+    )  # fmt: skip
+    assert_user_error(proc, "--round-to 0 is out of range")
+    assert not (tmp_path / "p.pt").exists()
 
 
 def test_a_channel_shuffle_loses_the_same_channels_in_every_group():

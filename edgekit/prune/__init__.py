@@ -9,7 +9,7 @@ from ..models.surgery import apply_plan
 # The built-in methods register themselves on import, in this order (the order `method_names()` lists them).
 from . import oto, magnitude, dimap  # isort: skip  # noqa: F401
 from .api import PruneResult, prune
-from .graph import ChannelGraph, Group, PruneGraphError, channel_groups
+from .graph import ChannelGraph, Group, LeftOut, PruneGraphError, analyse_channels, channel_groups
 from .methods import PruningMethod, get_method, method_names, register_method, unregister_method
 from .plan import make_plan, zero_channels
 
@@ -24,7 +24,9 @@ __all__ = [
     "unregister_method",
     "ChannelGraph",
     "Group",
+    "LeftOut",
     "PruneGraphError",
+    "analyse_channels",
     "apply_plan",
     "channel_groups",
     "make_plan",

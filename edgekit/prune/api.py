@@ -12,10 +12,10 @@ from ..errors import EdgekitError
 from ..models import checkpoint_out, count_macs, load_model, save_checkpoint
 from ..models.surgery import apply_plan
 from ..specs import DEFAULT_DATA, PruneSpec
-from .graph import channel_groups
-from .magnitude import magnitude_structured, prunable_weights
+from .graph import analyse_channels
+from .magnitude import group_scores, magnitude_structured, prunable_weights
 from .methods import get_method
-from .plan import make_plan
+from .plan import make_plan, round_keep
 
 
 @dataclass
@@ -60,6 +60,7 @@ def prune(
     data: str = DEFAULT_DATA,
     steps: int = PruneSpec.default("steps"),
     optimizer: str = PruneSpec.default("optimizer"),
+    round_to: int = PruneSpec.default("round_to"),
     weights: str | Path | None = None,
     num_classes: int | None = None,
     input_size: int | None = None,
@@ -69,11 +70,13 @@ def prune(
     pm = get_method(method)
     # not validated here: the ratio has its own message below, and the method checks its own options
     spec = PruneSpec.model_construct(
-        method=method, ratio=ratio, structured=structured, steps=steps, optimizer=optimizer
+        method=method, ratio=ratio, structured=structured, steps=steps, optimizer=optimizer, round_to=round_to
     )
     pm.check(spec)
     if not 0.0 < float(ratio) < 1.0:
         raise EdgekitError(f"--ratio {ratio} is out of range; give a fraction between 0 and 1, e.g. 0.5")
+    if not 1 <= int(round_to) <= 256:
+        raise EdgekitError(f"--round-to {round_to} is out of range; give 1 to 256 (1: any channel count)")
     out = checkpoint_out(out)
     # the first forward, before the data and the graph analysis: one line where the network cannot run at the size
     loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size, probe=True)
@@ -90,15 +93,23 @@ def prune(
     plan = None
     report: dict = {"method": method, "ratio": ratio, "structured": structured, "input_size": size}
     if pm.trains or structured:
-        groups = channel_groups(net, size)
+        report["round_to"] = round_to
+    if pm.trains or structured:
+        groups, left_out = analyse_channels(net, size)
         if not groups:
-            raise EdgekitError(f"'{model}' has no prunable channel groups")
+            why = f"; left out: {left_out[0].line()}" if left_out else ""
+            raise EdgekitError(f"'{model}' has no prunable channel groups{why}")
+        report["left_out"] = [lo.line() for lo in left_out]
         log = None
         if pm.trains:
             keep, log = pm.train(net, groups, ratio, dataset, spec)
             report[pm.name] = log
+            scores = {g.id: group_scores(net, g) for g in groups}  # its zeroed channels score 0
         else:
-            keep = magnitude_structured(net, groups, ratio, scores=pm.group_scores(net, groups))
+            scores = pm.group_scores(net, groups)
+            keep = magnitude_structured(net, groups, ratio, scores=scores)
+        # a trained method's kept channels carry what it learnt: round up, adding zeroed ones
+        keep = round_keep(groups, keep, scores, round_to, up=pm.trains)
         plan = make_plan(groups, keep)
         apply_plan(net, plan)
         if log is not None and dataset is not None:

@@ -484,6 +484,14 @@ class ChannelGraph:
                 attached |= ok
         taint: frozenset = frozenset().union(*(t.taint for t in tensors if t.tracked))
         channel = lab >= 0
+        if product and name in ("mul", "bitwise_xor") and taint:
+            # zero where any operand is a zeroed channel that stays zero (`scale * input` of an SE gate): tainted
+            # only where every operand is tainted
+            where = torch.ones(shape, dtype=torch.bool)
+            for x, t in zip(labs, tensors):
+                if t.tracked:
+                    where &= torch.isin(x, torch.tensor(sorted(t.taint), dtype=torch.long)) | (x < 0)
+            taint = _ids(lab[where & channel])
         if mask:
             taint |= _ids(lab)
         elif name in ("div", "true_divide", "floor_divide", "remainder", "fmod") and len(labs) > 1:
@@ -842,6 +850,8 @@ class ChannelGraph:
             by_sig.setdefault(sig, []).append((order, slices))
         out: list[Group] = []
         for (sig, sizes), items in sorted(by_sig.items(), key=lambda kv: _first_out(kv[0][0], kv[1])):
+            if len(items) < 2:
+                continue  # one unit: removing it would remove the whole tensor
             items.sort(key=lambda t: t[0])
             entries = []
             for (fqn, dim, role), n in sig:
@@ -942,8 +952,21 @@ def _flat(args):
     return out
 
 
-def channel_groups(model: nn.Module, input_size: int = 224, in_chans: int = 3) -> list[Group]:
-    """The prunable groups of coupled channels of `model` (traced at batch 1, `input_size`²).
+@dataclass
+class LeftOut:
+    """A group the channel analysis found but the rebuilt network cannot lose, and why."""
+
+    modules: list[str]  # the modules producing its channels
+    units: int
+    why: str
+
+    def line(self) -> str:
+        return f"{', '.join(self.modules)} ({self.units} units): {self.why}"
+
+
+def analyse_channels(model: nn.Module, input_size: int = 224, in_chans: int = 3) -> tuple[list[Group], list[LeftOut]]:
+    """The prunable groups of coupled channels of `model` (traced at batch 1, `input_size`²), and the groups left out
+    because the rebuilt network cannot lose them (with the reason, naming the module).
 
     A network that does not run at `input_size` is an `InputSizeError` first, not an error from inside the trace.
     """
@@ -952,15 +975,24 @@ def channel_groups(model: nn.Module, input_size: int = 224, in_chans: int = 3) -
     return _removable(model, groups, input_size, in_chans)
 
 
-def _removable(model: nn.Module, groups: list[Group], input_size: int, in_chans: int) -> list[Group]:
+def channel_groups(model: nn.Module, input_size: int = 224, in_chans: int = 3) -> list[Group]:
+    """The prunable groups of `analyse_channels`."""
+    return analyse_channels(model, input_size, in_chans)[0]
+
+
+def _removable(
+    model: nn.Module, groups: list[Group], input_size: int, in_chans: int
+) -> tuple[list[Group], list[LeftOut]]:
     """The groups whose removal the rebuilt network survives: a forward of the network with one unit of each
     group removed must compute what it computes with those units zeroed. Code that lays channels out with a
-    size it reads from another tensor (timm's `reshape(B, N, C)` after attention, `C // heads` taken from the
-    block's input) cannot lose them without being rewritten; the graph, traced at fixed sizes, does not show it.
+    size it reads from another tensor (`reshape(B, N, C)` after attention, `C // heads` taken from the block's
+    input) cannot lose them without being rewritten; the graph, traced at fixed sizes, does not show it.
     All groups are tried at once, and halves of a failing set until the groups that fail are found."""
     x = torch.randn(2, in_chans, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    reasons: dict[int, str] = {}
 
-    def same(subset: list[Group]) -> bool:
+    def differs(subset: list[Group]) -> str | None:
+        """None where the rebuilt network computes what the zeroed one does, else why not."""
         zeroed, pruned = copy.deepcopy(model).eval(), copy.deepcopy(model).eval()
         try:
             with torch.no_grad():
@@ -968,26 +1000,54 @@ def _removable(model: nn.Module, groups: list[Group], input_size: int, in_chans:
                     _zero(zeroed, g, [g.size - 1])
                 apply_plan(pruned, _plan(subset))
                 a, b = zeroed(x), pruned(x)
-        except Exception:  # noqa: BLE001 - any failure of the rebuilt network means the same: not removable
-            return False
+        except Exception as exc:  # noqa: BLE001 - any failure of the rebuilt network means the same: not removable
+            return _failure(exc, pruned)
         a, b = (a[0], b[0]) if isinstance(a, (tuple, list)) else (a, b)
-        return a.shape == b.shape and bool((a - b).abs().max() <= 1e-4 * max(1.0, float(a.abs().max())))
+        if a.shape != b.shape:
+            return f"the rebuilt network's output is {tuple(b.shape)}, not {tuple(a.shape)}"
+        if bool((a - b).abs().max() <= 1e-4 * max(1.0, float(a.abs().max()))):
+            return None
+        return "the rebuilt network computes another output than the zeroed one"
 
     def failing(subset: list[Group]) -> list[Group]:
-        if not subset or same(subset):
+        why = differs(subset) if subset else None
+        if why is None:
             return []
         if len(subset) == 1:
+            reasons[subset[0].id] = why
             return subset
         half = len(subset) // 2
         bad = failing(subset[:half]) + failing(subset[half:])
-        return bad or subset  # each half alone is fine, together they are not: keep neither
+        if bad:
+            return bad
+        for g in subset:  # each half alone is fine, together they are not: keep neither
+            reasons[g.id] = f"removable alone, not together with the others ({why})"
+        return subset
 
-    candidates = [g for g in groups if g.size > 1]
-    bad = {g.id for g in failing(candidates)}
+    bad = {g.id for g in failing(groups)}
+    left = [
+        LeftOut(sorted({e.fqn.rsplit(".", 1)[0] for e in g.entries if e.role == "out"}), g.size, reasons[g.id])
+        for g in groups
+        if g.id in bad
+    ]
     kept = [g for g in groups if g.id not in bad]
     for i, g in enumerate(kept):
         g.id = i
-    return kept
+    return kept, left
+
+
+def _failure(exc: Exception, model: nn.Module) -> str:
+    """The first line of an error from the rebuilt network, and the innermost of its modules the error came from."""
+    names = {id(m): n for n, m in model.named_modules() if n}
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if id(owner) in names:
+            where = names[id(owner)]
+        tb = tb.tb_next
+    text = first_line(exc) or type(exc).__name__
+    return f"{text} (in module '{where}')" if where else text
 
 
 def _zero(model: nn.Module, g: Group, units: list[int]) -> None:

@@ -24,6 +24,30 @@ def zero_channels(model: nn.Module, group: Group, channels: list[int]) -> None:
         t.index_fill_(e.dim, torch.as_tensor(e.positions(channels), dtype=torch.long), 0.0)
 
 
+def round_keep(
+    groups: list[Group], keep: dict[int, list[int]], scores: dict[int, torch.Tensor], multiple: int, up: bool = False
+) -> dict[int, list[int]]:
+    """Keep-lists whose channel counts are multiples of `multiple` in every group of single channels at least that
+    wide: to the nearest multiple (`up`: the next one, so that a trained method's zero channels are what is added),
+    the channels chosen by `scores`. Runtimes compute output channels in tiles (XNNPACK's GEMMs 8 or 16 wide), so
+    37 channels cost what 40 do; the architectures benchmark measured ResNet-18 at 50 % 2.4x faster unrounded and
+    3.2x rounded to 8, for the same MACs."""
+    if multiple <= 1:
+        return keep
+    out = dict(keep)
+    for g in groups:
+        if g.size < multiple or g.id not in keep or any(e.per != 1 for e in g.entries if e.role == "out"):
+            continue
+        n = len(keep[g.id])
+        rounded = -(-n // multiple) * multiple if up else max(multiple, round(n / multiple) * multiple)
+        rounded = min(g.size, rounded)
+        if rounded != n:
+            chosen = set(keep[g.id]) if rounded > n else set()  # growing keeps what was kept, then the best others
+            ranked = [i for i in scores[g.id].argsort(descending=True).tolist() if i not in chosen]
+            out[g.id] = sorted([*chosen, *ranked[: rounded - len(chosen)]])
+    return out
+
+
 def make_plan(groups: list[Group], keep: dict[int, list[int]]) -> dict:
     """A plan keeping `keep[group.id]` (sorted channel indices) of each group; groups not named keep all."""
     out = []

@@ -125,6 +125,7 @@ class _Runner:
             data=step.data,
             steps=s.steps,
             optimizer=s.optimizer,
+            round_to=s.round_to,
             input_size=step.model.input_size,
             **src,
         ).report
@@ -136,6 +137,7 @@ class _Runner:
             "after",
             "channels_removed",
             "channels_total",
+            "left_out",
             "prunable_sparsity",
         )
         out = {k: r[k] for k in keys if k in r}
