@@ -20,6 +20,7 @@ from .compile import compile as compile_model
 from .compile import scheme_help, target_names, verify
 from .data import data_help
 from .demo import bundle
+from .devices import launched_rank, shutdown
 from .distill import distill, parse_features, train
 from .errors import EdgekitError
 from .io import atomic_path, write_json
@@ -74,7 +75,8 @@ def _text(value) -> str:
 
 
 def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    if launched_rank() == 0:  # under torchrun, one document from rank 0
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _fmt(x, unit="", digits=2) -> str:
@@ -279,6 +281,15 @@ def prune_cmd(
     steps: int = typer.Option(PruneSpec.default("steps"), "--steps", help=PruneSpec.help("steps")),
     optimizer: str = typer.Option(PruneSpec.default("optimizer"), "--optimizer", help=PruneSpec.help("optimizer")),
     round_to: int = typer.Option(PruneSpec.default("round_to"), "--round-to", help=PruneSpec.help("round_to")),
+    train_device: str = typer.Option(
+        PruneSpec.default("device"), "--train-device", help="oto: " + TrainSpec.help("device")
+    ),
+    precision: str = typer.Option(
+        PruneSpec.default("precision"), "--precision", help="oto: " + TrainSpec.help("precision")
+    ),
+    workers: int | None = typer.Option(
+        PruneSpec.default("workers"), "--workers", help="oto: " + TrainSpec.help("workers")
+    ),
     weights: Path | None = typer.Option(None, "--weights", help="State dict to start from."),
     num_classes: int | None = typer.Option(None, "--num-classes"),
     input_size: int | None = typer.Option(None, "--input-size", help="Input size the MACs are counted at."),
@@ -319,6 +330,9 @@ def prune_cmd(
             steps=steps,
             optimizer=optimizer,
             round_to=round_to,
+            device=train_device,
+            precision=precision,
+            workers=workers,
         )
     r = result.report
     if json_out:
@@ -392,24 +406,34 @@ def _prune_budget(model, method, budget_ms, target, device, threads, out_path, i
 
 
 def _progress_bar(label: str, quiet: bool):
-    """A rich progress bar over training steps, and the callback that advances it."""
-    if quiet:
+    """A rich progress bar over training steps, and the callback that advances it (rank 0's only)."""
+    if quiet or launched_rank() > 0:
         return _null(), None
     bar = Progress(
         TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[rate]:.0f} img/s"),
         TimeRemainingColumn(),
         console=err,
         transient=True,
     )
-    task = bar.add_task(label, total=None, loss=float("nan"))
+    task = bar.add_task(label, total=None, loss=float("nan"), rate=0.0)
 
-    def advance(step: int, total: int, loss: float) -> None:
-        bar.update(task, completed=step, total=total, loss=loss)
+    def advance(step: int, total: int, loss: float, rate: float = 0.0) -> None:
+        bar.update(task, completed=step, total=total, loss=loss, rate=rate)
 
     return bar, advance
+
+
+_DEVICE = typer.Option(TrainSpec.default("device"), "--device", help=TrainSpec.help("device"))
+_PRECISION = typer.Option(TrainSpec.default("precision"), "--precision", help=TrainSpec.help("precision"))
+_WORKERS = typer.Option(TrainSpec.default("workers"), "--workers", help=TrainSpec.help("workers"))
+_AUGMENT = typer.Option(TrainSpec.default("augment"), "--augment", help=TrainSpec.help("augment"))
+_ACCUMULATE = typer.Option(TrainSpec.default("accumulate"), "--accumulate", help=TrainSpec.help("accumulate"))
+_CLIP_GRAD = typer.Option(TrainSpec.default("clip_grad"), "--clip-grad", help=TrainSpec.help("clip_grad"))
+_EMA = typer.Option(TrainSpec.default("ema"), "--ema", help=TrainSpec.help("ema"))
 
 
 def _print_training(r: dict) -> None:
@@ -417,7 +441,7 @@ def _print_training(r: dict) -> None:
     for h in r["history"]:
         out.print(
             f"  epoch {h['epoch']:>3}  loss {h['train_loss']:.4f}  val accuracy {h['val_accuracy']:.2%}  "
-            f"({h['seconds']:.0f} s)"
+            + (f"({h['seconds']:.0f} s, {h['images_per_s']:.0f} img/s)" if "seconds" in h else "(an earlier run)")
         )
     before = r["val_accuracy_before"]
     if before is not None:
@@ -449,6 +473,13 @@ def train_cmd(
     input_size: int | None = typer.Option(None, "--input-size", help="Train at this square input size."),
     limit: int | None = typer.Option(TrainSpec.default("limit"), "--limit", help=TrainSpec.help("limit")),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    workers: int | None = _WORKERS,
+    augment: str = _AUGMENT,
+    accumulate: int = _ACCUMULATE,
+    clip_grad: float | None = _CLIP_GRAD,
+    ema: float | None = _EMA,
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     trust_code: bool = _TRUST_CODE,
 ) -> None:
@@ -471,6 +502,13 @@ def train_cmd(
             limit=limit,
             resume=resume,
             progress=advance,
+            device=device,
+            precision=precision,
+            workers=workers,
+            augment=augment,
+            accumulate=accumulate,
+            clip_grad=clip_grad,
+            ema=ema,
         )
     if json_out:
         return _print_json(result.report)
@@ -504,6 +542,13 @@ def distill_cmd(
     input_size: int | None = typer.Option(None, "--input-size"),
     limit: int | None = typer.Option(DistillSpec.default("limit"), "--limit", help=DistillSpec.help("limit")),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    workers: int | None = _WORKERS,
+    augment: str = _AUGMENT,
+    accumulate: int = _ACCUMULATE,
+    clip_grad: float | None = _CLIP_GRAD,
+    ema: float | None = _EMA,
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     trust_code: bool = _TRUST_CODE,
 ) -> None:
@@ -531,6 +576,13 @@ def distill_cmd(
             limit=limit,
             resume=resume,
             progress=advance,
+            device=device,
+            precision=precision,
+            workers=workers,
+            augment=augment,
+            accumulate=accumulate,
+            clip_grad=clip_grad,
+            ema=ema,
         )
     if json_out:
         return _print_json(result.report)
@@ -931,6 +983,8 @@ def _interrupted() -> str:
 
 def main() -> None:
     """Entry point: a user's mistake is one line on stderr and exit code 2, never a traceback."""
+    if launched_rank() > 0:
+        out.quiet = True  # under torchrun, rank 0 prints the results; every rank still prints its errors
     try:
         # in a context of its own, trusting no code but what the command names: --trust-code ends with the command
         context = contextvars.copy_context()
@@ -971,6 +1025,8 @@ def main() -> None:
         message = message[:1].lower() + message[1:]
         err.print(f"error: {message}; see {command} --help", soft_wrap=True, markup=False, highlight=False)
         sys.exit(e.exit_code)
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

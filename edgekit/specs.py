@@ -8,7 +8,7 @@ nothing of edgekit's.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,12 +38,36 @@ class Spec(BaseModel):
         return cls.model_fields[name].description or ""
 
 
-class TrainSpec(Spec):
+class RunSpec(Spec):
+    """Where a training stage runs (train, distill, OTO): the device, the precision, the data loader's workers."""
+
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$",
+        description="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps.",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler)."
+    )
+    workers: int | None = Field(
+        None, ge=0, le=64, description="Data-loading processes (default: 0 for in-memory data, else up to 8)."
+    )
+
+
+class TrainSpec(RunSpec):
     epochs: int = Field(1, ge=1, description="Passes over the training set.")
     lr: float = Field(1e-3, gt=0, description="AdamW peak learning rate (cosine schedule, linear warm-up).")
-    batch_size: int = Field(64, ge=1, description="Images per step.")
+    batch_size: int = Field(64, ge=1, description="Images per step, over all processes (torchrun: split among them).")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
     limit: int | None = Field(None, ge=1, description="Train on a seeded subset of this many images.")
+    augment: Literal["none", "basic", "trivial", "deit"] = Field(
+        "none", description="Train-time augmentation: none, basic, trivial or deit (kornia, on the device)."
+    )
+    accumulate: int = Field(1, ge=1, le=1024, description="Batches whose gradients make one optimizer step.")
+    clip_grad: float | None = Field(None, gt=0, description="Clip the gradients' global norm to this.")
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="Keep an exponential moving average of the weights with this decay, e.g. 0.9998."
+    )
 
 
 class DistillSpec(TrainSpec):
@@ -59,7 +83,7 @@ class DistillSpec(TrainSpec):
     features: list[str] = Field(default_factory=list, description="STUDENT_LAYER:TEACHER_LAYER pairs to match.")
 
 
-class PruneSpec(Spec):
+class PruneSpec(RunSpec):
     method: str = Field(description="A registered pruning method: oto, magnitude or dimap.")
     ratio: float = Field(
         gt=0, lt=1, description="Fraction to remove: of weights (unstructured) or channels (structured)."

@@ -6,7 +6,9 @@ A dataset spec names where the images come from:
 - `fashion-mnist[:DIR]`: the four IDX files of Fashion-MNIST (plain or .gz); DIR defaults to the
   Debian package's `/usr/share/datasets/fashion-mnist` (`apt-get install dataset-fashion-mnist`);
 - `imagefolder:DIR`: one sub-directory of images per class (DIR/train and DIR/val are used as the
-  splits when both exist).
+  splits when both exist);
+- `wds:DIR|PATTERN`: webdataset tar shards (`DIR/train-*.tar`, `DIR/val-*.tar`, or a brace pattern), indexed
+  member by member so batches are drawn by index like every other source.
 
 Images stay in their stored form (uint8 arrays or file paths) and are preprocessed per batch the way
 the model card says: resized to the model's input, 3 channels, x/255, then (x - mean) / std. So a
@@ -14,17 +16,23 @@ the model card says: resized to the model's input, 3 channels, x/255, then (x - 
 
 Splits are deterministic (seeded): `train`, `val` (Fashion-MNIST's own test set, `DIR/val`, or a
 seeded fifth), and `calib`, a seeded subset of `train` for quantization.
+
+Training reads `TrainLoader` (each data-parallel rank's slice of every batch, raw, decoded in worker processes if
+asked) and augments on the device with `make_augment` (kornia): see `edgekit.data.pipeline`.
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..devices import Runtime
+from .pipeline import AUGMENTS, Augment, TrainLoader, global_batch, make_augment
 from .sources import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
     IMAGE_SUFFIXES,
     Source,
+    TarMember,
     data_help,
     find_source,
     read_idx,
@@ -35,20 +43,26 @@ from .sources import (
 from .splits import Dataset, DatasetError, Preprocess, Split
 
 __all__ = [
+    "AUGMENTS",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIR",
     "IMAGE_SUFFIXES",
+    "Augment",
     "Dataset",
     "DatasetError",
     "Preprocess",
     "Source",
     "Split",
+    "TarMember",
+    "TrainLoader",
     "accuracy",
     "batches",
     "data_help",
+    "evaluate",
     "find_source",
     "load_dataset",
     "logits_of",
+    "make_augment",
     "ordered_batches",
     "predict",
     "read_idx",
@@ -123,15 +137,9 @@ def batches(split: Split, batch_size: int, generator: torch.Generator):
     batch is smaller than the others).
 
     Refused up front (a DatasetError) where a batch would hold one image: BatchNorm cannot train on it.
+    `TrainLoader` gives the same batches (one epoch's), raw, to each data-parallel rank its slice.
     """
-    batch_size = min(batch_size, len(split))
-    if batch_size < 2:
-        if len(split) < 2:
-            raise DatasetError(f"the training split holds {len(split)} image; training needs at least 2: add images")
-        raise DatasetError(
-            "--batch-size 1 cannot train (BatchNorm normalises over the batch); give --batch-size 2 or more"
-        )
-    return _endless(split, batch_size, generator)
+    return _endless(split, global_batch(len(split), batch_size), generator)
 
 
 def _endless(split: Split, batch_size: int, generator: torch.Generator):
@@ -163,3 +171,19 @@ def predict(model: torch.nn.Module, split: Split, batch_size: int = 256) -> torc
 
 def accuracy(model: torch.nn.Module, split: Split, batch_size: int = 256) -> float:
     return int((predict(model, split, batch_size) == split.y).sum()) / len(split)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: Split, rt: Runtime, batch_size: int = 256) -> float:
+    """Top-1 accuracy on `split` (evaluation mode, the card's preprocessing), each rank on its share, summed."""
+    was = model.training
+    model.eval()
+    idx = torch.arange(rt.rank, len(split), rt.world)
+    correct = torch.zeros(1, dtype=torch.float64)
+    for i in range(0, len(idx), batch_size):
+        x, y = split.batch(idx[i : i + batch_size])
+        with rt.autocast():
+            pred = logits_of(model(rt.to(x))).argmax(1).cpu()
+        correct += int((pred == y).sum())
+    model.train(was)
+    return float(rt.sum(correct)) / len(split)

@@ -35,14 +35,24 @@ class Preprocess:
         }
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (or [0, 255] float) N x C x H x W, C in {1, 3} -> normalised float N x 3 x size x size."""
+        """uint8 (or [0, 255] float) N x C x H x W, C in {1, 3} -> normalised float N x 3 x size x size, on the
+        images' device: `normalize(unit(images))` (train-time augmentation goes between the two)."""
+        return self.normalize(self.unit(images))
+
+    def unit(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or [0, 255] float) N x C x H x W, C in {1, 3} -> float N x 3 x size x size in [0, 1]: x/255,
+        resized (bilinear, antialiased), grey repeated to RGB. On the images' device."""
         x = images.float() / 255.0
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+        return x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / std per channel, for float N x 3 x H x W in [0, 1] on any device."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
 
@@ -57,13 +67,19 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw(self, idx) -> torch.Tensor:
+        """The images at `idx` as uint8 N x C x H x W, not normalised: in-memory images as stored (C and H x W
+        the dataset's own), image files decoded to 3 x size x size (the shorter side to size / 0.875, centre crop).
+        `preprocess(raw(idx))` is `batch(idx)[0]`."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         if isinstance(self.images, torch.Tensor):
-            raw = self.images[idx]
-        else:
-            raw = torch.stack([_read_image(self.images[i], self.preprocess.size) for i in idx.tolist()])
-        return self.preprocess(raw), self.y[idx]
+            return self.images[idx]
+        return torch.stack([_read_image(self.images[i], self.preprocess.size) for i in idx.tolist()])
+
+    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images at `idx` preprocessed (float N x 3 x size x size, normalised) and their labels."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return self.preprocess(self.raw(idx)), self.y[idx]
 
     @property
     def x(self) -> torch.Tensor:
@@ -102,9 +118,11 @@ class Dataset:
         }
 
 
-def _read_image(path: str, size: int) -> torch.Tensor:
+def _read_image(path, size: int) -> torch.Tensor:
+    """An image file (a path, or an object whose `open()` gives its bytes: a member of a tar shard) as uint8
+    3 x size x size: the shorter side resized to size / 0.875, then the centre crop."""
     try:
-        with Image.open(path) as im:
+        with path.open("rb") if hasattr(path, "open") else open(path, "rb") as f, Image.open(f) as im:
             im = im.convert("RGB")
             # shorter side to size / 0.875, centre crop (the usual ImageNet evaluation transform)
             short = max(size, round(size / 0.875))

@@ -6,12 +6,14 @@ pruning plans of a pruned student kept) after every epoch; `resume=True` continu
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..data import Dataset, accuracy, load_dataset
+from ..data import AUGMENTS, Dataset, evaluate, load_dataset
+from ..devices import Runtime, runtime
 from ..errors import EdgekitError
 from ..models import LoadedModel, checkpoint_out, load_model, save_checkpoint
 from ..models.weights import read_checkpoint
@@ -25,7 +27,9 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "cosine_lr",
+    "default_workers",
     "distill",
+    "evaluate",
     "fit",
     "soft_kd",
     "parse_features",
@@ -68,7 +72,30 @@ def _load_for_data(ref: str, data: str, *, weights, num_classes, input_size, lim
 def _without_timings(history: list[dict]) -> list[dict]:
     """The epoch log as a checkpoint keeps it: timings belong to the run's report, not to the model's bytes (the same
     command with the same seed writes the same file, so a recipe's later steps keep their cache keys)."""
-    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    return [{k: v for k, v in h.items() if k not in ("seconds", "images_per_s")} for h in history]
+
+
+def _check_scale_options(cfg: TrainConfig, workers: int | None) -> None:
+    if cfg.augment not in AUGMENTS:
+        raise EdgekitError(f"--augment {cfg.augment!r} is not one of {', '.join(AUGMENTS)}")
+    if not 1 <= cfg.accumulate <= 1024:
+        raise EdgekitError(f"--accumulate {cfg.accumulate} is out of range; give 1 to 1024 batches per step")
+    if cfg.clip_grad is not None and not 0 < cfg.clip_grad < float("inf"):
+        raise EdgekitError(f"--clip-grad {cfg.clip_grad} must be a positive norm, e.g. 1.0")
+    if cfg.ema is not None and not 0 < cfg.ema < 1:
+        raise EdgekitError(f"--ema {cfg.ema} must be a decay between 0 and 1, e.g. 0.9998")
+    if workers is not None and not 0 <= workers <= 64:
+        raise EdgekitError(f"--workers {workers} is out of range; give 0 (load in the training process) to 64")
+
+
+def default_workers(dataset: Dataset, rt: Runtime, workers: int | None) -> int:
+    """`workers`, or by default: none for images held in memory (nothing to decode), else up to 8 processes per
+    rank, leaving a core for the training process."""
+    if workers is not None:
+        return int(workers)
+    if isinstance(dataset.train.images, torch.Tensor):
+        return 0
+    return min(8, max(0, (os.cpu_count() or 1) // rt.world - 1))
 
 
 def _resume_state(out: Path, resume: bool, config: dict) -> TrainState | None:
@@ -105,12 +132,17 @@ def _run(
     resume=False,
     progress=None,
     teacher_spec: dict | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    workers: int | None = None,
 ) -> TrainResult:
     out = checkpoint_out(out)
     if cfg.epochs < 1:
         raise EdgekitError(f"--epochs {cfg.epochs} must be at least 1")
     if cfg.lr <= 0 or cfg.batch_size < 1:
         raise EdgekitError("--lr must be positive and --batch-size at least 1")
+    _check_scale_options(cfg, workers)
+    rt = runtime(device, precision)  # an unavailable device is one line before anything loads
     config = {"data": data, **cfg.to_dict(), "limit": limit, "teacher": (teacher_spec or {}).get("teacher")}
     state = _resume_state(out, resume, config)
     # every model and weights file is read and checked before the data loads and the model is evaluated
@@ -126,19 +158,21 @@ def _run(
         val_limit=val_limit,
         seed=cfg.seed,
     )
-    net = loaded.model
+    net = rt.place(loaded.model)
     acc_before = (
-        accuracy(net, dataset.val)
+        evaluate(net, dataset.val, rt)
         if not state
         else (state.history[0].get("val_accuracy_before") if state.history else None)
     )
     distiller = None
     if teacher_spec and teacher is not None:
-        distiller = _make_distiller(net, teacher, teacher_spec, dataset)
+        distiller = _make_distiller(net, teacher, teacher_spec, dataset, rt)
 
     def save(s: TrainState) -> None:
         if s.history and "val_accuracy_before" not in s.history[0]:
             s.history[0]["val_accuracy_before"] = acc_before
+        if not rt.main:
+            return  # rank 0 writes; the others wait at the epoch's barrier
         provenance = {
             "command": "distill" if teacher_spec else "train",
             "model": model,
@@ -150,7 +184,10 @@ def _run(
         save_checkpoint(loaded, out, provenance=provenance, extra={"train_state": train_state})
 
     try:
-        state = fit(net, dataset, cfg, distiller=distiller, state=state, on_epoch=save, progress=progress)
+        state = fit(
+            net, dataset, cfg, rt=rt, workers=default_workers(dataset, rt, workers), distiller=distiller,
+            state=state, on_epoch=save, progress=progress if rt.main else None,
+        )  # fmt: skip
     finally:
         if distiller:
             distiller.close()
@@ -162,14 +199,19 @@ def _run(
         "val_accuracy_before": acc_before,
         "val_accuracy": state.history[-1]["val_accuracy"] if state.history else None,
         "history": state.history,
+        "device": str(rt.device),
+        "precision": rt.precision,
+        "world_size": rt.world,
     }
     if teacher_spec and distiller is not None:  # the distiller is made when there is a teacher
         report["teacher"] = teacher_spec["teacher"]
-        report["teacher_val_accuracy"] = accuracy(distiller.teacher[0], dataset.val)
+        report["teacher_val_accuracy"] = evaluate(distiller.teacher[0], dataset.val, rt)
     return TrainResult(out, report)
 
 
-def _make_distiller(student: torch.nn.Module, teacher: LoadedModel, spec: dict, dataset: Dataset) -> Distiller:
+def _make_distiller(
+    student: torch.nn.Module, teacher: LoadedModel, spec: dict, dataset: Dataset, rt: Runtime
+) -> Distiller:
     pre = dataset.train.preprocess
     if teacher.card.num_classes != dataset.num_classes:
         raise EdgekitError(
@@ -181,10 +223,10 @@ def _make_distiller(student: torch.nn.Module, teacher: LoadedModel, spec: dict, 
             f"the teacher '{spec['teacher']}' expects different input normalisation than the student; "
             "distil between models with the same preprocessing"
         )
-    example = dataset.train.batch(torch.arange(min(2, len(dataset.train))))[0]
+    example = rt.to(dataset.train.batch(torch.arange(min(2, len(dataset.train))))[0])
     return Distiller(
         student,
-        teacher.model,
+        rt.place(teacher.model),
         temperature=spec.get("temperature", DistillSpec.default("temperature")),
         alpha=spec.get("alpha", DistillSpec.default("alpha")),
         hard=spec.get("hard", DistillSpec.default("hard")),
@@ -210,9 +252,21 @@ def train(
     val_limit: int | None = None,
     resume: bool = False,
     progress=None,
+    device: str = TrainSpec.default("device"),
+    precision: str = TrainSpec.default("precision"),
+    workers: int | None = TrainSpec.default("workers"),
+    augment: str = TrainSpec.default("augment"),
+    accumulate: int = TrainSpec.default("accumulate"),
+    clip_grad: float | None = TrainSpec.default("clip_grad"),
+    ema: float | None = TrainSpec.default("ema"),
 ) -> TrainResult:
-    """Train (or fine-tune) `model` on `data` and write an edgekit checkpoint to `out` after every epoch."""
-    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+    """Train (or fine-tune) `model` on `data` and write an edgekit checkpoint to `out` after every epoch.
+
+    On `device` at `precision`; under torchrun, data-parallel over the ranks (`batch_size` is the global batch)."""
+    cfg = TrainConfig(
+        epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, augment=augment,
+        accumulate=accumulate, clip_grad=clip_grad, ema=ema,
+    )  # fmt: skip
     return _run(
         model,
         data,
@@ -225,6 +279,9 @@ def train(
         val_limit=val_limit,
         resume=resume,
         progress=progress,
+        device=device,
+        precision=precision,
+        workers=workers,
     )
 
 
@@ -250,10 +307,22 @@ def distill(
     val_limit: int | None = None,
     resume: bool = False,
     progress=None,
+    device: str = DistillSpec.default("device"),
+    precision: str = DistillSpec.default("precision"),
+    workers: int | None = DistillSpec.default("workers"),
+    augment: str = DistillSpec.default("augment"),
+    accumulate: int = DistillSpec.default("accumulate"),
+    clip_grad: float | None = DistillSpec.default("clip_grad"),
+    ema: float | None = DistillSpec.default("ema"),
 ) -> TrainResult:
-    """Train `student` on `data` with `teacher`'s outputs (soft KD, or DeiT hard labels) and optional features."""
+    """Train `student` on `data` with `teacher`'s outputs (soft KD, or DeiT hard labels) and optional features.
+
+    The teacher runs on the student's device, in evaluation mode without gradients, on the same (augmented) batch."""
     check_options(temperature, alpha)  # before the data and models are loaded
-    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+    cfg = TrainConfig(
+        epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed, augment=augment,
+        accumulate=accumulate, clip_grad=clip_grad, ema=ema,
+    )  # fmt: skip
     spec = {
         "teacher": str(teacher),
         "teacher_weights": teacher_weights,
@@ -274,6 +343,9 @@ def distill(
         resume=resume,
         progress=progress,
         teacher_spec=spec,
+        device=device,
+        precision=precision,
+        workers=workers,
     )
 
 

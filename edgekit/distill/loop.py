@@ -12,6 +12,8 @@ is applied after every optimizer step.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -19,8 +21,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..data import Dataset, accuracy, batches
+from ..data import Dataset, TrainLoader, evaluate, make_augment
+from ..devices import Runtime, synchronized
+from ..errors import EdgekitError
 from ..specs import DEFAULT_SEED, TrainSpec
 from .losses import Distiller
 
@@ -30,10 +36,14 @@ class TrainConfig:
     epochs: int = TrainSpec.default("epochs")
     lr: float = TrainSpec.default("lr")
     weight_decay: float = TrainSpec.default("weight_decay")
-    batch_size: int = TrainSpec.default("batch_size")
+    batch_size: int = TrainSpec.default("batch_size")  # the global batch, over every rank
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.0
     seed: int = DEFAULT_SEED
+    augment: str = TrainSpec.default("augment")
+    accumulate: int = TrainSpec.default("accumulate")
+    clip_grad: float | None = TrainSpec.default("clip_grad")
+    ema: float | None = TrainSpec.default("ema")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +57,7 @@ class TrainState:
     optimizer: dict | None = None
     extra_params: dict | None = None  # e.g. feature-distillation adapters
     history: list = field(default_factory=list)
+    ema: dict | None = None  # the weights' exponential moving average (AveragedModel's state)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +69,7 @@ class TrainState:
             optimizer=d.get("optimizer"),
             extra_params=d.get("extra_params"),
             history=list(d.get("history") or []),
+            ema=d.get("ema"),
         )
 
 
@@ -83,7 +95,7 @@ def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
-Progress = Callable[[int, int, float], None]  # (step, total steps, loss)
+Progress = Callable[..., None]  # (step, total steps, loss[, images per second])
 
 
 def fit(
@@ -91,16 +103,36 @@ def fit(
     data: Dataset,
     cfg: TrainConfig,
     *,
+    rt: Runtime | None = None,
+    workers: int = 0,
     distiller: Distiller | None = None,
     state: TrainState | None = None,
     on_epoch: Callable[[TrainState], None] | None = None,
     progress: Progress | None = None,
 ) -> TrainState:
-    """Train `model` in place for `cfg.epochs` (from `state.epoch` when resuming); returns the final state."""
+    """Train `model` in place for `cfg.epochs` (from `state.epoch` when resuming); returns the final state.
+
+    On `rt`'s device and precision, data-parallel over its ranks (each takes its slice of every global batch);
+    `on_epoch` and `progress` are called on every rank (the caller lets rank 0 write and print)."""
+    rt = rt or Runtime()
     state = state or TrainState()
-    steps_per_epoch = max(1, len(data.train) // min(cfg.batch_size, len(data.train)))
+    with_rate = progress is not None and _takes(progress, 4)  # (step, total, loss) callbacks predate the rate
+    loader = TrainLoader(
+        data.train, cfg.batch_size, seed=cfg.seed, rank=rt.rank, world=rt.world, workers=workers,
+        pin_memory=rt.device.type == "cuda",
+    )  # fmt: skip
+    steps_per_epoch = loader.steps_per_epoch // cfg.accumulate
+    if steps_per_epoch < 1:
+        raise EdgekitError(
+            f"--accumulate {cfg.accumulate} needs {cfg.accumulate} batches of {cfg.batch_size} per step and an "
+            f"epoch has {loader.steps_per_epoch}; lower --accumulate or --batch-size"
+        )
     total = steps_per_epoch * cfg.epochs
     warmup = min(total, max(1, int(total * cfg.warmup_fraction)))
+    rt.place(model)
+    if distiller:
+        distiller.to(rt.device)
+        rt.place(distiller.teacher[0])
     extra = list(distiller.parameters()) if distiller else []
     if distiller and state.extra_params:
         distiller.load_state_dict(state.extra_params)
@@ -112,48 +144,100 @@ def fit(
     )
     if state.optimizer:
         opt.load_state_dict(state.optimizer)
+    scaler = rt.scaler()
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    if ema is not None and state.ema:
+        ema.load_state_dict(state.ema)
     masks = sparsity_masks(model)
     named = dict(model.named_parameters())
     ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    for epoch in range(state.epoch, cfg.epochs):
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        it = batches(data.train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
-        model.train()
-        t0, losses = time.perf_counter(), []
-        for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, total, cfg.lr, warmup)
-            x, y = next(it)
-            out = model(x)
-            loss = distiller.loss(out, x, y) if distiller else label_loss(out, y, ce)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if masks:
-                with torch.no_grad():
-                    for name, m in masks.items():
-                        named[name].mul_(m)
-            losses.append(float(loss.detach()))
-            if progress:
-                progress(step + 1, total, losses[-1])
-        model.eval()
-        state.epoch = epoch + 1
-        state.history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": sum(losses) / len(losses),
-                "val_accuracy": accuracy(model, data.val),
-                "lr_end": opt.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-        state.optimizer = opt.state_dict()
-        state.extra_params = distiller.state_dict() if distiller and extra else None
-        if on_epoch:
-            on_epoch(state)
+    pre = data.train.preprocess
+    augment = make_augment(cfg.augment, pre.size, data.num_classes)
+
+    def prepare(raw: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw, y = rt.to(raw), y.to(rt.device, non_blocking=True)
+        if augment is None:
+            return pre(raw), y  # the pipeline of every run before augmentation existed, bit for bit
+        x, target = augment(pre.unit(raw), y)
+        return pre.normalize(x), target
+
+    with synchronized(model, rt):
+        net: nn.Module = model
+        if rt.distributed:
+            net = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        for epoch in range(state.epoch, cfg.epochs):
+            torch.manual_seed(cfg.seed * 1000 + epoch + 7919 * rt.rank)  # rank 0 of any run: the one-process seed
+            batches_of_epoch = iter(loader.epoch(epoch))
+            model.train()
+            t0, losses, seen = time.perf_counter(), [], 0
+            for i in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + i
+                for g in opt.param_groups:
+                    g["lr"] = cosine_lr(step, total, cfg.lr, warmup)
+                opt.zero_grad(set_to_none=True)
+                loss_sum = 0.0
+                for micro in range(cfg.accumulate):
+                    x, target = prepare(*next(batches_of_epoch))
+                    sync = micro == cfg.accumulate - 1 or not rt.distributed
+                    with contextlib.nullcontext() if sync else net.no_sync():  # type: ignore[operator]
+                        with rt.autocast():
+                            out = net(x)
+                            loss = distiller.loss(out, x, target) if distiller else label_loss(out, target, ce)
+                        scaler.scale(loss / cfg.accumulate).backward()
+                    loss_sum += float(loss.detach()) / cfg.accumulate
+                    seen += len(x) * rt.world
+                if rt.distributed and extra:  # the adapters are outside DDP: average their gradients here
+                    for p in extra:
+                        if p.grad is not None:
+                            p.grad.copy_(rt.sum(p.grad) / rt.world)
+                if cfg.clip_grad:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params + extra, cfg.clip_grad)
+                scaler.step(opt)
+                scaler.update()
+                if masks:
+                    with torch.no_grad():
+                        for name, m in masks.items():
+                            named[name].mul_(m)
+                if ema is not None:
+                    ema.update_parameters(model)
+                losses.append(loss_sum)
+                if progress:
+                    rate = seen / max(1e-9, time.perf_counter() - t0)
+                    progress(step + 1, total, losses[-1], *([rate] if with_rate else []))
+            model.eval()
+            state.epoch = epoch + 1
+            evaluated = ema.module if ema is not None else model
+            state.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": rt.mean(sum(losses) / len(losses)),
+                    "val_accuracy": evaluate(evaluated, data.val, rt),
+                    "lr_end": opt.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - t0,
+                    "images_per_s": seen / max(1e-9, time.perf_counter() - t0),
+                }
+            )
+            state.optimizer = opt.state_dict()
+            state.extra_params = distiller.state_dict() if distiller and extra else None
+            state.ema = ema.state_dict() if ema is not None else None
+            if ema is not None and state.epoch == cfg.epochs:  # the finished model is the average
+                model.load_state_dict(ema.module.state_dict())
+            if on_epoch:
+                on_epoch(state)
+            rt.barrier()  # rank 0 has written the epoch's checkpoint before any rank goes on
     model.eval()
     return state
+
+
+def _takes(fn: Callable, n: int) -> bool:
+    try:
+        inspect.signature(fn).bind(*range(n))
+    except TypeError:
+        return False
+    except ValueError:  # no signature (a builtin): assume the current form
+        return True
+    return True
 
 
 def label_loss(out, y: torch.Tensor, ce: nn.Module) -> torch.Tensor:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..data import accuracy, load_dataset
+from ..data import evaluate, load_dataset
+from ..devices import runtime, to_cpu
 from ..errors import EdgekitError
 from ..models import checkpoint_out, count_macs, load_model, save_checkpoint
 from ..models.surgery import apply_plan
@@ -61,6 +62,9 @@ def prune(
     steps: int = PruneSpec.default("steps"),
     optimizer: str = PruneSpec.default("optimizer"),
     round_to: int = PruneSpec.default("round_to"),
+    device: str = PruneSpec.default("device"),
+    precision: str = PruneSpec.default("precision"),
+    workers: int | None = PruneSpec.default("workers"),
     weights: str | Path | None = None,
     num_classes: int | None = None,
     input_size: int | None = None,
@@ -70,14 +74,16 @@ def prune(
     pm = get_method(method)
     # not validated here: the ratio has its own message below, and the method checks its own options
     spec = PruneSpec.model_construct(
-        method=method, ratio=ratio, structured=structured, steps=steps, optimizer=optimizer, round_to=round_to
-    )
+        method=method, ratio=ratio, structured=structured, steps=steps, optimizer=optimizer, round_to=round_to,
+        device=device, precision=precision, workers=workers,  # type: ignore[arg-type]  # checked by runtime()
+    )  # fmt: skip
     pm.check(spec)
     if not 0.0 < float(ratio) < 1.0:
         raise EdgekitError(f"--ratio {ratio} is out of range; give a fraction between 0 and 1, e.g. 0.5")
     if not 1 <= int(round_to) <= 256:
         raise EdgekitError(f"--round-to {round_to} is out of range; give 1 to 256 (1: any channel count)")
     out = checkpoint_out(out)
+    rt = runtime(device, precision) if pm.trains else None  # an unavailable device: one line before the work
     # the first forward, before the data and the graph analysis: one line where the network cannot run at the size
     loaded = load_model(model, weights=weights, num_classes=num_classes, input_size=input_size, probe=True)
     net, size = loaded.model, loaded.card.input_size
@@ -113,7 +119,9 @@ def prune(
         plan = make_plan(groups, keep)
         apply_plan(net, plan)
         if log is not None and dataset is not None:
-            log["val_accuracy_subnet"] = accuracy(net, dataset.val)
+            assert rt is not None  # a trained method has its runtime
+            log["val_accuracy_subnet"] = evaluate(rt.place(net), dataset.val, rt)
+            to_cpu(net)
         report["groups"] = len(groups)
         report["channels_removed"] = sum(g.size - len(keep[g.id]) for g in groups)
         report["channels_total"] = sum(g.size for g in groups)
@@ -138,5 +146,8 @@ def prune(
     report["excluded_rule"] = EXCLUDED_RULE
     report.update(before=before, after=after)
     provenance = {"command": "prune", **{k: v for k, v in report.items() if not k.startswith("sparsity_per")}}
-    save_checkpoint(loaded, out, plan=plan, provenance=provenance)
+    if rt is None or rt.main:  # under torchrun, rank 0 writes
+        save_checkpoint(loaded, out, plan=plan, provenance=provenance)
+    if rt is not None:
+        rt.barrier()
     return PruneResult(out, report)

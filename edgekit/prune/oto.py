@@ -18,12 +18,15 @@ epsilon 0.95, tolerance 0.05.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from ..data import Dataset, accuracy, batches
+from ..data import Dataset, TrainLoader, evaluate
+from ..devices import DeviceError, Runtime, runtime, synchronized, to_cpu
 from ..errors import EdgekitError
 from ..models.surgery import tensor_at
 from ..specs import PruneSpec
@@ -115,23 +118,59 @@ class ZIGs:
         return {(gid, c): float(rows[gid][c]) for gid, c in zigs}
 
 
-def _step(model, opt, it, loss_fn) -> float:
+def _step(net: nn.Module, opt, it: Iterator, loss_fn, rt: Runtime) -> float:
     x, y = next(it)
     opt.zero_grad(set_to_none=False)
-    out = model(x)
-    if isinstance(out, (tuple, list)):  # distillation heads: both learn the labels
-        loss = sum(loss_fn(o, y) for o in out) / len(out)
-    else:
-        loss = loss_fn(out, y)
+    with rt.autocast():
+        out = net(x)
+        if isinstance(out, (tuple, list)):  # distillation heads: both learn the labels
+            loss = sum(loss_fn(o, y) for o in out) / len(out)
+        else:
+            loss = loss_fn(out, y)
     loss.backward()
-    return float(loss.detach())
+    return rt.mean(float(loss.detach()))
 
 
-def oto_train(model: nn.Module, groups: list[Group], ratio: float, data: Dataset, cfg: OTOConfig) -> dict:
-    """Train `model` in place until `ratio` of all ZIGs are exactly zero. Returns the ZIGs zeroed and a log."""
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    it = batches(data.train, cfg.batch_size, gen)
+def _batches(data: Dataset, cfg: OTOConfig, rt: Runtime, workers: int) -> Iterator:
+    """Endless training batches on the device, this rank's slice of each global batch, epoch after epoch."""
+    loader = TrainLoader(
+        data.train, cfg.batch_size, seed=cfg.seed, rank=rt.rank, world=rt.world, workers=workers,
+        pin_memory=rt.device.type == "cuda",
+    )  # fmt: skip
+    pre, epoch = data.train.preprocess, 0
+    while True:
+        for raw, y in loader.epoch(epoch):
+            yield pre(rt.to(raw)), y.to(rt.device, non_blocking=True)
+        epoch += 1
+
+
+def oto_train(
+    model: nn.Module,
+    groups: list[Group],
+    ratio: float,
+    data: Dataset,
+    cfg: OTOConfig,
+    rt: Runtime | None = None,
+    workers: int = 0,
+) -> dict:
+    """Train `model` in place until `ratio` of all ZIGs are exactly zero. Returns the ZIGs zeroed and a log.
+
+    On `rt`'s device, data-parallel over its ranks: the gradients are averaged before any score or projection
+    reads them, so every rank picks and zeroes the same groups."""
+    rt = rt or Runtime()
+    if rt.precision == "fp16":
+        raise DeviceError("--precision fp16: OTO's projections read unscaled gradients; use bf16 or fp32")
+    torch.manual_seed(cfg.seed + 7919 * rt.rank)
+    rt.place(model)
+    it = _batches(data, cfg, rt, workers)
+    with synchronized(model, rt):
+        net: nn.Module = model
+        if rt.distributed:
+            net = DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        return _oto_loop(model, net, groups, ratio, cfg, rt, it)
+
+
+def _oto_loop(model, net, groups, ratio, cfg: OTOConfig, rt: Runtime, it: Iterator) -> dict:
     zigs = ZIGs.build(model, groups)
     total = sum(g.size for g in groups)
     floor = {g.id: max(1, int(round(0.1 * g.size))) for g in groups}  # every group keeps a tenth
@@ -156,7 +195,7 @@ def oto_train(model: nn.Module, groups: list[Group], ratio: float, data: Dataset
         return chosen
 
     for _ in range(warm):
-        losses.append(_step(model, opt, it, loss_fn))
+        losses.append(_step(net, opt, it, loss_fn, rt))
         opt.step()
     rest = cfg.steps - warm
     log: dict = {"optimizer": cfg.optimizer, "zigs": total, "target": target}
@@ -164,12 +203,12 @@ def oto_train(model: nn.Module, groups: list[Group], ratio: float, data: Dataset
         period = max(1, rest // cfg.periods)
         per_period = [target // cfg.periods + (1 if i < target % cfg.periods else 0) for i in range(cfg.periods)]
         for p in range(cfg.periods):
-            losses.append(_step(model, opt, it, loss_fn))  # fresh gradients for the saliency
+            losses.append(_step(net, opt, it, loss_fn, rt))  # fresh gradients for the saliency
             new = pick(per_period[p], set(zero))
             steps = period if p < cfg.periods - 1 else rest - period * (cfg.periods - 1)
             for t in range(steps):
                 if t:
-                    losses.append(_step(model, opt, it, loss_fn))
+                    losses.append(_step(net, opt, it, loss_fn, rt))
                 opt.step()
                 zigs.scale(zero, 0.0)
                 remaining = steps - t
@@ -178,7 +217,7 @@ def oto_train(model: nn.Module, groups: list[Group], ratio: float, data: Dataset
         zigs.scale(zero, 0.0)
         log["projected_at_end"] = 0
     elif cfg.optimizer == "dhspg":
-        losses.append(_step(model, opt, it, loss_fn))
+        losses.append(_step(net, opt, it, loss_fn, rt))
         redundant = pick(target, set())
         by_group: dict[int, list[int]] = {}
         for gid, c in redundant:
@@ -189,7 +228,7 @@ def oto_train(model: nn.Module, groups: list[Group], ratio: float, data: Dataset
         check = max(1, rest // cfg.periods)
         for t in range(rest):
             if t:
-                losses.append(_step(model, opt, it, loss_fn))
+                losses.append(_step(net, opt, it, loss_fn, rt))
             old = {gid: zigs._rows(gmap[gid])[chans].clone() for gid, chans in by_group.items()}
             opt.step()
             with torch.no_grad():  # group-lasso step on the redundant ZIGs, then half-space projection
@@ -238,11 +277,17 @@ class OTO(PruningMethod):
         self, net: nn.Module, groups: list[Group], ratio: float, dataset: Dataset | None, spec: PruneSpec
     ) -> tuple[dict[int, list[int]], dict]:
         assert dataset is not None  # needs_data: the API loaded it
-        acc_before = accuracy(net, dataset.val)
-        result = oto_train(net, groups, ratio, dataset, OTOConfig(optimizer=spec.optimizer, steps=spec.steps))
+        rt = runtime(spec.device, spec.precision)
+        rt.place(net)
+        acc_before = evaluate(net, dataset.val, rt)
+        workers = spec.workers if spec.workers is not None else 0
+        cfg = OTOConfig(optimizer=spec.optimizer, steps=spec.steps)
+        result = oto_train(net, groups, ratio, dataset, cfg, rt, workers)
         log = result["log"]
         log["val_accuracy_before_training"] = acc_before
-        log["val_accuracy_group_sparse"] = accuracy(net, dataset.val)
+        log["val_accuracy_group_sparse"] = evaluate(net, dataset.val, rt)
+        log["device"], log["world_size"] = str(rt.device), rt.world
+        to_cpu(net)  # the plan is applied and measured on the CPU
         return result["keep"], log
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..compile import compile as compile_model
 from ..compile import get_target
+from ..devices import Runtime, runtime
 from ..distill import distill as distill_model
 from ..distill import parse_features
 from ..distill import train as train_model
@@ -58,6 +59,13 @@ def _train_options(s: TrainSpec) -> dict:
         "batch_size": s.batch_size,
         "weight_decay": s.weight_decay,
         "limit": s.limit,
+        "device": s.device,
+        "precision": s.precision,
+        "workers": s.workers,
+        "augment": s.augment,
+        "accumulate": s.accumulate,
+        "clip_grad": s.clip_grad,
+        "ema": s.ema,
     }
 
 
@@ -75,8 +83,11 @@ def _training_summary(r: dict) -> dict:
 class _Runner:
     """Carries out the steps of a plan in `out`, each cached by key."""
 
-    def __init__(self, out: Path, db, log: Callable[[str], None], status: Callable[[str], None]):
+    def __init__(
+        self, out: Path, db, log: Callable[[str], None], status: Callable[[str], None], rt: Runtime | None = None
+    ):
         self.out, self.db, self.log, self.status = out, db, log, status
+        self.rt = rt or Runtime()  # under torchrun: training steps on every rank, the rest on rank 0
         self.cache = out / "cache"
         self.dirs: dict[str, Path] = {}
         self.results: dict[str, dict] = {}
@@ -90,8 +101,8 @@ class _Runner:
     # each returns the step's summary (JSON) after writing its outputs into `work`
 
     def _train_progress(self, step: Step):
-        def advance(i: int, total: int, loss: float) -> None:
-            self.status(f"{step.name}: step {i}/{total}, loss {loss:.3f}")
+        def advance(i: int, total: int, loss: float, rate: float = 0.0) -> None:
+            self.status(f"{step.name}: step {i}/{total}, loss {loss:.3f}, {rate:.0f} img/s")
 
         return advance
 
@@ -126,6 +137,9 @@ class _Runner:
             steps=s.steps,
             optimizer=s.optimizer,
             round_to=s.round_to,
+            device=s.device,
+            precision=s.precision,
+            workers=s.workers,
             input_size=step.model.input_size,
             **src,
         ).report
@@ -239,8 +253,32 @@ class _Runner:
             k: report.get(k) for k in ("median_ms", "p90_ms", "iqr_ms", "threads", "runs", "load_ms", "peak_memory_mb")
         }
 
+    def _trains(self, step: Step) -> bool:
+        """A step every rank takes part in under torchrun: training, distillation, OTO."""
+        return step.kind in ("train", "distill") or (step.kind == "prune" and step.spec.method == "oto")
+
+    def _follow(self, step: Step, final: Path, go: bool) -> dict:
+        """A rank other than 0: train in step with rank 0 (which writes), then wait for the step's directory."""
+        if go and self._trains(step):
+            self.rt.barrier()  # rank 0 has made the work directory
+            getattr(self, step.kind)(step, final.with_name(final.name + ".work"))
+        self.rt.barrier()  # rank 0 has moved the finished step into place
+        self.dirs[step.name] = final
+        return {"name": step.name, "kind": step.kind, "key": step.key, "status": "followed"}
+
     def run_step(self, step: Step) -> dict:
         final = self.cache / step.dirname
+        info = _cached(final, step) if self.rt.main else None
+        go = self.rt.agree(info is None)  # rank 0 decides whether the step runs
+        if not self.rt.main:
+            return self._follow(step, final, go)
+        try:
+            return self._run_step(step, final, info)
+        finally:
+            if self.rt.distributed:
+                self.rt.barrier()
+
+    def _run_step(self, step: Step, final: Path, info: dict | None) -> dict:
         entry = {
             "name": step.name,
             "kind": step.kind,
@@ -248,7 +286,6 @@ class _Runner:
             "dir": str(final.relative_to(self.out)),
             "deps": list(step.deps),
         }
-        info = _cached(final, step)
         if info is not None:
             self.dirs[step.name], self.results[step.name] = final, info["summary"]
             return {**entry, "status": "cached", "seconds": 0.0, "outputs": info["outputs"], "summary": info["summary"]}
@@ -256,6 +293,8 @@ class _Runner:
         if step.kind not in ("train", "distill") and work.exists():  # training resumes from its last epoch
             shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
+        if self.rt.distributed and self._trains(step):
+            self.rt.barrier()  # the other ranks train into it with this one
         t0 = time.perf_counter()
         try:
             summary = getattr(self, step.kind)(step, work)
@@ -285,6 +324,14 @@ class _Runner:
         os.replace(work, final)
         self.dirs[step.name], self.results[step.name] = final, summary
         return {**entry, "status": "ran", "seconds": seconds, "outputs": outputs, "summary": summary}
+
+
+def _training_device(recipe: Recipe) -> str:
+    """The device the recipe's training steps ask for (the process group is made for it)."""
+    for section in (recipe.train, recipe.distill, recipe.prune):
+        if section is not None:
+            return section.device
+    return "auto"
 
 
 def _typed_references(recipe: Recipe) -> set[str]:
@@ -329,9 +376,15 @@ def run(
         },
         "steps": entries,
     }
-    with _locked(out), trusted_code(_typed_references(recipe)):
-        _clean_stale(out / "cache")
-        runner = _Runner(out, db, log, status)
+    # under torchrun: every rank trains, rank 0 alone runs the other steps and writes
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    rt = runtime(_training_device(recipe)) if world > 1 else Runtime()
+    if not rt.main:
+        log = status = lambda s: None  # noqa: E731 - rank 0 reports
+    with _locked(out) if rt.main else contextlib.nullcontext(), trusted_code(_typed_references(recipe)):
+        if rt.main:
+            _clean_stale(out / "cache")
+        runner = _Runner(out, db, log, status, rt)
         failed: set[str] = set()
         try:
             for step in steps:
@@ -367,9 +420,11 @@ def run(
         except BaseException:
             manifest["status"] = "failed" if failed else "interrupted"
             with contextlib.suppress(Exception):  # best effort: the original error is what the user needs
-                _finish(out, manifest, recipe, t0)
+                if rt.main:
+                    _finish(out, manifest, recipe, t0)
             raise
-        _finish(out, manifest, recipe, t0)
+        if rt.main:
+            _finish(out, manifest, recipe, t0)
     result = RunResult(out, manifest)
     if result.failed:
         f = result.failed[0]
