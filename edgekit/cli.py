@@ -869,15 +869,18 @@ def run_cmd(
             out.print(f"  {'cached' if s['cached'] else 'to run':<7} {s['name']:<20} {s['key'][:12]}", highlight=False)
         out.print(f"{sum(not s['cached'] for s in steps)} of {len(steps)} steps to run")
         return None
-    with err.status("starting…", spinner="dots") if not json_out else _null() as status:
+    quiet = json_out or launched_rank() > 0
+    with err.status("starting…", spinner="dots") if not quiet else _null() as status:
         result = recipes.run(
             recipe,
             out_dir,
             overrides,
             db=db,
             log=(lambda line: None) if json_out else (lambda line: out.print("  " + line, highlight=False)),
-            status=(lambda m: status.update(m)) if not json_out else None,
+            status=(lambda m: status.update(m)) if not quiet else None,
         )
+    if launched_rank() > 0:
+        return None  # rank 0 reports the run
     m = result.manifest
     if json_out:
         return _print_json(m)

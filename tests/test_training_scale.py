@@ -25,6 +25,7 @@ import edgekit
 from edgekit.models.weights import read_checkpoint
 
 from .conftest import CLI_ENV, assert_user_error, run_cli
+from .test_recipe import small_recipe
 
 MODEL = "mobilevig_ti"
 COMMON = ["--data", "digits", "--input-size", "32", "--num-classes", "10", "--limit", "192", "--device", "cpu"]
@@ -198,3 +199,20 @@ def test_augmented_training_runs_and_evaluation_is_unchanged(tmp_path):
     assert report["history"][0]["train_loss"] != json.loads(plain.stdout)["history"][0]["train_loss"]
     with edgekit.models.trusted_code():
         assert edgekit.load_model(str(out)).model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_a_recipe_under_torchrun_trains_on_every_rank_and_runs_the_rest_on_rank_0(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_DB", str(tmp_path / "latency.sqlite"))
+    recipe = small_recipe(tmp_path)
+    out = tmp_path / "out"
+    proc = torchrun(2, "run", str(recipe), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "run.json").read_text())
+    assert {s["name"]: s["status"] for s in manifest["steps"]} == {
+        "train": "ran", "prune": "ran", "distill": "ran", "compile-onnx": "ran", "profile-onnx": "ran",
+    }  # fmt: skip
+    assert proc.stdout.count("run complete") == 1  # rank 0 reports
+    # what the two processes wrote is a complete cache: one process finds every step there
+    again = run_cli("run", str(recipe), "--out", str(out), "--json")
+    assert again.returncode == 0, again.stderr
+    assert {s["status"] for s in json.loads(again.stdout)["steps"]} == {"cached"}

@@ -380,7 +380,7 @@ def run(
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     rt = runtime(_training_device(recipe)) if world > 1 else Runtime()
     if not rt.main:
-        log = status = lambda s: None  # noqa: E731 - rank 0 reports
+        status = lambda s: None  # noqa: E731 - rank 0 reports
     with _locked(out) if rt.main else contextlib.nullcontext(), trusted_code(_typed_references(recipe)):
         if rt.main:
             _clean_stale(out / "cache")
@@ -415,7 +415,8 @@ def run(
                         entries.append(e)
                         raise
                 entries.append(e)
-                log(_step_line(e))
+                if rt.main:
+                    log(_step_line(e))
             manifest["status"] = "failed" if failed else "complete"
         except BaseException:
             manifest["status"] = "failed" if failed else "interrupted"
