@@ -18,19 +18,20 @@ from rich.table import Table
 from . import recipe as recipes
 from .compile import compile as compile_model
 from .compile import scheme_help, target_names, verify
+from .compile.debugging import debug as debug_artifact
 from .data import data_help
 from .demo import bundle
 from .devices import launched_rank, shutdown
 from .distill import distill, parse_features, train
 from .errors import EdgekitError
-from .io import atomic_path, write_json
+from .io import atomic_path, check_writable, write_json
 from .latency import CALIBRATION, LatencyDB, calibrate, latency_of, predict, record
 from .models import model_info, reset_trusted_code, trust_all_code, zoo_rows
 from .profile import load_report, profile
 from .profile.devices import find_device
 from .prune import prune
 from .prune.methods import method_names
-from .report import write_report
+from .report import write_debug_report, write_report
 from .select import prune_to_budget, select
 from .specs import (
     DEFAULT_DATA,
@@ -260,8 +261,58 @@ def verify_cmd(
         out.print(f"[yellow]skipped[/yellow] {result['reason']}")
     if result["status"] == "failed":
         if not json_out:
-            err.print(f"error: {artifact} differs from PyTorch beyond tolerance: {result['summary']}", soft_wrap=True)
+            where = f"; {result['first_diverging']}" if result.get("first_diverging") else ""
+            err.print(
+                f"error: {artifact} differs from PyTorch beyond tolerance: {result['summary']}{where}", soft_wrap=True
+            )
         raise typer.Exit(2)
+
+
+@app.command("debug")
+def debug_cmd(
+    artifact: Path = typer.Argument(..., help="A compiled artifact with its manifest beside it."),
+    model: str | None = typer.Option(None, "--model", help="The PyTorch model it came from (default: the manifest's)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights for --model."),
+    samples: int = typer.Option(2, "--samples", help="Inputs to compare on (1 to 64)."),
+    html_out: Path | None = typer.Option(None, "--html", help="Also write the module tree with error bars here."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    trust_code: bool = _TRUST_CODE,
+) -> None:
+    """Which module of the model ARTIFACT stops agreeing with: every module's output compared with PyTorch's."""
+    _trust(trust_code)
+    if html_out is not None:
+        check_writable(html_out)
+    result = debug_artifact(artifact, model, weights=weights, samples=samples)
+    if html_out is not None:
+        write_debug_report(result, html_out)
+    if json_out:
+        return _print_json(result)
+    first = result["first_breach"]
+    out.print(
+        f"{_text(result['target'])}: {result['modules_compared']} of {result['modules_in_model']} modules compared "
+        f"on {result['samples']} input(s)"
+    )
+    if first:
+        out.print(
+            f"  [red]first beyond tolerance[/red]  {_text(first['module'])} (cosine {first['cosine']:.5f}, "
+            f"max abs error {first['max_abs']:.3g})"
+        )
+    else:
+        out.print("  [green]every compared module is within tolerance[/green]")
+    out.print(f"  {'module':<48} {'rel error':>10} {'cosine':>9} {'SNR dB':>7}")
+    rows = result["rows"]
+    shown = rows if len(rows) <= 40 else [r for r in rows if r["breach"]][:20] + rows[-5:]
+    for r in shown:
+        flag = " [red]<[/red]" if r["breach"] else ""
+        out.print(f"  {_text(r['module']):<48} {r['rel_error']:>10.2e} {r['cosine']:>9.5f} {r['snr_db']:>7.1f}{flag}")
+    if result["quantized"] and result["worst_added"]:
+        out.print("  error added (quantized), worst first:")
+        for r in result["worst_added"]:
+            out.print(f"    {_text(r['module']):<46} +{r['added']:.4f}")
+        if result["float_layer_args"]:
+            out.print(f"  keep them float: {' '.join(result['float_layer_args'])}")
+    if html_out is not None:
+        out.print(f"  html        {html_out}")
 
 
 @app.command("prune")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -273,4 +274,46 @@ def write_report(directory: str | Path, out: str | Path | None = None, db: str |
     out = Path(out) if out else directory / "report.html"
     with atomic_path(out) as tmp:
         tmp.write_text(page)
+    return out
+
+
+def write_debug_report(result: dict, out: str | Path) -> Path:
+    """`edgekit debug --html`: the module tree (indented by depth) with a bar per module for its relative error
+    (log scale, 1e-7 to 1: an empty bar agrees to float rounding, a full one has lost the signal), the breach and,
+    for a quantized artifact, the modules ranked by the error they add."""
+    out = Path(out)
+    first = result.get("first_breach")
+    body = [
+        f"<h1>edgekit debug: {_e(Path(result['artifact']).name)}</h1>",
+        f"<p>{_e(result['target'])}, {result['samples']} input(s); {result['modules_compared']} of "
+        f"{result['modules_in_model']} modules compared; tolerance <code>{_e(result['tolerance'])}</code></p>",
+        (
+            f"<p class='failed'>first module beyond tolerance: <code>{_e(first['module'])}</code> "
+            f"(cosine {first['cosine']:.5f}, max abs error {first['max_abs']:.3g})</p>"
+            if first
+            else "<p class='passed'>every compared module is within tolerance</p>"
+        ),
+    ]
+    if result.get("quantized") and result.get("worst_added"):
+        body.append("<h2>Error added, by module</h2><table><tr><th>module</th><th>added</th><th>SNR dB</th></tr>")
+        for r in result["worst_added"]:
+            body.append(
+                f"<tr><td><code>{_e(r['module'])}</code></td><td>{r['added']:.4f}</td><td>{r['snr_db']:.1f}</td></tr>"
+            )
+        body.append("</table><p>keep them float: <code>" + _e(" ".join(result["float_layer_args"])) + "</code></p>")
+    body.append("<h2>Modules</h2><table><tr><th>module</th><th>relative error</th><th></th><th>cosine</th>")
+    body.append("<th>max abs</th><th>SNR dB</th></tr>")
+    for r in result["rows"]:
+        depth = r["module"].count(".")
+        rel = max(float(r["rel_error"]), 1e-7)
+        width = 320 * (7 + min(0.0, math.log10(rel))) / 7
+        cls = "failed" if r["breach"] else ""
+        body.append(
+            f"<tr class='{cls}'><td style='padding-left:{8 + 14 * depth}px'><code>{_e(r['module'].rsplit('.', 1)[-1])}"
+            f"</code></td><td>{r['rel_error']:.2e}</td><td class='op'><span class='bar' style='width:{width:.0f}px'>"
+            f"</span></td><td>{r['cosine']:.5f}</td><td>{r['max_abs']:.3g}</td><td>{r['snr_db']:.1f}</td></tr>"
+        )
+    body.append("</table>")
+    with atomic_path(out) as tmp:
+        tmp.write_text(_page(f"edgekit debug {Path(result['artifact']).name}", body))
     return out

@@ -23,7 +23,9 @@ from ..specs import CompileSpec, QuantizeSpec, VerifySpec
 from . import coreml, executorch, onnx, tflite  # noqa: F401
 from .accuracy import control_accuracy
 from .base import FP16, FP32, INT8, W4, W8, CompileOptions, ExportInfo, Runner, Tolerance, lowering_error, quiet
+from .debugging import DebugError, compare_modules, debug, first_diverging
 from .export import ExportWrapper, example_input, prepare_for_export
+from .inputs import fixed_inputs
 from .manifest import build_manifest, manifest_path, read_manifest
 from .registry import (
     Scheme,
@@ -36,7 +38,7 @@ from .registry import (
     targets,
     unregister,
 )
-from .verification import compare, fixed_inputs, verify, verify_artifact
+from .verification import compare, verify, verify_artifact
 
 _Q = QuantizeSpec()
 MIN_INPUT_SIZE = 16
@@ -61,6 +63,9 @@ __all__ = [
     "delegate_names",
     "example_input",
     "fixed_inputs",
+    "compare_modules",
+    "debug",
+    "DebugError",
     "get_target",
     "lowering_error",
     "manifest_path",
@@ -213,9 +218,11 @@ def compile(  # noqa: A001 - mirrors the CLI verb
                 result = verify_artifact(tmp_artifact, manifest, export_model, samples=verify_samples, target=tgt)
                 manifest["verification"] = result
                 if result["status"] == "failed":
+                    where = first_diverging(tmp_artifact, manifest, export_model, tgt)
+                    more = f"; {where} (compile with --no-verify and run edgekit debug on it for the table)"
                     raise VerificationError(
-                        f"{tgt.name} artifact differs from PyTorch beyond tolerance ({result['summary']}); "
-                        "nothing was written"
+                        f"{tgt.name} artifact differs from PyTorch beyond tolerance ({result['summary']})"
+                        f"{more if where else ''}; nothing was written"
                     )
             else:
                 manifest["verification"] = {"status": "not run", "reason": "verification was turned off"}

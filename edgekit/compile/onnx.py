@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..quantize import QuantSpec, module_prefixes
-from .base import INT8, CompileOptions, ExportInfo, Runner, lowering_error, op_rows, quiet
+from .base import EXPORT_WRAPPER_PREFIX, INT8, CompileOptions, ExportInfo, Runner, lowering_error, op_rows, quiet
+from .capture import last_value_per_module, module_path
 from .manifest import loading
 from .registry import Scheme, Target, register
 
@@ -66,23 +67,65 @@ class OnnxRunner(Runner):
         return self.session.run(None, {self.input_name: x})[0]
 
 
-def _nodes_of(model, float_layers) -> list[str]:
-    """ONNX node names of the modules in `float_layers` (the dynamo exporter records each node's module path).
+# The dynamo exporter's node metadata: the scopes a node was exported in, `['', 'model', 'model.features', ...,
+# 'model.features.0.1', '<fx node>']` (the export wrapper, then each module down to the node's, then the op).
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+
+
+def node_module(node) -> str | None:
+    """The module path (of the exported model: `model.` + the user's path) an ONNX node was exported from; "" for a
+    node of the export wrapper's own forward; None where the node carries no scope (it did not come from the exporter,
+    or the artifact predates edgekit keeping the scopes).
 
     The exporter folds a BatchNorm into the convolution before it and names the result after the BatchNorm.
     """
+    for p in node.metadata_props:
+        if p.key == NAME_SCOPES:
+            try:
+                scopes = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError):
+                return None
+            return str(scopes[-2]) if len(scopes) >= 2 else ""  # the full module path; the last scope is the op
+    return None
+
+
+def _nodes_of(model, float_layers) -> list[str]:
+    """ONNX node names of the modules in `float_layers` (the dynamo exporter records each node's module path)."""
     prefixes = module_prefixes(float_layers)
     names = []
     for n in model.graph.node:
-        meta = {p.key: p.value for p in n.metadata_props}
-        try:
-            scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-        except (ValueError, SyntaxError):
+        path = node_module(n)
+        if path is None:
             continue
-        path = scopes[-2] if len(scopes) >= 2 else ""  # the full module path; the last scope is the op
         if any(path == p or path.startswith(p + ".") for p in prefixes):
             names.append(n.name)
     return names
+
+
+def _scopes_by_value(model) -> dict[str, str]:
+    """Value name -> the exporter's name scopes (as recorded) of the node that computes it."""
+    scopes: dict[str, str] = {}
+    for n in model.graph.node:
+        for p in n.metadata_props:
+            if p.key == NAME_SCOPES:
+                scopes.update((o, p.value) for o in n.output if o)
+    return scopes
+
+
+def _restore_scopes(model, scopes: dict[str, str]) -> None:
+    """Give each node of the simplified `model` the name scopes of the exported node that computed its output.
+
+    onnxslim rebuilds the graph without node metadata but keeps value names; only the name scopes come back (the
+    exporter's stack traces and FX node text would add kilobytes per node). A node whose outputs are all new (a
+    fusion's) stays without a scope.
+    """
+    for n in model.graph.node:
+        if any(p.key == NAME_SCOPES for p in n.metadata_props):
+            continue
+        found = [scopes[o] for o in n.output if o in scopes]
+        if found:
+            entry = n.metadata_props.add()
+            entry.key, entry.value = NAME_SCOPES, found[-1]
 
 
 def _quantize(path: Path, q: QuantSpec, exclude: list[str]):
@@ -174,10 +217,13 @@ class Onnx(Target):
             raise lowering_error(self.name, error, log.text, model, example, opts) from None
         assert program is not None  # the dynamo exporter returns its program
         proto = program.model_proto
-        # module paths live in the exporter's node metadata, which simplification drops: match them first
+        # module paths live in the exporter's node metadata, which simplification drops: match them first (only the
+        # name scopes come back after it, by value name)
         exclude = _nodes_of(proto, opts.quant.float_layers) if opts.quant is not None else []
+        scopes = _scopes_by_value(proto)
         with quiet():
             slim = onnxslim.slim(proto)
+        _restore_scopes(slim, scopes)  # kept in the artifact: `capture` and per-module reports read them
         onnx.checker.check_model(slim)
         onnx.save(slim, str(path))
         if opts.quant is not None:
@@ -202,6 +248,81 @@ class Onnx(Target):
 
     def op_profile(self, path: Path, x: np.ndarray, threads: int | None) -> list[dict] | None:
         return onnx_op_profile(path, x, threads)
+
+    def capture(
+        self, path: Path, manifest: dict, x: np.ndarray, model: nn.Module | None = None
+    ) -> dict[str, np.ndarray] | None:
+        return onnx_capture(path, x)
+
+
+def onnx_capture(path: str | Path, x: np.ndarray) -> dict[str, np.ndarray] | None:
+    """Every module's output on `x` as the artifact computes it: `{user's module path: float32 array}`.
+
+    A copy of the model in memory makes each float value computed by a node with a module scope a graph output; ONNX
+    Runtime runs it (CPU) and each module gets the last such value computed inside it (`last_value_per_module`).
+    ONNX keeps PyTorch's NCHW layout, so values come back as the runtime gives them, shape included. Modules that
+    leave no node (Dropout, Identity, a convolution whose BatchNorm the exporter folded into it) have no value. None
+    where the artifact carries no module scopes (compiled before edgekit kept them).
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    scoped: list[tuple[str, str]] = []  # (module path, value name) in node order
+    for node in model.graph.node:
+        module = node_module(node)
+        if module and module.startswith(EXPORT_WRAPPER_PREFIX):  # not the wrapper's or the user model's own ops
+            scoped.extend((module, o) for o in node.output if o)
+    if not scoped:
+        return None
+    try:
+        types = {vi.name: vi.type for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    except Exception:  # shape inference is a help (float values only), not a need
+        types = {}
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    present = {o.name for o in model.graph.output}
+    wanted = []
+    for _, name in scoped:
+        t = types.get(name)
+        if t is not None and t.HasField("tensor_type") and t.tensor_type.elem_type not in floats:
+            continue  # shapes, indices, masks
+        wanted.append(name)
+        if name not in present:
+            vi = model.graph.output.add()
+            vi.name = name
+            if t is not None:
+                vi.type.CopyFrom(t)
+            present.add(name)
+    session = ort().InferenceSession(
+        model.SerializeToString(), session_options(None), providers=["CPUExecutionProvider"]
+    )
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
+    values = dict(zip(wanted, session.run(wanted, feed)))
+    kept = [(m, n) for m, n in scoped if n in values and np.issubdtype(np.asarray(values[n]).dtype, np.floating)]
+    chosen = last_value_per_module(kept)
+    chosen.update(_first_calls(kept))
+    return {m: np.asarray(values[n], dtype=np.float32) for m, n in chosen.items()}
+
+
+def _first_calls(values: list[tuple[str, str]]) -> dict[str, str]:
+    """For each module called more than once (a shared activation: `self.act(...)` twice in one forward), the last
+    value of its first call, which is the one `module_outputs` keeps; `last_value_per_module` would give its last.
+
+    A call is a run of consecutive `(module path, value name)` pairs inside the module (the exporter writes nodes in
+    execution order); modules with one run are left out.
+    """
+    first: dict[str, str] = {}
+    runs: dict[str, int] = defaultdict(int)
+    inside: set[str] = set()
+    for path, name in values:
+        parts = module_path(path).split(".")
+        now = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        for m in now - inside:
+            runs[m] += 1
+        for m in now:
+            if runs[m] == 1:
+                first[m] = name
+        inside = now
+    return {m: name for m, name in first.items() if runs[m] > 1}
 
 
 def onnx_op_profile(path: str | Path, x: np.ndarray, threads: int | None, runs: int = 20) -> list[dict]:

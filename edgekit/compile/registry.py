@@ -112,6 +112,14 @@ class Target:
         """Per-op rows ({op, module, count, ms, share}, per inference) on this host; None where the runtime has none."""
         return None
 
+    def capture(
+        self, path: Path, manifest: dict, x: np.ndarray, model: nn.Module | None = None
+    ) -> dict[str, np.ndarray] | None:
+        """The artifact's intermediate values on input `x`, by the user's module path that computes each (see
+        `edgekit.compile.capture`), as float arrays in PyTorch's layout; None where the runtime cannot give them.
+        `model`: the model it was compiled from (prepared for export), for targets that need its structure."""
+        return None
+
     # -- describing ------------------------------------------------------------------------------------------
 
     def versions(self) -> dict[str, str]:

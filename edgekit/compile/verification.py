@@ -11,44 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import load_dataset
 from ..errors import ArtifactError, EdgekitError, VerificationError, first_line
-from ..models import check_trusted, load_model
 from .base import Tolerance
+from .debugging import first_diverging
 from .export import prepare_for_export
+from .inputs import data_inputs, fixed_inputs, reference_model
 from .manifest import loading, read_manifest
 from .registry import Target, get_target
-
-VERIFY_SEED = 1234
-
-
-def fixed_inputs(manifest: dict, samples: int, seed: int = VERIFY_SEED) -> tuple[list[np.ndarray], list[torch.Tensor]]:
-    """Seeded random RGB images (uint8, NHWC) and the same images preprocessed as the model card says (NCHW)."""
-    pre = manifest["preprocessing"]
-    if pre.get("mean") is None or pre.get("std") is None:
-        raise ArtifactError(
-            "the manifest gives no preprocessing mean and std, which running the artifact needs; recompile it"
-        )
-    size = int(pre["size"])
-    rng = np.random.default_rng(seed)
-    mean = torch.tensor(pre["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(pre["std"]).view(1, -1, 1, 1)
-    images, tensors = [], []
-    for _ in range(samples):
-        # Low-frequency noise up-sampled to full size: closer to a photo than white noise.
-        low = rng.integers(0, 256, size=(1, 3, max(2, size // 8), max(2, size // 8))).astype(np.float32)
-        img = torch.nn.functional.interpolate(torch.from_numpy(low), size=(size, size), mode="bilinear")
-        img = (img + torch.from_numpy(rng.normal(0, 12, size=img.shape).astype(np.float32))).clamp(0, 255).round()
-        images.append(img[0].permute(1, 2, 0).numpy().astype(np.uint8))
-        tensors.append(((img / 255.0 - mean) / std).float())
-    return images, tensors
-
-
-def data_inputs(manifest: dict, data: str, samples: int) -> list[torch.Tensor]:
-    """The first `samples` validation images of `data`, preprocessed as the manifest says."""
-    pre = manifest["preprocessing"]
-    val = load_dataset(data, int(pre["size"]), pre["mean"], pre["std"]).val
-    return [val.batch([i])[0] for i in range(min(samples, len(val)))]
 
 
 def compare(reference: list[np.ndarray], got: list[np.ndarray], tol: Tolerance) -> dict:
@@ -155,24 +124,16 @@ def verify(
 ) -> dict:
     """`edgekit verify`: compare an artifact with the model it came from; raise on a breach when `strict`."""
     manifest = read_manifest(artifact)  # checks the artifact against the sha256 in its manifest
-    if model is None:
-        reference = manifest["model"]["reference"]
-        weights = weights or manifest["model"].get("weights")
-        if reference is None:
-            raise ArtifactError(
-                f"'{artifact}' was compiled from a Python module, which its manifest cannot rebuild; "
-                "pass the model (--model MODEL, or edgekit.verify(artifact, module))"
-            )
-        check_trusted(reference, f"the manifest of '{artifact}'")  # --model, typed by the user, needs no opt-in
-        model = reference
-    if isinstance(model, str):
-        model = load_model(
-            model,
-            weights=weights,
-            num_classes=manifest["model"].get("num_classes"),
-            input_size=manifest["preprocessing"]["size"],
-        ).model
-    result = verify_artifact(artifact, manifest, prepare_for_export(model), samples=samples, threads=threads)
+    model = reference_model(artifact, manifest, model, weights)
+    prepared = prepare_for_export(model)
+    result = verify_artifact(artifact, manifest, prepared, samples=samples, threads=threads)
+    if result["status"] == "failed":
+        where = first_diverging(artifact, manifest, prepared, get_target(manifest["target"]))
+        if where:
+            result["first_diverging"] = f"{where}; run edgekit debug {artifact} for the whole table"
     if strict and result["status"] == "failed":
-        raise VerificationError(f"{manifest['target']} artifact '{artifact}' differs from PyTorch: {result['summary']}")
+        more = f"; {result['first_diverging']}" if result.get("first_diverging") else ""
+        raise VerificationError(
+            f"{manifest['target']} artifact '{artifact}' differs from PyTorch: {result['summary']}{more}"
+        )
     return result
