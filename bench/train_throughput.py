@@ -1,29 +1,35 @@
 """Training throughput: edgekit's loop against a plain PyTorch loop, and JPEG loading against in-memory images.
 
 MobileViG-Ti (seeded init, nothing is downloaded) at 224x224, batch 16 by default, fp32 and bf16 autocast, in one
-process, every measurement interleaved with the one it is compared with (rounds alternate which side goes first;
-the medians over the rounds are compared), the first steps of every run left out as warm-up:
+process. The two sides of each comparison run in lockstep, one training step each in turn (each loop in a thread of
+its own, only one running at a time; a step is timed from the start of its loop's turn to the end of the step,
+without the other loop's steps), so a load that comes and goes on a shared machine falls on both sides alike. Each
+comparison runs twice, each side starting first once (on a loaded machine the loop started first ran slower); the
+first `--warmup` steps of each run are left out, and the median steps of both runs are compared:
 
-1. loop: images/s of `edgekit.distill.loop.fit` (`--augment none`, images decoded once into memory as uint8
-   3 x 224 x 224: `TrainLoader` batches, `Preprocess` x/255 and normalisation each step, edgekit's AdamW param
-   groups, cosine schedule, `float(loss)` and its progress callback) against a hand-written loop over the same
-   batches made beforehand (normalised float tensors already on the device): AdamW, cross-entropy on the model's
-   heads (MobileViG trains its class and distillation heads on the labels, as `fit` does), zero_grad, forward,
-   backward, step, nothing else.
+1. loop: `edgekit.distill.loop.fit` (`--augment none`) on images decoded once into memory as uint8 3 x 224 x 224
+   (each step: a `TrainLoader` batch, `Preprocess` x/255 and normalisation, the cosine learning rate, edgekit's
+   AdamW with its two param groups, autocast and the (disabled) gradient scaler, `float(loss)`, the progress
+   callback) against a hand-written loop over the same batches, made beforehand (normalised float tensors on the
+   device): AdamW, cross-entropy on the model's heads (MobileViG trains its class and distillation heads on the
+   labels, as `fit` does), zero_grad, forward, backward, step, nothing else. Same model (copies of one seeded
+   init), batch, precision, images and order.
 2. loading: the same `fit` with `--augment basic` (kornia crop and flip, on the device) fed by real JPEG decoding
    (an image folder of 256x256 JPEGs that this bench writes into a temporary directory: Fashion-MNIST images
    upscaled with PIL, or random noise; decoded and centre-cropped to 224 by `--workers` DataLoader workers)
-   against the same `fit` on those images decoded once into memory (no workers). Beside them, the loader alone
-   (`TrainLoader.epoch`, no model) with `--workers` workers and with none (decoding in this process): on a machine
-   with few cores the workers compete with the training threads for them, and the loader's own rate is the honest
+   against the same `fit` on those images decoded once into memory (no workers). Each epoch runs 2 x `--workers`
+   steps past the measured ones (the batches the workers decode ahead), so the measured JPEG-fed steps decode as
+   many batches as they train on, as in a long epoch. Beside them, the loader alone (`TrainLoader.epoch`, no model)
+   with `--workers` workers and with one (a core's decoding rate), interleaved epoch by epoch: on a machine with
+   few cores the workers compete with the training threads for them, and the loader's own rate is the honest
    measure of whether loading keeps up.
 
 Goals: edgekit / plain >= 0.9; JPEG-fed / in-memory >= 0.9.
 
 `--device auto` measures the CPU and, where there is one, the CUDA GPU (each in its own section, same script).
-`fit` also evaluates a (two-image) validation split after its epoch; its time is outside the measured steps,
-which are timed between `fit`'s progress callbacks (each comes after the step's `float(loss)`, so GPU work is
-finished; the plain loop synchronises before and after its measured steps).
+`fit` also evaluates a (two-image) validation split after its epoch, outside the timed steps. A step ends after
+`fit`'s `float(loss)` (so its GPU work is done); the plain loop synchronises the device after each step (needed to
+time steps one by one; a plain loop would not, so on a GPU `fit`'s own per-step synchronisation is not measured).
 
     python bench/train_throughput.py | tee bench/train_throughput.txt
 """
@@ -31,15 +37,15 @@ finished; the plain loop synchronises before and after its measured steps).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
-import itertools
 import math
 import os
 import statistics
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -63,7 +69,7 @@ from edgekit.profile import host_name
 
 MODEL = "mobilevig_ti"
 GOAL = 0.9
-HEADER = f"{'images/s':44s} {'median':>8s}   (each round)"
+Loop = Callable[[Callable[[], None]], None]  # a training loop, given what to call after each step
 
 
 def cpu_line() -> str:
@@ -90,6 +96,12 @@ def devices(spec: str) -> list[str]:
     if spec == "auto":
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     return [d.strip() for d in spec.split(",") if d.strip()]
+
+
+def run_length(device: str, args: argparse.Namespace) -> tuple[int, int]:
+    """(warm-up steps, measured steps) of a loop on `device`: a GPU step takes milliseconds, a CPU step a second."""
+    gpu = device != "cpu"
+    return args.warmup or (10 if gpu else 2), args.steps or (30 if gpu else 6)
 
 
 def write_jpegs(root: Path, source: str, classes: int, per_class: int, val_per_class: int, px: int) -> tuple:
@@ -119,11 +131,8 @@ def write_jpegs(root: Path, source: str, classes: int, per_class: int, val_per_c
     return names
 
 
-def heads_loss(out, y: torch.Tensor, ce: nn.Module) -> torch.Tensor:
-    """Cross-entropy on the class logits; a model with a distillation head trains both heads on the labels."""
-    if isinstance(out, (tuple, list)):
-        return sum(ce(o, y) for o in out) / len(out)
-    return ce(out, y)
+def of(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
 
 
 def sync(device: torch.device) -> None:
@@ -133,60 +142,129 @@ def sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def edgekit_run(model: nn.Module, data: Dataset, cfg: TrainConfig, rt: Runtime, workers: int, warmup: int) -> float:
-    """Images/s of one `fit` epoch, its first `warmup` steps left out (timed between progress callbacks)."""
-    stamps: list[float] = []
-
-    def progress(step: int, total: int, loss: float, rate: float) -> None:
-        stamps.append(time.perf_counter())
-
-    fit(model, data, cfg, rt=rt, workers=workers, progress=progress)
-    return (len(stamps) - warmup) * cfg.batch_size / (stamps[-1] - stamps[warmup - 1])
+def heads_loss(out, y: torch.Tensor, ce: nn.Module) -> torch.Tensor:
+    """Cross-entropy on the class logits; a model with a distillation head trains both heads on the labels."""
+    if isinstance(out, (tuple, list)):
+        return sum(ce(o, y) for o in out) / len(out)
+    return ce(out, y)
 
 
-def plain_run(
-    model: nn.Module, batches: list, cfg: TrainConfig, device: torch.device, bf16: bool, warmup: int
-) -> float:
-    """Images/s of a hand-written loop over pre-made batches on the device, its first `warmup` steps left out."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ce = nn.CrossEntropyLoss()
-    model.train()
-    t0 = 0.0
-    for i, (x, y) in enumerate(batches):
-        if i == warmup:
-            sync(device)
+def edgekit_loop(model: nn.Module, data: Dataset, cfg: TrainConfig, rt: Runtime, workers: int) -> Loop:
+    """One `fit` epoch; a step ends at `fit`'s progress callback (after the step's `float(loss)`)."""
+
+    def loop(step_done: Callable[[], None]) -> None:
+        fit(model, data, cfg, rt=rt, workers=workers, progress=lambda *_: step_done())
+
+    return loop
+
+
+def plain_loop(model: nn.Module, batches: list, cfg: TrainConfig, device: torch.device, bf16: bool) -> Loop:
+    """A hand-written loop over batches already on the device."""
+
+    def loop(step_done: Callable[[], None]) -> None:
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        ce = nn.CrossEntropyLoss()
+        model.train()
+        for x, y in batches:
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+                loss = heads_loss(model(x), y, ce)
+            loss.backward()
+            opt.step()
+            sync(device)  # to time this step alone
+            step_done()
+
+    return loop
+
+
+class Lockstep:
+    """Loops run in turn, one step each (each in a thread of its own, only one running at a time); `run` returns
+    the seconds of every step of every loop, each from the start of its loop's turn to the end of the step."""
+
+    def __init__(self, loops: dict[str, Loop]):
+        self.loops, self.order = loops, list(loops)
+        self.turn, self.done = self.order[0], set()
+        self.cond = threading.Condition()
+        self.seconds: dict[str, list[float]] = {k: [] for k in loops}
+        self.errors: list[BaseException] = []
+        self.threads = torch.get_num_threads()
+
+    def _pass(self, name: str) -> None:
+        """The turn to the next loop (in the ring) that has steps left; called holding the lock."""
+        i = self.order.index(name)
+        self.turn = next((k for k in self.order[i + 1 :] + self.order[: i + 1] if k not in self.done), name)
+        self.cond.notify_all()
+
+    def _wait(self, name: str) -> float:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == name)
+        return time.perf_counter()
+
+    def _thread(self, name: str) -> None:
+        torch.set_num_threads(self.threads)  # as in the main thread
+        start = self._wait(name)
+
+        def step_done() -> None:
+            nonlocal start
+            self.seconds[name].append(time.perf_counter() - start)
+            with self.cond:
+                self._pass(name)
+            start = self._wait(name)
+
+        try:
+            self.loops[name](step_done)
+        except BaseException as e:  # re-raised in the main thread
+            self.errors.append(e)
+        finally:
+            with self.cond:
+                self.done.add(name)
+                self._pass(name)
+
+    def run(self) -> dict[str, list[float]]:
+        threads = [threading.Thread(target=self._thread, args=(k,), name=k) for k in self.order]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self.errors:
+            raise self.errors[0]
+        return self.seconds
+
+
+def compare(
+    title: str, loops: dict[str, Loop], batch: int, warmup: int, steps: int, goal_label: str
+) -> dict[str, float]:
+    """Run two loops in lockstep, twice: each order once (the loop that starts first, in the thread started first,
+    was seen to run slower on a loaded machine); print their images/s (the median step) and the ratio of the first
+    to the second."""
+    t = time.perf_counter()
+    (a, la), (b, lb) = loops.items()
+    first = Lockstep({a: la, b: lb}).run()
+    second = Lockstep({b: lb, a: la}).run()
+    runs = {k: (first[k][warmup : warmup + steps], second[k][warmup : warmup + steps]) for k in (a, b)}
+    seconds = {k: r[0] + r[1] for k, r in runs.items()}
+    print(f"{title} ({time.perf_counter() - t:.0f} s)")
+    for name, (s1, s2) in runs.items():
+        listed = " ".join(f"{v:.2f}" for v in s1) + "  |  " + " ".join(f"{v:.2f}" for v in s2)
+        print(f"  {name:46s} {batch / statistics.median(s1 + s2):8.1f} images/s   steps s: {listed}")
+    sa, sb = seconds[a], seconds[b]
+    ratio = statistics.median(sb) / statistics.median(sa)
+    paired = statistics.median([y / x for x, y in zip(sa, sb)])  # step i of each ran one after the other
+    met = "met" if ratio >= GOAL else "NOT met"
+    print(f"  {goal_label}: {ratio:.3f}  (goal >= {GOAL}: {met}; median of the step pairs' ratios {paired:.3f})")
+    return {k: batch / statistics.median(s) for k, s in seconds.items()}
+
+
+def loader_epochs(loaders: dict[str, TrainLoader], rounds: int) -> dict[str, list[float]]:
+    """Images/s of whole epochs of each loader alone (no model), epoch by epoch in turn."""
+    rates: dict[str, list[float]] = {k: [] for k in loaders}
+    for e in range(rounds + 1):  # epoch 0 starts the persistent workers and warms the page cache: not counted
+        for name, loader in loaders.items():
             t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = heads_loss(model(x), y, ce)
-        loss.backward()
-        opt.step()
-    sync(device)
-    return (len(batches) - warmup) * len(batches[0][0]) / (time.perf_counter() - t0)
-
-
-def loader_run(loader: TrainLoader, epochs: Iterator[int]) -> float:
-    """Images/s of the next of `epochs` of `loader` alone (no model)."""
-    t0 = time.perf_counter()
-    n = sum(len(x) for x, _ in loader.epoch(next(epochs)))
-    return n / (time.perf_counter() - t0)
-
-
-def interleave(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    """Each run once per round, the order reversed every other round (A B, B A, ...); the rate of each."""
-    rates: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(rounds):
-        for k in list(runs)[:: -1 if r % 2 else 1]:
-            rates[k].append(runs[k]())
+            n = sum(len(x) for x, _ in loader.epoch(e))
+            if e:
+                rates[name].append(n / (time.perf_counter() - t0))
     return rates
-
-
-def show(label: str, rates: list[float]) -> str:
-    return f"{label:44s} {statistics.median(rates):8.1f}   ({' '.join(f'{v:.1f}' for v in rates)})"
-
-
-def verdict(ratio: float) -> str:
-    return f"{ratio:.3f}  (goal >= {GOAL}: {'met' if ratio >= GOAL else 'NOT met'})"
 
 
 def main() -> None:
@@ -195,18 +273,16 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (the medians are compared)")
-    ap.add_argument("--steps", type=int, default=None, help="measured steps per run (default 4 on the CPU, 30 on GPU)")
-    ap.add_argument("--warmup", type=int, default=None, help="warm-up steps per run (default 2 on the CPU, 5 on GPU)")
+    ap.add_argument("--steps", type=int, default=None, help="measured steps a run (default 6 on the CPU, 30 on GPU)")
+    ap.add_argument("--warmup", type=int, default=None, help="warm-up steps a run (default 2 on the CPU, 10 on GPU)")
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers (JPEG)")
+    ap.add_argument("--loader-rounds", type=int, default=3, help="epochs of the loader alone, each way")
     ap.add_argument("--images", choices=("fashion-mnist", "noise"), default="fashion-mnist")
     ap.add_argument("--classes", type=int, default=5)
-    ap.add_argument("--per-class", type=int, default=96, help="training JPEGs per class (more if a run needs them)")
+    ap.add_argument("--per-class", type=int, default=96, help="training JPEGs a class (more if a loop needs them)")
     ap.add_argument("--px", type=int, default=256, help="side of the JPEGs written")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
-    if args.warmup is not None and args.warmup < 1:
-        ap.error("--warmup must be 1 or more (a run is timed from the end of its last warm-up step)")
     if args.threads:
         torch.set_num_threads(args.threads)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
@@ -214,100 +290,89 @@ def main() -> None:
     gpu = f"CUDA: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no CUDA GPU available"
     print(cpu_line())
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} torch threads; {gpu}; devices measured: {devs}")
+    b, tail = args.batch_size, 2 * args.workers
+    workers = of(args.workers, "DataLoader worker")
     print(
-        f"# {MODEL} at {args.size}x{args.size}, batch {args.batch_size}, {args.rounds} interleaved rounds "
-        f"(order alternating), medians; images/s of the measured steps of each run, warm-up steps left out"
+        f"# {MODEL} at {args.size}x{args.size}, batch {b}; the two loops of a comparison in lockstep, a step each "
+        "in turn; images/s of the median measured step"
     )
     t_start = time.perf_counter()
 
     work = Path(tempfile.mkdtemp(prefix="edgekit-train-throughput-"))
-    b = args.batch_size
-    most_steps = max(
-        (args.warmup or (5 if d != "cpu" else 2)) + (args.steps or (30 if d != "cpu" else 4)) for d in devs
-    )
-    per_class = max(args.per_class, math.ceil(b * most_steps / args.classes))
+    most = max(sum(run_length(d, args)) + tail for d in devs) * b
+    per_class = max(args.per_class, math.ceil(most / args.classes))
     classes = write_jpegs(work, args.images, args.classes, per_class, 2, args.px)
     jpeg = load_dataset(f"imagefolder:{work}", args.size, val_limit=2)
-    n_files = sum(1 for _ in work.rglob("*.jpg"))
     print(
-        f"# image folder: {n_files} {args.px}x{args.px} RGB JPEGs ({args.images}, {len(classes)} classes, "
-        f"{per_class} training images each), decoded to {args.size}x{args.size} (shorter side to "
-        f"{round(args.size / 0.875)}, centre crop) by edgekit's imagefolder source"
+        f"# image folder: {sum(1 for _ in work.rglob('*.jpg'))} {args.px}x{args.px} RGB JPEGs ({args.images}, "
+        f"{len(classes)} classes, {per_class} training images each), decoded to {args.size}x{args.size} (shorter "
+        f"side to {round(args.size / 0.875)}, centre crop) by edgekit's imagefolder source"
     )
 
     torch.manual_seed(0)
     base = edgekit.create_model(MODEL, num_classes=len(classes))
     for dev in devs:
-        warmup = args.warmup or (5 if dev != "cpu" else 2)
-        steps = args.steps or (30 if dev != "cpu" else 4)
-        n = b * (warmup + steps)  # one `fit` epoch: warm-up and measured steps
-        files = jpeg.train.subset(torch.randperm(len(jpeg.train), generator=torch.Generator().manual_seed(1))[:n])
+        warmup, steps = run_length(dev, args)
+        n = b * (warmup + steps + tail)  # one epoch: warm-up, measured and tail steps
+        perm = torch.randperm(len(jpeg.train), generator=torch.Generator().manual_seed(1))
+        files = jpeg.train.subset(perm[:n])
         decoded = Split(files.raw(torch.arange(n)), files.y, files.preprocess)  # uint8 3 x size x size, in memory
         in_jpeg = Dataset("jpeg", jpeg.classes, files, jpeg.val, files)
         in_memory = Dataset("memory", jpeg.classes, decoded, jpeg.val, decoded)
         rts = {p: runtime(dev, p) for p in precisions}
         device = rts[precisions[0]].device
-        print(f"\n## {device}: {steps} measured steps after {warmup} warm-up steps per run, {n} images per epoch")
+        print(
+            f"\n## {device}: each comparison runs twice, in each order; a run measures {steps} steps of each loop "
+            f"after {warmup} warm-up steps, then runs {tail} more (an epoch of {n} images)"
+        )
 
-        # -- 1. edgekit's loop against a plain loop, on the same batches -------------------------------------------
-        plain_cfg = TrainConfig(epochs=1, batch_size=b, augment="none")
-        batches = [
-            (decoded.preprocess(x).to(device), y.to(device))
-            for x, y in TrainLoader(decoded, b, seed=plain_cfg.seed).epoch(0)  # the batches of fit's epoch 0
+        print("\n### 1. training loop: edgekit fit against a plain PyTorch loop, in-memory images, no augmentation")
+        cfg = TrainConfig(epochs=1, batch_size=b, augment="none")
+        batches = [  # the batches of fit's epoch 0, as fit preprocesses them
+            (decoded.preprocess(x).to(device), y.to(device)) for x, y in TrainLoader(decoded, b, seed=cfg.seed).epoch(0)
         ]
-        runs: dict[str, Callable[[], float]] = {}
         for p in precisions:
-            m_edge, m_plain = copy.deepcopy(base), copy.deepcopy(base).to(device)
-            runs[f"edgekit {p}"] = partial(edgekit_run, m_edge, in_memory, plain_cfg, rts[p], 0, warmup)
-            runs[f"plain {p}"] = partial(plain_run, m_plain, batches, plain_cfg, device, p == "bf16", warmup)
-        t = time.perf_counter()
-        rates = interleave(runs, args.rounds)
-        print(f"\n### 1. training loop, in-memory data, no augmentation ({time.perf_counter() - t:.0f} s)\n{HEADER}")
-        for p in precisions:
-            print(show(f"edgekit fit {p}", rates[f"edgekit {p}"]))
-            print(show(f"plain PyTorch loop {p}", rates[f"plain {p}"]))
-        for p in precisions:
-            ratio = statistics.median(rates[f"edgekit {p}"]) / statistics.median(rates[f"plain {p}"])
-            print(f"edgekit / plain, {p}: {verdict(ratio)}")
+            loops = {
+                f"edgekit fit {p}": edgekit_loop(copy.deepcopy(base), in_memory, cfg, rts[p], 0),
+                f"plain PyTorch loop {p}": plain_loop(
+                    copy.deepcopy(base).to(device), batches, cfg, device, p == "bf16"
+                ),
+            }
+            compare(f"{p}:", loops, b, warmup, steps, f"edgekit / plain, {p}")
+        del batches
 
-        # -- 2. JPEG decoding in workers against in-memory images, the same fit ------------------------------------
-        aug_cfg = TrainConfig(epochs=1, batch_size=b, augment="basic")
+        print(
+            f"\n### 2. data loading: edgekit fit, --augment basic, fed by {workers} decoding JPEGs against in-memory "
+            "uint8 images"
+        )
         pin = device.type == "cuda"
         loaders = {
-            f"loader alone, {args.workers} workers": TrainLoader(
-                jpeg.train, b, seed=aug_cfg.seed, workers=args.workers, pin_memory=pin
-            ),
-            "loader alone, in-process (0 workers)": TrainLoader(jpeg.train, b, seed=aug_cfg.seed, pin_memory=pin),
+            f"loader alone, {of(w, 'worker')}": TrainLoader(jpeg.train, b, seed=cfg.seed, workers=w, pin_memory=pin)
+            for w in dict.fromkeys((args.workers, 1))
         }
-        for loader in loaders.values():
-            loader_run(loader, iter([0]))  # starts the persistent workers; warms the page cache
-        runs = {}
-        for p in precisions:
-            m_jpeg, m_mem = copy.deepcopy(base), copy.deepcopy(base)
-            runs[f"jpeg {p}"] = partial(edgekit_run, m_jpeg, in_jpeg, aug_cfg, rts[p], args.workers, warmup)
-            runs[f"memory {p}"] = partial(edgekit_run, m_mem, in_memory, aug_cfg, rts[p], 0, warmup)
-        for name, loader in loaders.items():
-            runs[name] = partial(loader_run, loader, itertools.count(1))
         t = time.perf_counter()
-        rates = interleave(runs, args.rounds)
+        decode = loader_epochs(loaders, args.loader_rounds)
         for loader in loaders.values():
             loader.close()
-        print(
-            f"\n### 2. data loading: edgekit fit, --augment basic, {args.workers} DataLoader workers decoding JPEGs "
-            f"vs in-memory uint8 ({time.perf_counter() - t:.0f} s)\n{HEADER}"
-        )
-        for p in precisions:
-            print(show(f"fit {p}, JPEG files, {args.workers} workers", rates[f"jpeg {p}"]))
-            print(show(f"fit {p}, in-memory images, 0 workers", rates[f"memory {p}"]))
-        for name in loaders:
-            print(show(f"{name} ({len(jpeg.train)} JPEGs)", rates[name]))
-        decode = statistics.median(rates[f"loader alone, {args.workers} workers"])
-        for p in precisions:
-            ratio = statistics.median(rates[f"jpeg {p}"]) / statistics.median(rates[f"memory {p}"])
-            train = statistics.median(rates[f"memory {p}"])
+        print(f"loader alone, epochs of {len(jpeg.train)} JPEGs in turn ({time.perf_counter() - t:.0f} s)")
+        for name, rates in decode.items():
             print(
-                f"JPEG-fed / in-memory, {p}: {verdict(ratio)}; loader alone {decode:.0f} images/s = "
-                f"{decode / train:.1f} x the {p} step's {train:.1f}"
+                f"  {name:46s} {statistics.median(rates):8.1f} images/s   epochs: {' '.join(f'{v:.0f}' for v in rates)}"
+            )
+        cfg = TrainConfig(epochs=1, batch_size=b, augment="basic")
+        for p in precisions:
+            loops = {
+                f"fit {p}, JPEG files, {workers}": edgekit_loop(
+                    copy.deepcopy(base), in_jpeg, cfg, rts[p], args.workers
+                ),
+                f"fit {p}, in-memory images, 0 workers": edgekit_loop(copy.deepcopy(base), in_memory, cfg, rts[p], 0),
+            }
+            rate = compare(f"{p}:", loops, b, warmup, steps, f"JPEG-fed / in-memory, {p}")
+            fed = rate[f"fit {p}, JPEG files, {workers}"]
+            alone = statistics.median(decode[f"loader alone, {of(args.workers, 'worker')}"])
+            print(
+                f"  loading keeps up, {p}: the loader alone ({workers}) gives {alone:.0f} images/s, "
+                f"{alone / fed:.0f} x the {fed:.1f} images/s of the JPEG-fed step"
             )
     print(f"\n# total {time.perf_counter() - t_start:.0f} s")
 
