@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import edgekit  # noqa: E402
 from edgekit.compile.executorch import ExecuTorchRunner  # noqa: E402
 from edgekit.models import count_macs, load_model, trusted_code  # noqa: E402
-from edgekit.profile import host_name  # noqa: E402
+from edgekit.profile import cpu_flags, host_name  # noqa: E402
 from edgekit.profile.timing import interleaved  # noqa: E402
 from tests.patterns import PATTERNS  # noqa: E402
 
@@ -49,17 +49,7 @@ FULL_WIDTH = ("resnet18",)
 
 def cpu_line() -> str:
     """The CPU (`edgekit.profile.host_name`) and the flags that change the ratios (VNNI: int8; AVX-512)."""
-    flags: set[str] = set()
-    try:
-        flags = next(
-            set(line.split(":", 1)[1].split())
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        )
-    except (OSError, StopIteration):
-        pass
-    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16") if f in flags]
-    return f"# CPU: {host_name()}; flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
+    return f"# CPU: {host_name()}; flags: {' '.join(cpu_flags()) or 'none of avx2/avx512/amx'}"
 
 
 def reference(name: str, size: int, work: Path) -> str:

@@ -65,7 +65,7 @@ from edgekit.data import (
 )
 from edgekit.devices import Runtime, runtime
 from edgekit.distill.loop import TrainConfig, fit
-from edgekit.profile import host_name
+from edgekit.profile import cpu_flags, host_name
 
 MODEL = "mobilevig_ti"
 GOAL = 0.9
@@ -74,21 +74,7 @@ Loop = Callable[[Callable[[], None]], None]  # a training loop, given what to ca
 
 def cpu_line() -> str:
     """The CPU (`edgekit.profile.host_name`) and the flags that change the numbers (AVX-512, bf16, AMX)."""
-    flags: set[str] = set()
-    try:
-        flags = next(
-            set(line.split(":", 1)[1].split())
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("flags")
-        )
-    except (OSError, StopIteration):
-        pass
-    shown = [
-        f
-        for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-        if f in flags
-    ]
-    return f"# CPU: {host_name()}, {os.cpu_count()} cores; flags: {' '.join(shown) or 'none of avx2/avx512/amx'}"
+    return f"# CPU: {host_name()}, {os.cpu_count()} cores; flags: {' '.join(cpu_flags()) or 'none of avx2/avx512/amx'}"
 
 
 def devices(spec: str) -> list[str]:

@@ -171,6 +171,21 @@ def host_name() -> str:
     return platform.processor() or platform.machine()
 
 
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU flags that change benchmark ratios (VNNI: int8; AVX-512, bf16, AMX) this CPU has (Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in CPU_FLAGS if f in flags]
+    except OSError:
+        pass
+    return []
+
+
 # -- memory: the resident set's high-water mark, reset before loading (Linux) ------------------------------
 
 
