@@ -14,7 +14,7 @@ grapher.fc2`; the export wrapper's `model.` prefix removed) and the value that m
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -29,10 +29,30 @@ def module_path(path: str) -> str:
 
 
 @torch.no_grad()
+def hooked_forward(
+    model: nn.Module, x: torch.Tensor, hooks: Iterable[tuple[nn.Module, Callable | None, Callable | None]]
+):
+    """One forward of `model` on `x` in evaluation mode with (module, pre-hook, hook) triples registered for it;
+    the hooks are removed and the model's mode restored afterwards."""
+    handles = []
+    for m, pre, post in hooks:
+        if pre is not None:
+            handles.append(m.register_forward_pre_hook(pre))
+        if post is not None:
+            handles.append(m.register_forward_hook(post))
+    was = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+
+
 def module_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
     """Every named module's output (its first tensor) on `x`, in the order the modules finish (evaluation mode)."""
     out: dict[str, np.ndarray] = {}
-    hooks = []
 
     def keep(name: str):
         def hook(_module, _inputs, output):
@@ -42,17 +62,7 @@ def module_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
 
         return hook
 
-    for name, m in model.named_modules():
-        if name:
-            hooks.append(m.register_forward_hook(keep(name)))
-    was = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
+    hooked_forward(model, x, [(m, None, keep(name)) for name, m in model.named_modules() if name])
     return out
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import EdgekitError
 from .base import Tolerance
-from .capture import module_outputs, module_path
+from .capture import hooked_forward, module_outputs, module_path
 from .export import prepare_for_export
 from .inputs import data_inputs, fixed_inputs, reference_model
 from .manifest import read_manifest
@@ -159,16 +159,8 @@ def _order(model: nn.Module, x: torch.Tensor) -> tuple[list[str], dict[str, str]
             if path not in finished:
                 finished.append(path)
 
-        hooks += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
+        hooks.append((m, pre, post))
+    hooked_forward(model, x, hooks)
     return finished, before
 
 

@@ -16,7 +16,7 @@ from ..errors import UnsupportedOperatorError
 from ..models import check_trusted, load_model
 from ..quantize import node_in, pt2e
 from .base import EXPORT_WRAPPER_PREFIX, FP16, INT8, CompileOptions, ExportInfo, Runner, lowering_error, quiet
-from .capture import module_path
+from .capture import hooked_forward, module_path
 from .export import ExportWrapper, prepare_for_export
 from .manifest import loading
 from .registry import Scheme, Target, register
@@ -286,15 +286,7 @@ def _module_calls(model: nn.Module, x: torch.Tensor) -> _Calls:
         if isinstance(out, torch.Tensor):
             calls.shape.setdefault(path, tuple(out.shape))
 
-    hooks = [h for m in paths for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
-    was = model.training
-    model.eval()
-    try:
-        model(x)
-    finally:
-        model.train(was)
-        for h in hooks:
-            h.remove()
+    hooked_forward(model, x, [(m, enter, leave) for m in paths])
     return calls
 
 
