@@ -214,12 +214,3 @@ def quiet() -> Iterator[Captured]:
                 os.environ["TQDM_DISABLE"] = old_tqdm
             sink.seek(0)
             captured.text = sink.read().decode(errors="replace")
-
-
-def op_rows(totals: dict[str, float], counts: dict[str, int]) -> list[dict]:
-    """Per-op rows of a latency report from ms per op kind: {op, module, count, ms, share}, largest first."""
-    grand = sum(totals.values()) or 1.0
-    return [
-        {"op": k, "module": None, "count": counts[k], "ms": round(v, 4), "share": round(v / grand, 4)}
-        for k, v in sorted(totals.items(), key=lambda kv: -kv[1])
-    ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from torch import nn
 
 from ..errors import EdgekitError, UnsupportedOperatorError
 from ..quantize import QuantizationError, int8_quantizer, pt2e
+from .attribution import op_rows
 from .base import (
     FP16,
     INT8,
@@ -23,7 +23,6 @@ from .base import (
     Tolerance,
     lowering_error,
     on_macos,
-    op_rows,
     quiet,
     tensor_spec,
 )
@@ -242,14 +241,11 @@ def executorch_op_profile(pte: str | Path, x: np.ndarray, threads: int | None, r
             etdump = Path(tmp) / "run.etdp"
             module.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
             df = Inspector(etdump_path=str(etdump)).to_dataframe()
-    totals: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
+    times = []
     for _, row in df[df.event_block_name == "Execute"].iterrows():
         name = str(row.event_name)
         if name in ("Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"):
             continue
-        kind = re.sub(r" #\d+$", "", name)
         raw = sorted(row.raw) if row.raw else [0.0]
-        totals[kind] += raw[len(raw) // 2]
-        counts[kind] += 1
-    return op_rows(totals, counts)
+        times.append((re.sub(r" #\d+$", "", name), None, raw[len(raw) // 2]))
+    return op_rows(times)

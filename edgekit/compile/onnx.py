@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..quantize import QuantSpec, module_prefixes
-from .base import EXPORT_WRAPPER_PREFIX, INT8, CompileOptions, ExportInfo, Runner, lowering_error, op_rows, quiet
+from .attribution import op_rows
+from .base import EXPORT_WRAPPER_PREFIX, INT8, CompileOptions, ExportInfo, Runner, lowering_error, quiet
 from .capture import last_value_per_module, module_path
 from .manifest import loading
 from .registry import Scheme, Target, register
@@ -336,12 +337,9 @@ def onnx_op_profile(path: str | Path, x: np.ndarray, threads: int | None, runs: 
         for _ in range(runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
-    totals: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
+    times: dict[tuple[str, str], float] = defaultdict(float)
     for e in events:
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
             continue
-        op = e.get("args", {}).get("op_name", "?")
-        totals[op] += e["dur"] / 1e3 / runs
-        counts[op] += 1
-    return op_rows(totals, {k: max(1, v // runs) for k, v in counts.items()})
+        times[(e["name"], e.get("args", {}).get("op_name", "?"))] += e["dur"] / 1e3 / runs
+    return op_rows((op, None, ms) for (_, op), ms in times.items())
