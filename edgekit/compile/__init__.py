@@ -5,6 +5,7 @@ The targets are plug-ins (`registry.py`); the built-in ones are the modules impo
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -22,7 +23,20 @@ from ..specs import CompileSpec, QuantizeSpec, VerifySpec
 # The built-in targets register themselves on import (each imports its runtime only when used).
 from . import coreml, executorch, onnx, tflite  # noqa: F401
 from .accuracy import control_accuracy
-from .base import FP16, FP32, INT8, W4, W8, CompileOptions, ExportInfo, Runner, Tolerance, lowering_error, quiet
+from .base import (
+    FP16,
+    FP32,
+    INT8,
+    W4,
+    W8,
+    CompileOptions,
+    ExportInfo,
+    Runner,
+    Tolerance,
+    lowering_error,
+    quiet,
+    side_file,
+)
 from .debugging import DebugError, compare_modules, debug, first_diverging
 from .export import ExportWrapper, example_input, prepare_for_export
 from .inputs import fixed_inputs
@@ -124,6 +138,17 @@ def _check_options(target: Target, opts: CompileOptions) -> None:
         raise EdgekitError(f"unknown precision '{opts.precision}'; choose {' or '.join(PRECISIONS)}")
 
 
+def _commit_side_files(target: Target, written: Path, artifact: Path, manifest: dict) -> None:
+    """Rename the side files the export wrote beside `written` to their names beside `artifact`; remove an earlier
+    compile's of a suffix this one wrote none of (it would describe another program)."""
+    ours = manifest.get("side_files") or {}
+    for suffix in target.side_suffixes:
+        if suffix in ours:
+            os.replace(side_file(written, suffix), side_file(artifact, suffix))
+        else:
+            side_file(artifact, suffix).unlink(missing_ok=True)
+
+
 def compile(  # noqa: A001 - mirrors the CLI verb
     model: str | nn.Module,
     target: str,
@@ -191,8 +216,10 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     artifact = out / f"{stem}{tgt.artifact_suffix(opts)}"
     created_out = not out.exists()
     example = example_input(opts)
+    written: list[Path] = []  # the artifact's temporary name, once known: its side files are named after it
     try:
         with atomic_path(artifact) as tmp_artifact, atomic_path(manifest_path(artifact)) as tmp_manifest:
+            written.append(tmp_artifact)
 
             def build() -> dict:
                 t0 = time.perf_counter()
@@ -227,7 +254,11 @@ def compile(  # noqa: A001 - mirrors the CLI verb
             else:
                 manifest["verification"] = {"status": "not run", "reason": "verification was turned off"}
             write_json(tmp_manifest, manifest)
+            _commit_side_files(tgt, tmp_artifact, artifact, manifest)
     except BaseException:
+        for suffix in tgt.side_suffixes:
+            for tmp in written:
+                side_file(tmp, suffix).unlink(missing_ok=True)
         if created_out and out.is_dir() and not any(out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)
         raise

@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,14 @@ class ExportInfo:
     inputs: list[dict]
     outputs: list[dict]
     extra: dict[str, Any] = field(default_factory=dict)
+    # Files written beside the artifact, each as `side_file(written, suffix)` for a suffix of the target's
+    # `side_suffixes`: `compile` renames them with the artifact once verification passes, and removes them otherwise.
+    side_files: list[str] = field(default_factory=list)
+
+
+def side_file(artifact: Path, suffix: str) -> Path:
+    """The file beside `artifact` that carries `suffix` after its whole name (`m.pte` -> `m.pte.etrecord`)."""
+    return artifact.with_name(artifact.name + suffix)
 
 
 class Runner:

@@ -1,20 +1,28 @@
 """ExecuTorch: `.pte` programs, XNNPACK-delegated by default, or ExecuTorch's Core ML backend; quantized with
-XNNPACK's PT2E quantizer; per-op time from ETDump through the devtools Inspector."""
+XNNPACK's PT2E quantizer; per-op time from ETDump through the devtools Inspector; intermediate values by module
+(`edgekit debug`) from ETDump's debug buffer, named through the ETRecord written beside the program."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import tempfile
+import zipfile
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import EdgekitError, UnsupportedOperatorError
+from ..errors import ArtifactError, EdgekitError, UnsupportedOperatorError
+from ..io import sha256_of
 from ..quantize import QuantizationError, int8_quantizer, pt2e
 from .attribution import op_rows
 from .base import (
+    EXPORT_WRAPPER_PREFIX,
     FP16,
     INT8,
     CompileOptions,
@@ -24,12 +32,15 @@ from .base import (
     lowering_error,
     on_macos,
     quiet,
+    side_file,
     tensor_spec,
 )
-from .manifest import loading
+from .capture import module_path
+from .manifest import loading, read_manifest
 from .registry import Scheme, Target, register
 
 DELEGATES = ("xnnpack", "coreml", "none")
+ETRECORD_SUFFIX = ".etrecord"  # the ETRecord beside `NAME.pte`: `NAME.pte.etrecord`
 
 
 def _partitioners(delegate: str, opts: CompileOptions) -> list:
@@ -135,6 +146,7 @@ class ExecuTorch(Target):
     schemes = (Scheme("int8", INT8, calibrated=True, simulated=True), Scheme("int8-dynamic", INT8, simulated=True))
     packages = ("executorch", "coremltools")  # coremltools: the Core ML delegate
     runtime_package = "executorch"
+    side_suffixes = (ETRECORD_SUFFIX,)
     runtime_module = "executorch.runtime"
     apps = ("android", "ios")
     adb_tool = "executor_runner"
@@ -166,7 +178,11 @@ class ExecuTorch(Target):
                     q = opts.quant
                     model = pt2e(model, example, int8_quantizer(q.dynamic, q.float_layers), q.calib)
                 ep = torch.export.export(model, (example,))
-                edge = to_edge_transform_and_lower(ep, partitioner=_partitioners(delegate, opts))
+                # The ETRecord rides along (the edge program before lowering, the debug handle maps): the same
+                # program bytes, for `capture`.
+                edge = to_edge_transform_and_lower(
+                    ep, partitioner=_partitioners(delegate, opts), generate_etrecord=True
+                )
                 delegation = delegation_summary(edge.exported_program().graph_module)
                 program = edge.to_executorch()
             except Exception as e:
@@ -182,6 +198,7 @@ class ExecuTorch(Target):
             inputs=[tensor_spec("input", example.shape, example.dtype)],
             outputs=[tensor_spec("logits", out.shape, out.dtype)],
             extra={"delegate": delegate, "delegation": delegation},
+            side_files=[ETRECORD_SUFFIX] if write_etrecord(program, side_file(path, ETRECORD_SUFFIX)) else [],
         )
 
     @staticmethod
@@ -213,7 +230,30 @@ class ExecuTorch(Target):
         return super().tolerance_for(manifest)
 
     def op_profile(self, path: Path, x: np.ndarray, threads: int | None) -> list[dict] | None:
-        return executorch_op_profile(path, x, threads)
+        """Per-op rows, each with its module where the ETRecord beside the program is there to name it."""
+        try:
+            etrecord: Path | None = find_etrecord(path, read_manifest(path, check_sha256=False))
+        except ArtifactError:
+            etrecord = None  # a program compiled before edgekit wrote ETRecords: rows without modules
+        return executorch_op_profile(path, x, threads, etrecord=etrecord)
+
+    def capture(
+        self, path: Path, manifest: dict, x: np.ndarray, model: nn.Module | None = None
+    ) -> dict[str, np.ndarray] | None:
+        """The program's intermediate values on `x` by module path, from ETDump's debug buffer (see
+        `executorch_capture`), named through the ETRecord compile wrote beside the program.
+
+        What the runtime logs is what each *instruction* outputs: with `--delegate none` every operator (portable
+        kernels), so every module that computes something has a value; with XNNPACK (the default) or Core ML only
+        the outputs of each delegate call (and of the operators left outside delegates): a delegate logs nothing of
+        what runs inside it, so a whole-model partition gives the value of the module computing the logits (and
+        its parents) alone. Where that is too coarse, compile with `--delegate none` to find the layer. None where
+        the program cannot run here (a Core ML delegate off macOS). `model` is not needed: the ETRecord names the
+        modules (a program compiled before edgekit wrote one raises an ArtifactError saying to compile again).
+        """
+        if self.runnable(manifest) is not None:
+            return None
+        return executorch_capture(path, find_etrecord(path, manifest), x)
 
     def delegate_of(self, manifest: dict) -> str | None:
         return manifest.get("options", {}).get("delegate") or "xnnpack"
@@ -226,8 +266,12 @@ class ExecuTorch(Target):
             )
 
 
-def executorch_op_profile(pte: str | Path, x: np.ndarray, threads: int | None, runs: int = 20) -> list[dict]:
-    """Median time per op kind (XNNPACK kernels inside delegates, portable kernels outside)."""
+def executorch_op_profile(
+    pte: str | Path, x: np.ndarray, threads: int | None, runs: int = 20, etrecord: Path | None = None
+) -> list[dict]:
+    """Median time per op (XNNPACK kernels inside delegates, portable kernels outside), each with the user's module
+    where the ETRecord compiled with the program names it (see `_event_modules`)."""
+    record, graph = _read_etrecord(etrecord) if etrecord is not None else (None, None)
     with quiet():
         from executorch.devtools import Inspector
         from executorch.extension.pybindings import portable_lib
@@ -240,12 +284,524 @@ def executorch_op_profile(pte: str | Path, x: np.ndarray, threads: int | None, r
         with tempfile.TemporaryDirectory() as tmp:
             etdump = Path(tmp) / "run.etdp"
             module.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
-            df = Inspector(etdump_path=str(etdump)).to_dataframe()
+            inspector = Inspector(etdump_path=str(etdump), etrecord=record)  # the record: events' debug handles
+    events = [e for b in inspector.event_blocks if b.name == "Execute" for e in b.events]
+    modules = _event_modules(events, graph) if graph is not None else {}
     times = []
-    for _, row in df[df.event_block_name == "Execute"].iterrows():
-        name = str(row.event_name)
-        if name in ("Method::execute", "DELEGATE_CALL", "OPERATOR_CALL"):
+    for i, e in enumerate(events):
+        if e.name in _NOT_OPERATORS or e.name == "DELEGATE_CALL":
             continue
-        raw = sorted(row.raw) if row.raw else [0.0]
-        times.append((re.sub(r" #\d+$", "", name), None, raw[len(raw) // 2]))
+        raw = sorted(e.perf_data.raw) if e.perf_data is not None and e.perf_data.raw else [0.0]
+        times.append((re.sub(r" #\d+$", "", e.name), modules.get(i), raw[len(raw) // 2]))
     return op_rows(times)
+
+
+# -- per-op time by module: the delegate's kernels lined up with the edge program's nodes ------------------------
+#
+# A portable operator's event carries the debug handles of the nodes it computes, and so their module. XNNPACK's
+# events carry its operator names alone ("Convolution (NHWC, F32) DWConv #3"), in the order its runtime runs them,
+# grouped under the delegate call (same instruction) whose debug handles list the edge program's nodes inside it.
+# XNNPACK runs those nodes in graph order, less what it fuses away (batch norms into convolutions, clamps into the
+# op before them, reshapes it elides) and plus the layout moves it inserts (NCHW <-> NHWC transposes): an alignment
+# of the two sequences (edit distance, an event matching only a node of its kind) gives each kernel its node. A
+# kernel left unmatched (an inserted transpose) goes to the module of the nearest matched kernel after it (before
+# it, at a delegate's end).
+
+# XNNPACK operator (the name before its parenthesis) -> the kind it computes
+_XNN_KINDS = {
+    "Convolution": "conv",
+    "Deconvolution": "deconv",
+    "Fully Connected": "gemm",
+    "Batch Matrix Multiply": "bmm",
+    "Add": "add",
+    "Subtract": "sub",
+    "Multiply": "mul",
+    "Divide": "div",
+    "Maximum": "max",
+    "Minimum": "min",
+    "Clamp": "clamp",
+    "HardSwish": "hardswish",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "GELU": "gelu",
+    "ELU": "elu",
+    "Leaky ReLU": "leaky_relu",
+    "Softmax": "softmax",
+    "Square Root": "sqrt",
+    "Reciprocal Square Root": "rsqrt",
+    "Square": "square",
+    "Exp": "exp",
+    "Negate": "neg",
+    "Absolute Value": "abs",
+    "Mean": "mean",
+    "Sum": "sum",
+    "Global Average Pooling": "mean",
+    "Average Pooling": "avg_pool",
+    "Max Pooling": "max_pool",
+    "Argmax Pooling": "max_pool",
+    "Transpose": "layout",
+    "Static Reshape": "reshape",
+    "Copy": "reshape",
+    "Concatenate": "cat",
+    "Slice": "slice",
+    "Constant Pad": "pad",
+    "Resize Bilinear": "resize",
+    "Convert": "convert",
+}
+# edge op (ATen name) -> the kinds of XNNPACK operator it may become
+_NODE_KINDS = {
+    "convolution": {"conv", "gemm", "deconv"},
+    "linear": {"gemm"},
+    "addmm": {"gemm"},
+    "mm": {"gemm", "bmm"},
+    "bmm": {"bmm", "gemm"},
+    "add": {"add"},
+    "sub": {"sub"},
+    "rsub": {"sub"},
+    "mul": {"mul"},
+    "div": {"div"},
+    "maximum": {"max"},
+    "minimum": {"min"},
+    "hardtanh": {"clamp"},
+    "relu": {"clamp"},
+    "clamp": {"clamp"},
+    "hardswish": {"hardswish"},
+    "sigmoid": {"sigmoid"},
+    "tanh": {"tanh"},
+    "gelu": {"gelu"},
+    "elu": {"elu"},
+    "leaky_relu": {"leaky_relu"},
+    "_softmax": {"softmax"},
+    "sqrt": {"sqrt"},
+    "rsqrt": {"rsqrt"},
+    "pow": {"square"},
+    "exp": {"exp"},
+    "neg": {"neg"},
+    "abs": {"abs"},
+    "mean": {"mean"},
+    "sum": {"sum"},
+    "avg_pool2d": {"avg_pool"},
+    "max_pool2d": {"max_pool"},
+    "max_pool2d_with_indices": {"max_pool"},
+    "permute_copy": {"layout"},
+    "view_copy": {"reshape"},
+    "squeeze_copy": {"reshape"},
+    "unsqueeze_copy": {"reshape"},
+    "expand_copy": {"reshape"},
+    "cat": {"cat", "reshape"},
+    "slice_copy": {"slice", "reshape"},
+    "constant_pad_nd": {"pad"},
+    "upsample_bilinear2d": {"resize"},
+    "_to_copy": {"convert"},
+    "clone": {"reshape"},
+}
+# what XNNPACK may run no kernel for: folded, fused into the op before, or free in its memory layout
+_ELIDABLE = {"clamp", "reshape", "layout", "convert"}
+
+
+def _event_kind(name: str) -> tuple[str, str]:
+    """An XNNPACK event's kind, and its variant (`DWConv`, `IGEMM`, `GEMM`)."""
+    base = re.sub(r" #\d+$", "", name)
+    head, _, rest = base.partition(" (")
+    return _XNN_KINDS.get(head, head.lower()), rest.rpartition(")")[2].strip()
+
+
+def _node_op(node: torch.fx.Node) -> str:
+    """`convolution` for the edge op `aten.convolution.default`."""
+    return str(getattr(node.target, "__name__", node.target)).removeprefix("aten.").split(".")[0]
+
+
+def _node_kinds(node: torch.fx.Node) -> set[str]:
+    op = _node_op(node)
+    kinds = _NODE_KINDS.get(op, {op})
+    if op == "convolution" and len(node.args) > 8:
+        weight = node.args[1].meta.get("val") if isinstance(node.args[1], torch.fx.Node) else None
+        groups = int(node.args[8])  # type: ignore[arg-type]  # convolution(..., groups): an int
+        if weight is not None and groups > 1 and int(weight.shape[1]) == 1:
+            return {"dwconv"}  # one input channel per group: a depthwise convolution
+    return kinds
+
+
+def _matches(event: tuple[str, str], node: torch.fx.Node) -> bool:
+    kind, variant = event
+    kinds = _node_kinds(node)
+    if "dwconv" in kinds:  # XNNPACK may run a large depthwise kernel (GreedyViG's 7x7) as an IGEMM
+        return kind == "conv"
+    return kind in kinds and not (kind == "conv" and variant == "DWConv")
+
+
+def _node_module(node: torch.fx.Node) -> str:
+    """The user's path of the innermost module `node` was traced in, whichever call of it ("" for the model's own
+    forward)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = str(next(reversed(stack.values()))[0]) if stack else ""
+    return "" if path in ("", _WRAPPED) else module_path(path)
+
+
+def _align(events: list[tuple[str, str]], nodes: list[torch.fx.Node]) -> list[int | None]:
+    """For each event, the index of the node it runs (None where none): the alignment of least cost, where
+    matching an event with a node of its kind is free, skipping a node costs 1 (nothing where XNNPACK may elide
+    it) and leaving an event unmatched costs 1 (half for a layout move, which XNNPACK inserts)."""
+    n, m = len(events), len(nodes)
+    skip_node = [0.0 if _node_kinds(nd) & _ELIDABLE or not _node_kinds(nd) & set(_XNN_KINDS.values()) else 1.0
+                 for nd in nodes]  # fmt: skip
+    skip_event = [0.5 if e[0] in ("layout", "reshape", "convert") else 1.0 for e in events]
+    inf = float("inf")
+    cost = [[inf] * (m + 1) for _ in range(n + 1)]
+    move = [[0] * (m + 1) for _ in range(n + 1)]
+    cost[0][0] = 0.0
+    for i in range(n + 1):
+        for j in range(m + 1):
+            c = cost[i][j]
+            if c == inf:
+                continue
+            if i < n and j < m and c < cost[i + 1][j + 1] and _matches(events[i], nodes[j]):
+                cost[i + 1][j + 1], move[i + 1][j + 1] = c, 1
+            if j < m and c + skip_node[j] < cost[i][j + 1]:
+                cost[i][j + 1], move[i][j + 1] = c + skip_node[j], 2
+            if i < n and c + skip_event[i] < cost[i + 1][j]:
+                cost[i + 1][j], move[i + 1][j] = c + skip_event[i], 3
+    out: list[int | None] = [None] * n
+    i, j = n, m
+    while i or j:
+        step = move[i][j]
+        if step == 1:
+            out[i - 1] = j - 1
+            i, j = i - 1, j - 1
+        elif step == 2:
+            j -= 1
+        else:
+            i -= 1
+    return out
+
+
+def _event_modules(events: list, graph: torch.fx.Graph) -> dict[int, str]:
+    """The user's module of each operator event (by its index in `events`) that can be placed."""
+    return _placements(events, graph)[0]
+
+
+def _aligned_events(events: list, graph: torch.fx.Graph) -> set[int]:
+    """The events placed by their own debug handles or the alignment (not credited to a neighbouring kernel)."""
+    return _placements(events, graph)[1]
+
+
+def _placements(events: list, graph: torch.fx.Graph) -> tuple[dict[int, str], set[int]]:
+    by_handle: dict[int, list[torch.fx.Node]] = defaultdict(list)
+    position = {node: i for i, node in enumerate(graph.nodes)}
+    for node in graph.nodes:
+        if node.op == "call_function":
+            for h in _handles(node.meta.get("debug_handle")):
+                by_handle[h].append(node)
+    out: dict[int, str] = {}
+    direct: set[int] = set()
+    delegated: dict[int, list[int]] = defaultdict(list)  # instruction -> its delegate's kernel events
+    calls: dict[int, Any] = {}  # the devtools Inspector's Event
+    for i, e in enumerate(events):
+        if e.name == "DELEGATE_CALL":
+            calls[e._instruction_id] = e
+        elif e.is_delegated_op:
+            delegated[e._instruction_id].append(i)
+        elif e.name not in _NOT_OPERATORS:
+            nodes = [nd for h in _handles(e.debug_handles) for nd in by_handle.get(h, [])]
+            if nodes:
+                out[i] = _node_module(nodes[-1])
+                direct.add(i)
+    for instruction, members in delegated.items():
+        call = calls.get(instruction)
+        if call is None:
+            continue
+        inside = {nd for h in _handles(call.debug_handles) for nd in by_handle.get(h, [])}
+        nodes = sorted(inside, key=position.__getitem__)
+        members.sort(key=lambda k: events[k].start_time[0] if events[k].start_time else 0)
+        matched = _align([_event_kind(events[k].name) for k in members], nodes)
+        modules = [_node_module(nodes[j]) if j is not None else None for j in matched]
+        direct.update(k for k, j in zip(members, matched) if j is not None)
+        after = next((m for m in reversed(modules) if m is not None), None)  # at the end: the last placed one's
+        for k, module in reversed(list(zip(members, modules))):  # an inserted kernel: the next placed one's module
+            after = module if module is not None else after
+            if after is not None:
+                out[k] = after
+    return out, direct
+
+
+# -- intermediate values (`edgekit debug`): ETDump's debug buffer, named through the ETRecord ---------------------
+
+_LATER_CALL = re.compile(r"@\d+$")  # nn_module_stack's key of a module's second, third... call
+_WRAPPED = EXPORT_WRAPPER_PREFIX.rstrip(".")  # the user's model inside the export wrapper
+# ETRecord entries `parse_etrecord` unpickles (`torch.load`, weights-only first, everything where that fails)
+_PICKLED = ("_state_dict", "_constants", "_example_inputs", "reference_outputs", "representative_inputs")
+_NOT_OPERATORS = {"OPERATOR_CALL", "Method::execute", "Method::init", "Program::load_method"}  # no values of their own
+
+
+def write_etrecord(program, dest: Path) -> bool:
+    """Save the ETRecord that `program` (lowered with `generate_etrecord=True`) carries at `dest`; False where
+    there is none or it could not be written: a compile does not fail for want of it (`capture` then says so).
+    `compile` commits it with the program (`NAME.pte.etrecord`) once the program is verified.
+
+    `capture` reads the graph and the debug handle maps alone: the file keeps the edge program before lowering with
+    its weights, constants and example inputs stubbed (each a single zero broadcast to its shape, so the graph still
+    deserializes), leaves the ATen program out and is compressed: tens of KB (160 for GreedyViG-S) instead of twice
+    the program. It cannot serve the devtools' re-runs of the reference graph (`Inspector.calculate_numeric_gap`).
+    """
+    try:
+        record = program.get_etrecord()  # its own copy of the edge program: the program's bytes are written
+        record.exported_program = None
+        record.export_graph_id = None
+        edge = record.edge_dialect_program
+        for edge_program in edge.values() if isinstance(edge, dict) else [edge]:
+            _stub_weights(edge_program)
+        with quiet():
+            record.save(str(dest))
+            _deflate(dest)
+    except Exception:
+        with contextlib.suppress(OSError):
+            dest.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _stub(value):
+    if not isinstance(value, torch.Tensor):
+        return value
+    stub = torch.zeros([1] * value.dim(), dtype=value.dtype).expand(value.shape)
+    return nn.Parameter(stub, requires_grad=False) if isinstance(value, nn.Parameter) else stub
+
+
+def _stub_weights(program: torch.export.ExportedProgram) -> None:
+    """Replace the program's weights, constants and example inputs by a zero broadcast to each one's shape and
+    dtype (in place)."""
+    for table in (program.state_dict, program.constants):
+        for name, value in list(table.items()):
+            table[name] = _stub(value)
+    with contextlib.suppress(Exception):  # the setter checks them against the signature: kept where it refuses
+        args, kwargs = program.example_inputs
+        program.example_inputs = (tuple(_stub(a) for a in args), {k: _stub(v) for k, v in kwargs.items()})
+
+
+def _deflate(path: Path) -> None:
+    """Compress the ETRecord's entries (it is saved stored; its graph's JSON shrinks tenfold)."""
+    with zipfile.ZipFile(path) as archive:
+        entries = [(name, archive.read(name)) for name in archive.namelist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+
+
+def find_etrecord(path: Path, manifest: dict) -> Path:
+    """The ETRecord compiled with the program at `path` (`NAME.pte.etrecord`, its sha256 in the manifest's
+    `side_files`), or an ArtifactError saying why there is none."""
+    entry = (manifest.get("side_files") or {}).get(ETRECORD_SUFFIX)
+    found = side_file(path, ETRECORD_SUFFIX)
+    if not isinstance(entry, dict) or not found.is_file():
+        raise ArtifactError(
+            f"no ETRecord '{found.name}' beside '{path}' to name its intermediate values by module; compile the "
+            "model again with this edgekit (it writes one) and keep the file beside the program"
+        )
+    if sha256_of(found) != entry.get("sha256"):
+        raise ArtifactError(
+            f"'{found}' is not the ETRecord compiled with '{path}' (its sha256 differs from the manifest's); "
+            "compile the model again"
+        )
+    return found
+
+
+def executorch_capture(pte: str | Path, etrecord: str | Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The program's intermediate values on `x`, by the user's module path (see `edgekit.compile.capture`).
+
+    The program runs once with ETDump and a debug buffer (`_load_for_executorch(enable_etdump=True,
+    debug_buffer_size=...)`), which keeps every instruction's output: an operator's on the portable kernels, a
+    delegate call's inputs and outputs. The devtools `Inspector` reads them back (`Event.debug_data`) and resolves
+    each event's debug handles through the ETRecord; a debug handle names nodes of the edge program, whose
+    `nn_module_stack` says which module computed the value. A delegate call's outputs are the values of the nodes
+    inside it that are used outside it (matched by position, else by a shape only one of them has). Values are float
+    arrays in PyTorch's layout (the runtime's tensors at instruction boundaries are contiguous NCHW).
+    """
+    pte, etrecord = Path(pte), Path(etrecord)
+    record, graph = _read_etrecord(etrecord)
+    inp = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    with loading(pte, "ExecuTorch", "executorch"), quiet():
+        check_program_header(pte)
+        from executorch.extension.pybindings import portable_lib
+
+        module = portable_lib._load_for_executorch(
+            str(pte), enable_etdump=True, debug_buffer_size=_debug_buffer_bytes(graph, inp)
+        )
+    with quiet(), tempfile.TemporaryDirectory() as tmp:
+        from executorch.devtools import Inspector
+
+        module.forward((inp,))
+        etdump, debug = Path(tmp) / "run.etdp", Path(tmp) / "debug.bin"
+        module.write_etdump_result_to_file(str(etdump), str(debug))
+        inspector = Inspector(etdump_path=str(etdump), etrecord=record, debug_buffer_path=str(debug))
+    return _values_by_module(inspector, graph)
+
+
+def _read_etrecord(etrecord: Path):
+    """The parsed ETRecord, with the graph its debug handles name: the edge program's, before lowering."""
+    try:
+        _refuse_pickled_objects(etrecord)
+        with quiet():
+            from executorch.devtools import parse_etrecord
+
+            record = parse_etrecord(str(etrecord))
+        edge = record.edge_dialect_program
+        if isinstance(edge, dict):
+            edge = edge["forward"]
+        return record, edge.graph_module.graph
+    except ArtifactError:
+        raise
+    except ImportError as e:
+        raise EdgekitError(
+            f"could not read '{etrecord}': ExecuTorch is not installed ({e}); pip install 'edgekit[executorch]'"
+        ) from None
+    except Exception as e:
+        raise ArtifactError(
+            f"could not read the ETRecord '{etrecord}' ({type(e).__name__}: {e}); compile the model again"
+        ) from None
+
+
+def _refuse_pickled_objects(etrecord: Path) -> None:
+    """Raise an ArtifactError where the ETRecord's pickled entries (the programs' weights, constants and example
+    inputs) hold more than tensors and containers of them.
+
+    `parse_etrecord` loads them weights-only but falls back to full unpickling, which runs whatever code the file
+    names, where that fails: an ETRecord that came with someone else's artifact must not get that far.
+    """
+    with zipfile.ZipFile(etrecord) as archive:
+        for name in archive.namelist():
+            if not name.endswith(_PICKLED):
+                continue
+            data = archive.read(name)
+            try:
+                if data:
+                    torch.load(io.BytesIO(data), weights_only=True)
+            except Exception:
+                raise ArtifactError(
+                    f"the ETRecord '{etrecord}' holds objects other than tensors in '{name}', which reading it would "
+                    "unpickle (and could run code); compile the model again to get one edgekit can read"
+                ) from None
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _debug_buffer_bytes(graph: torch.fx.Graph, inp: torch.Tensor) -> int:
+    """Room for every value the run logs: each operator's outputs, and a delegate call's inputs and outputs (so
+    twice the edge program's values), 64-byte aligned, with slack for the copies lowering adds."""
+    total, count = inp.numel() * inp.element_size(), 1
+    for node in graph.nodes:
+        if node.op == "call_function":
+            for t in _tensors(node.meta.get("val")):
+                total += int(t.numel()) * t.element_size()
+                count += 1
+    return 2 * total + 128 * count + (1 << 20)
+
+
+def _handles(value) -> list[int]:
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [h for v in value for h in _handles(v)]
+    return []
+
+
+def _first_call_path(node: torch.fx.Node) -> str:
+    """The (export wrapper's) path of the innermost module `node` was traced in, within the first call of each:
+    export keys a module's later calls `...@1`, `...@2`, and what they compute belongs to the modules around the
+    call alone (PyTorch's side keeps a module's first call)."""
+    path = ""
+    for key, entry in (node.meta.get("nn_module_stack") or {}).items():
+        if _LATER_CALL.search(str(key)):
+            break
+        path = str(entry[0])
+    return path
+
+
+def _user_paths(path: str) -> list[str]:
+    """A (wrapper's) module path and each module around it, as the user's model names them: `model.a.b` ->
+    `a`, `a.b`. The wrapper and the user's model itself are none (an op in the model's own `forward` is the output
+    of no submodule)."""
+    parts = module_path(path).split(".") if path and path != _WRAPPED else []
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _last_handles(graph: torch.fx.Graph) -> dict[str, int]:
+    """For each module, the debug handle of the last op computed in its first call: its output's."""
+    last: dict[str, int] = {}
+    for node in graph.nodes:
+        handles = _handles(node.meta.get("debug_handle")) if node.op == "call_function" else []
+        if handles:
+            for path in _user_paths(_first_call_path(node)):
+                last[path] = handles[-1]
+    return last
+
+
+def _shape(node: torch.fx.Node) -> tuple[int, ...] | None:
+    val = node.meta.get("val")
+    return tuple(int(s) for s in val.shape) if isinstance(val, torch.Tensor) else None
+
+
+def _values_by_module(inspector, graph: torch.fx.Graph) -> dict[str, np.ndarray]:
+    """Each module's output, from the Inspector's events in execution order: a logged value is a module's where
+    the op computing it is the last of the module's (first) call, so a module whose last op ran out of sight
+    (inside a delegate) has none rather than an intermediate value of it."""
+    by_handle: dict[int, list[torch.fx.Node]] = defaultdict(list)
+    position = {node: i for i, node in enumerate(graph.nodes)}
+    for node in graph.nodes:
+        if node.op == "call_function":
+            for h in _handles(node.meta.get("debug_handle")):
+                by_handle[h].append(node)
+    last = _last_handles(graph)
+    out: dict[str, np.ndarray] = {}
+    for block in inspector.event_blocks:
+        for event in block.events:
+            handles = _handles(event.debug_handles)
+            if event.name in _NOT_OPERATORS or not event.debug_data or not handles:
+                continue
+            if event.name == "DELEGATE_CALL":
+                pairs = _delegate_outputs(event, handles, by_handle, position)
+            else:
+                pairs = _operator_output(event, handles, by_handle)
+            for node, value in pairs:
+                handle = _handles(node.meta.get("debug_handle"))[-1]
+                mine = [p for p in _user_paths(_first_call_path(node)) if last.get(p) == handle]
+                if mine:  # the later of two instructions an op became (a decomposition) holds its output
+                    array = value.detach().float().cpu().numpy().copy()
+                    out.update(dict.fromkeys(mine, array))
+    return out
+
+
+def _operator_output(event, handles: list[int], by_handle) -> list[tuple[torch.fx.Node, torch.Tensor]]:
+    """An operator's (first) output, with the node it comes from (the nodes one ATen op became share a handle,
+    and a module)."""
+    nodes = [n for h in handles for n in by_handle.get(h, [])]
+    value = next((v for v in event.debug_data if isinstance(v, torch.Tensor)), None)
+    if not nodes or value is None:
+        return []
+    same = [n for n in nodes if _shape(n) == tuple(value.shape)]
+    return [((same or nodes)[-1], value)]
+
+
+def _delegate_outputs(
+    event, handles: list[int], by_handle, position: dict[torch.fx.Node, int]
+) -> list[tuple[torch.fx.Node, torch.Tensor]]:
+    """A delegate call's outputs (the last `num_outputs` values it logged, after its inputs), each with the node
+    inside the delegate it is: the nodes used outside it, in graph order, or failing that the one of its shape."""
+    inside = {n for h in set(handles) for n in by_handle.get(h, [])}
+    ordered = sorted(inside, key=position.__getitem__)
+    escaping = [n for n in ordered if _shape(n) is not None and any(u not in inside for u in n.users)]
+    n_out = max(int(event.num_outputs or 1), 1)
+    outs = [v for v in event.debug_data[-n_out:] if isinstance(v, torch.Tensor)]
+    if len(escaping) == len(outs) and all(_shape(n) == tuple(v.shape) for n, v in zip(escaping, outs)):
+        return list(zip(escaping, outs))
+    pairs = []
+    for v in outs:
+        same = [n for n in escaping if _shape(n) == tuple(v.shape)]
+        if len(same) == 1:
+            pairs.append((same[0], v))
+    return pairs

@@ -19,7 +19,7 @@ from ..io import read_json, sha256_of, size_of
 from ..models import LoadedModel
 from ..specs import MAX_CLASSES, MAX_INPUT, MIN_INPUT
 from ..version import __version__
-from .base import CompileOptions, ExportInfo
+from .base import CompileOptions, ExportInfo, side_file
 from .registry import Target
 
 MANIFEST_SUFFIX = ".json"
@@ -82,6 +82,14 @@ class _Quantization(BaseModel):
     calibration: dict[str, Any] | None = None
 
 
+class _SideFile(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    file: Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^/\\]+$")]  # a name beside the artifact
+    bytes: Annotated[int, Field(ge=0)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class _Manifest(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
@@ -96,6 +104,7 @@ class _Manifest(BaseModel):
     options: dict[str, Any] = {}
     quantization: _Quantization | None = None
     delegate: _Name | None = None
+    side_files: Annotated[dict[Annotated[str, Field(max_length=100)], _SideFile], Field(max_length=20)] | None = None
 
 
 def check_manifest(manifest: object, source: str) -> dict:
@@ -213,9 +222,21 @@ def build_manifest(
         },
         "options": {k: v for k, v in vars(opts).items() if k not in ("mean", "std", "in_chans", "quant")},
         **info.extra,
+        **_side_files(info, artifact, written),
         "compile_seconds": round(seconds, 2),
         "tool_versions": tool_versions(target),
     }
+
+
+def _side_files(info: ExportInfo, artifact: Path, written: Path) -> dict:
+    """The manifest's `side_files`: {suffix: {file (its name beside the artifact), bytes, sha256}}."""
+    if not info.side_files:
+        return {}
+    entries = {}
+    for suffix in info.side_files:
+        tmp = side_file(written, suffix)
+        entries[suffix] = {"file": side_file(artifact, suffix).name, "bytes": size_of(tmp), "sha256": sha256_of(tmp)}
+    return {"side_files": entries}
 
 
 def tool_versions(target: Target) -> dict:

@@ -61,6 +61,9 @@ class Target:
     runtime_module: ClassVar[str | None] = None  # imported before a load is timed (a first import costs seconds)
     apps: ClassVar[tuple[str, ...]] = ()  # demo apps that run its artifacts: android, ios
     adb_tool: ClassVar[str | None] = None  # the benchmark binary `profile --device adb` runs
+    # Suffixes of files `export` may write beside the artifact (`ExportInfo.side_files`): compile commits them with
+    # the artifact, and removes an earlier compile's where this one wrote none.
+    side_suffixes: ClassVar[tuple[str, ...]] = ()
     image_input: ClassVar[bool] = False  # `--image-input` bakes the preprocessing into the artifact
     delegates: ClassVar[tuple[str, ...]] = ()  # the values its `--delegate` takes
 
