@@ -18,6 +18,7 @@ from rich.table import Table
 from . import recipe as recipes
 from .compile import compile as compile_model
 from .compile import scheme_help, target_names, verify
+from .compile.attribution import tree_rows
 from .compile.debugging import debug as debug_artifact
 from .data import data_help
 from .demo import bundle
@@ -662,12 +663,29 @@ def _print_report(r: dict) -> None:
     for note in r.get("notes", []):
         out.print(f"  [yellow]note[/yellow]        {_text(note)}")
     if r.get("ops"):
-        table = Table(title="per op kind (time per inference)")
-        for col in ("op", "count", "ms", "share"):
-            table.add_column(col, justify="left" if col == "op" else "right")
+
+        def module(path: str | None) -> str:  # None: the runtime's node named no module; "": the model's own forward
+            return "—" if path is None else _text(path) or "(model)"
+
+        scoped = any(o.get("module") is not None for o in r["ops"])
+        table = Table(title="per op (time per inference)")
+        for col in ("op", "module", "count", "ms", "share") if scoped else ("op", "count", "ms", "share"):
+            table.add_column(col, justify="left" if col in ("op", "module") else "right")
         for o in r["ops"][:15]:
-            table.add_row(_text(o["op"]), str(o.get("count", "")), f"{o['ms']:.3f}", f"{o.get('share', 0):.1%}")
+            where = [module(o.get("module"))] if scoped else []
+            table.add_row(_text(o["op"]), *where, str(o.get("count", "")), f"{o['ms']:.3f}", f"{o.get('share', 0):.1%}")
         out.print(table)
+        if r.get("modules"):
+            attributed = r.get("attributed")
+            table = Table(
+                title="per module (time per inference, 3 levels deep)"
+                + (f"; {attributed:.1%} of op time has a module" if attributed is not None else "")
+            )
+            for col in ("module", "ms", "share"):
+                table.add_column(col, justify="left" if col == "module" else "right")
+            for depth, n in tree_rows(r["modules"], max_depth=3):
+                table.add_row("  " * depth + module(n["module"]), f"{n['ms']:.3f}", f"{n.get('share', 0):.1%}")
+            out.print(table)
 
 
 @app.command("profile")

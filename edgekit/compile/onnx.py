@@ -7,6 +7,7 @@ import ast
 import json
 import logging
 import os
+import re
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -327,19 +328,139 @@ def _first_calls(values: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def onnx_op_profile(path: str | Path, x: np.ndarray, threads: int | None, runs: int = 20) -> list[dict]:
-    """Mean time per ONNX op type from ONNX Runtime's own profiler (kernel time of every node)."""
+    """Mean time per ONNX op and module from ONNX Runtime's own profiler (kernel time of every node).
+
+    The session is the timed runs' (`session_options`: threads, graph optimizations), so the nodes timed are the
+    graph ORT optimized, which it also writes out here: each timed node is traced back to the artifact's node it came
+    from and that node's module scope (`_ort_node_modules`).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         so = session_options(threads)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")
+        optimized = Path(tmp) / "optimized.onnx"
+        so.optimized_model_filepath = str(optimized)
         session = ort().InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
         for _ in range(runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
-    times: dict[tuple[str, str], float] = defaultdict(float)
-    for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
-            continue
-        times[(e["name"], e.get("args", {}).get("op_name", "?"))] += e["dur"] / 1e3 / runs
-    return op_rows((op, None, ms) for (_, op), ms in times.items())
+        times: dict[tuple[str, str], float] = defaultdict(float)
+        for e in events:
+            if e.get("cat") != "Node" or not e.get("name", "").endswith(_KERNEL_TIME):
+                continue
+            times[(e["name"][: -len(_KERNEL_TIME)], e.get("args", {}).get("op_name", "?"))] += e["dur"] / 1e3 / runs
+        modules = _ort_node_modules(path, optimized, {name for name, _ in times})
+    return op_rows((op, modules[name], ms) for (name, op), ms in times.items())
+
+
+_KERNEL_TIME = "_kernel_time"  # ORT's profiler: a node's event is `<node name>_kernel_time`
+# What ORT's optimizers put around the name of a node they rewrote: `getitem_9_nchwc` (NCHWc layout, named after the
+# node's output), `fused node_Gemm_3` (activation fusions), `_token_N` (GenerateNodeName's counter for a taken name).
+_ORT_RENAMED = re.compile(r"^(?:fused )+|(?:_nchwc|_fused|_token_\d+)+$")
+# conversions in front of the node that needs them: NCHWc layout (ORT's), dequantization (the QDQ quantizer's)
+_INPUT_SIDE = ("ReorderInput", "DequantizeLinear")
+
+
+def _user_module(path: str | None) -> str | None:
+    """An exported node's module path as the user's model names it: "" for the model's own forward (and the export
+    wrapper's: the baked-in preprocessing), None without a scope."""
+    if path is None:
+        return None
+    return "" if path in ("", EXPORT_WRAPPER_PREFIX.rstrip(".")) else module_path(path)
+
+
+def _ort_node_modules(path: str | Path, optimized: Path, names: set[str]) -> dict[str, str | None]:
+    """The user's module path of each of `names`, nodes of ONNX Runtime's optimized graph (what its profiler names).
+
+    A node ORT kept or rewrote is found by its name (the artifact's node name, or the name of the value it computes
+    for the NCHWc rewrites), with ORT's affixes stripped, else by a value it computes; the artifact's node gives the
+    scope. Where ORT fused nodes, the one found may be the last of them (a Conv fused with the Relu after it computes,
+    and is named after, the Relu's output): the nearest node before it of the kind ORT runs (Conv) is taken.
+
+    A node ORT inserted (the NCHWc layout's ReorderInput/ReorderOutput, layout Transposes) or one the artifact has no
+    scope for (the QDQ quantizer's QuantizeLinear/DequantizeLinear) is credited to the node it converts for: a
+    ReorderInput or DequantizeLinear to the nodes that consume its output, others to the nodes that produce their
+    inputs (then the other side); the modules of several such nodes to the innermost module holding them all. None
+    where no node around it has a module (an artifact without scopes). Without the optimized graph (ORT did not write
+    it) only names are looked up.
+    """
+    import onnx
+
+    by_name: dict[str, onnx.NodeProto] = {}
+    by_value: dict[str, onnx.NodeProto] = {}
+    for n in onnx.load(str(path), load_external_data=False).graph.node:
+        by_name[n.name] = n
+        by_value.update((o, n) for o in n.output if o)
+
+    def lookup(name: str, outputs: list[str], op: str | None = None) -> str | None:
+        keys = [(k, t) for k in dict.fromkeys((name, _ORT_RENAMED.sub("", name))) for t in (by_name, by_value)]
+        keys += [(o, by_value) for o in outputs]
+        node = next((table[key] for key, table in keys if key in table), None)
+        if node is None:
+            return None
+        return _user_module(node_module(_fused_from(node, op, by_value) if op else node))
+
+    try:
+        nodes = list(onnx.load(str(optimized), load_external_data=False).graph.node)
+    except Exception:  # no optimized graph (an ORT that does not write it, a write that failed): names alone
+        nodes = []
+    found: dict[str, str] = {}  # module of each node of the optimized graph known to have one
+    inserted = []
+    for n in nodes:
+        module = lookup(n.name, [o for o in n.output if o], n.op_type)
+        if module is not None:
+            found[n.name] = module
+        else:
+            inserted.append(n)
+    producer = {o: n.name for n in nodes for o in n.output if o}
+    consumers: dict[str, list[str]] = defaultdict(list)
+    for n in nodes:
+        for i in dict.fromkeys(i for i in n.input if i):
+            consumers[i].append(n.name)
+    while inserted:  # to a fixed point: a node next to another one without a module waits for it
+        left = []
+        for n in inserted:
+            before = [producer[i] for i in n.input if i in producer]
+            after = [c for o in n.output for c in consumers.get(o, [])]
+            sides = (after, before) if n.op_type in _INPUT_SIDE else (before, after)
+            module = None
+            for side in sides:
+                module = _common_module([found[m] for m in side if m in found])
+                if module is not None:
+                    break
+            if module is None:
+                left.append(n)
+            else:
+                found[n.name] = module
+        if len(left) == len(inserted):
+            break
+        inserted = left
+    return {name: found[name] if name in found else lookup(name, []) for name in names}
+
+
+def _fused_from(node, op: str, by_value: dict, steps: int = 3):
+    """The artifact's node an ORT node of kind `op` computes: `node` where it is of that kind (or ORT's fused or
+    quantized form of it: FusedConv, QLinearConv), else the nearest such node among the `steps` before it; `node`
+    where there is none."""
+    level = [node]
+    for _ in range(steps + 1):
+        for n in level:
+            if op == n.op_type or op.endswith(n.op_type):
+                return n
+        level = [by_value[i] for n in level for i in n.input if i in by_value]
+    return node
+
+
+def _common_module(paths: list[str]) -> str | None:
+    """The innermost module path holding every one of `paths` ("" the model), None for no paths."""
+    if not paths:
+        return None
+    common = paths[0].split(".") if paths[0] else []
+    for p in paths[1:]:
+        parts = p.split(".") if p else []
+        k = 0
+        while k < min(len(common), len(parts)) and common[k] == parts[k]:
+            k += 1
+        common = common[:k]
+    return ".".join(common)

@@ -2,7 +2,8 @@
 
 Reports are keyed by artifact sha256, target, device and threads; each keeps its full JSON. A report
 whose artifact was compiled from a model edgekit can rebuild also keeps that model's cost features,
-which is what the predictor is fitted on.
+which is what the predictor is fitted on. A report with per-op rows that carry module paths also keeps
+its module tree, one row per module (`module_times`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..compile.attribution import module_tree, tree_rows
 from ..errors import EdgekitError
 
 SCHEMA = """
@@ -41,6 +43,15 @@ CREATE TABLE IF NOT EXISTS reports (
     report TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reports_key ON reports (artifact_sha256, target, device, threads);
+CREATE TABLE IF NOT EXISTS module_times (
+    report_id INTEGER NOT NULL REFERENCES reports (id),
+    module TEXT NOT NULL,
+    ms REAL NOT NULL,
+    self_ms REAL,
+    share REAL,
+    depth INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS module_times_report ON module_times (report_id);
 """
 COLUMNS = (
     "id",
@@ -59,6 +70,7 @@ COLUMNS = (
     "min_ms",
     "runs",
 )
+MODULE_COLUMNS = ("module", "ms", "self_ms", "share", "depth")  # module_times' own, in the tree's order (rowid)
 
 
 def default_path() -> Path:
@@ -115,10 +127,11 @@ class LatencyDB:
         try:
             with self._guard():
                 self.conn.executescript(SCHEMA)
-                have = {r[1] for r in self.conn.execute("PRAGMA table_info(reports)")}
-                missing = [c for c in (*COLUMNS, "features", "report") if c not in have]
-                if missing:
-                    raise sqlite3.DatabaseError(f"its reports table has no column {missing[0]}; not edgekit's")
+                for table, columns in (("reports", (*COLUMNS, "features", "report")), ("module_times", MODULE_COLUMNS)):
+                    have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+                    missing = [c for c in columns if c not in have]
+                    if missing:
+                        raise sqlite3.DatabaseError(f"its {table} table has no column {missing[0]}; not edgekit's")
         except BaseException:
             self.conn.close()
             raise
@@ -160,7 +173,7 @@ class LatencyDB:
         self.close()
 
     def add(self, report: dict, features: dict | None = None) -> int:
-        """Store a (validated) report; returns its id."""
+        """Store a (validated) report, and its module tree (the report's, else its per-op rows'); returns its id."""
         art = report["artifact"]
         row = (
             report.get("created") or "",
@@ -187,8 +200,48 @@ class LatencyDB:
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 row,
             )
-        assert cur.lastrowid is not None  # an INSERT sets it
-        return int(cur.lastrowid)
+            assert cur.lastrowid is not None  # an INSERT sets it
+            report_id = int(cur.lastrowid)
+            tree = report.get("modules") or module_tree(report.get("ops") or [])
+            self.conn.executemany(
+                "INSERT INTO module_times (report_id, module, ms, self_ms, share, depth) VALUES (?,?,?,?,?,?)",
+                [
+                    (report_id, n["module"], n["ms"], n.get("self_ms"), n.get("share"), depth)
+                    for depth, n in tree_rows(tree)
+                ],
+            )
+        return report_id
+
+    def module_times(
+        self,
+        report_id: int | None = None,
+        *,
+        sha256: str | None = None,
+        target: str | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        max_depth: int | None = None,
+    ) -> list[dict]:
+        """One report's module tree, `{module, ms, self_ms, share, depth}` per module (each parent before its children,
+        largest first; the model is module "" at depth 0): the report `report_id`, or the latest one of an artifact on
+        a target, device and thread count. Empty where the report has no tree (no per-op rows with module paths,
+        recorded before the database kept them) or there is no such report."""
+        if report_id is None:
+            if sha256 is None or target is None or device is None or threads is None:
+                raise EdgekitError(
+                    "module times need a report id, or the artifact's sha256, target, device and threads"
+                )
+            found = self.latest(sha256, target, device, threads)
+            if found is None:
+                return []
+            report_id = found["id"]
+        sql = f"SELECT {', '.join(MODULE_COLUMNS)} FROM module_times WHERE report_id = ?"
+        args: list = [report_id]
+        if max_depth is not None:
+            sql += " AND depth <= ?"
+            args.append(max_depth)
+        with self._guard():
+            return [dict(r) for r in self.conn.execute(sql + " ORDER BY rowid", args)]
 
     def rows(
         self,

@@ -19,6 +19,7 @@ from pathlib import Path
 import jsonschema
 
 from ..compile import fixed_inputs, get_target, quiet, read_manifest, target_names
+from ..compile.attribution import attributed_share, module_tree
 from ..compile.manifest import loading
 from ..compile.verification import running
 from ..errors import ArtifactError, EdgekitError
@@ -31,9 +32,12 @@ from .timing import gc_paused, summarize, timed
 SCHEMA_ID = "edgekit-latency-report/1"
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 NOISY = 0.10  # interquartile range over median above which a run is called noisy and repeated
-# What a report may be: 4 MB holds 100 000 samples (the schema's most) with room to spare; nesting is 3 deep.
+# What a report may be: 4 MB holds 100 000 samples (the schema's most) with room to spare; nesting is 3 deep but for
+# the module tree, two levels (a node, its children) per module level: its root is at 1, its leaves' fields at
+# 2 + 2 * MODULE_DEPTH at most (the zoo's deepest module path has 6 parts).
 MAX_REPORT_BYTES = 4 * 1024 * 1024
-MAX_DEPTH = 16
+MODULE_DEPTH = 7  # module levels below the model a report's tree keeps; a deeper module's time stays in its parent
+MAX_DEPTH = 2 + 2 * MODULE_DEPTH
 MAX_RUNS = 100_000  # the schema's bound on runs, warmup and samples: measure no more than a report can hold
 
 
@@ -286,6 +290,24 @@ def measure_host(
     return report
 
 
+def module_fields(ops: list[dict]) -> dict:
+    """The report's `modules` (the per-op rows' module tree, MODULE_DEPTH levels deep) and `attributed` (the share of
+    op time with a module path); nothing where no row carries a module (TFLite's benchmark_model, old artifacts)."""
+    tree = module_tree(ops)
+    if tree is None:
+        return {}
+    _cut(tree, MODULE_DEPTH)
+    return {"modules": tree, "attributed": attributed_share(ops)}
+
+
+def _cut(node: dict, levels: int) -> None:
+    """Drop the tree's nodes more than `levels` below `node`; their time stays in their ancestors' `ms`."""
+    if levels <= 0:
+        node["children"] = []
+    for child in node["children"]:
+        _cut(child, levels - 1)
+
+
 def profile(
     artifact: str | Path,
     *,
@@ -326,6 +348,7 @@ def profile(
             "model": host_name(),
             "os": f"{platform.system()} {platform.release()}",
         }
+    measured.update(module_fields(measured.get("ops") or []))
     quant = (manifest.get("quantization") or {}).get("scheme")
     report = {
         "schema": SCHEMA_ID,

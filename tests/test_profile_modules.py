@@ -1,0 +1,242 @@
+"""Per-op latency mapped to modules: ONNX Runtime's timed nodes carry the zoo models' module paths, and their module
+tree is in the report (schema-checked), in the latency database and in `edgekit profile --per-op`.
+
+The artifacts are test_compile's (`shared_compile`, the same call and xdist group): one export per model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from edgekit.compile.attribution import op_rows, tree_rows
+from edgekit.compile.onnx import NAME_SCOPES, onnx_op_profile
+from edgekit.errors import EdgekitError
+from edgekit.latency import LatencyDB
+from edgekit.latency import db as dbmod
+from edgekit.profile import MODULE_DEPTH, module_fields, profile, validate_report
+
+from .conftest import run_cli
+from .test_compile import SMALL, SMALLEST
+
+pytestmark = pytest.mark.xdist_group("zoo_compiled")
+
+# a stage of each model, which holds blocks of its own
+STAGE = {
+    "mobilevig_ti": "local_backbone",
+    "greedyvig_s": "backbone",
+    "mobileone_s0": "stage1",
+    "mobilenetv2_100": "features",
+}
+ROUNDING = 1e-4  # each row's ms is rounded to 4 places, and each node's sum of them again
+
+
+def onnx_artifact(shared_compile, name: str):
+    return shared_compile(name, "onnx", input_size=SMALL, num_classes=10).artifact
+
+
+@pytest.fixture(scope="module")
+def reports(shared_compile):
+    cache: dict[str, dict] = {}
+
+    def get(name: str) -> dict:
+        if name not in cache:
+            cache[name] = profile(onnx_artifact(shared_compile, name), runs=3, warmup=1, threads=1, per_op=True)
+        return cache[name]
+
+    return get
+
+
+def close(a: float, b: float, terms: int) -> bool:
+    return abs(a - b) <= ROUNDING * (terms + 1)
+
+
+@pytest.mark.parametrize("name", SMALLEST)
+def test_zoo_op_time_carries_module_paths(reports, name):
+    r = reports(name)
+    ops = r["ops"]
+    total = sum(o["ms"] for o in ops)
+    scoped = [o for o in ops if o["module"] is not None]
+    assert sum(o["ms"] for o in scoped) >= 0.95 * total, [o for o in ops if o["module"] is None]
+    assert r["attributed"] >= 0.95
+    assert not any(o["module"].startswith("model.") or o["module"] == "model" for o in scoped)  # the user's paths
+    # ORT's NCHWc layout conversions (x86) are credited to the node they convert for
+    assert all(o["module"] is not None for o in ops if o["op"].startswith("Reorder"))
+
+    tree = r["modules"]
+    assert tree["module"] == "" and tree["share"] <= 1
+    assert close(tree["ms"], sum(o["ms"] for o in scoped), len(scoped))
+    assert close(tree["unattributed_ms"], total - sum(o["ms"] for o in scoped), len(ops))
+    stage = next(c for c in tree["children"] if c["module"] == STAGE[name])
+    assert len(stage["children"]) >= 2 and all(c["module"].startswith(STAGE[name] + ".") for c in stage["children"])
+    assert close(stage["ms"], stage["self_ms"] + sum(c["ms"] for c in stage["children"]), len(stage["children"]))
+    assert [c["ms"] for c in stage["children"]] == sorted((c["ms"] for c in stage["children"]), reverse=True)
+    # every row's time is in the node of its module
+    nodes = {n["module"]: n for _, n in tree_rows(tree)}
+    for o in scoped:
+        assert o["module"] in nodes and nodes[o["module"]]["self_ms"] >= o["ms"] - ROUNDING
+    validate_report(r)
+
+
+def synthetic_onnx(path, scopes: bool = True):
+    """conv -> relu (module a) -> the QDQ quantizer's QuantizeLinear/DequantizeLinear (no scope) -> conv (b) -> flatten
+    (the model's own forward), exported as edgekit writes ONNX: each node's name scopes in its metadata."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def node(op, inputs, output, name, *where, **attrs):
+        n = helper.make_node(op, inputs, [output], name=name, **attrs)
+        if scopes and where:
+            entry = n.metadata_props.add()
+            entry.key, entry.value = NAME_SCOPES, repr(["", "model", *where, op.lower()])
+        return n
+
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.standard_normal((8, 3, 3, 3)), "w2": rng.standard_normal((8, 8, 1, 1)), "s": 0.05}
+    inits = [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in weights.items()]
+    inits.append(numpy_helper.from_array(np.array(0, np.int8), "z"))
+    nodes = [
+        node("Conv", ["input", "w1"], "c1", "node_Conv_0", "model.a", "model.a.conv", pads=[1, 1, 1, 1]),
+        node("Relu", ["c1"], "r1", "node_relu", "model.a", "model.a.act"),  # ORT fuses it into the conv
+        node("QuantizeLinear", ["r1", "s", "z"], "q", "r1_QuantizeLinear"),
+        node("DequantizeLinear", ["q", "s", "z"], "dq", "r1_DequantizeLinear"),
+        node("Conv", ["dq", "w2"], "c2", "node_Conv_1", "model.b"),
+        node("Flatten", ["c2"], "logits", "node_flatten"),
+    ]
+    if scopes:
+        entry = nodes[-1].metadata_props.add()
+        entry.key, entry.value = NAME_SCOPES, repr(["", "model", "flatten"])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_ort_nodes_map_to_the_modules_they_were_exported_from(tmp_path):
+    x = np.ones((1, 3, 16, 16), np.float32)
+    rows = onnx_op_profile(synthetic_onnx(tmp_path / "m.onnx"), x, threads=1, runs=2)
+    where = {(r["op"], r["module"]) for r in rows}
+    assert ("Conv", "a.conv") in where and ("Conv", "b") in where  # a fused Conv+Relu is the conv's
+    assert ("Flatten", "") in where  # the model's own forward
+    assert all(r["module"] is not None for r in rows), rows  # QDQ and NCHWc reorders: the module they convert for
+    assert {r["module"] for r in rows if r["op"] == "DequantizeLinear"} == {"b"}
+    assert {r["module"] for r in rows if r["op"] == "QuantizeLinear"} <= {"a.act", "a.conv"}  # the fused conv's
+    # an artifact without scopes (compiled before edgekit kept them): the same rows, no module, no tree
+    plain = onnx_op_profile(synthetic_onnx(tmp_path / "p.onnx", scopes=False), x, threads=1, runs=2)
+    assert plain and all(r["module"] is None for r in plain) and module_fields(plain) == {}
+
+
+def test_database_keeps_the_module_tree(reports, tmp_path):
+    r = reports("mobilevig_ti")
+    with LatencyDB(tmp_path / "lat.sqlite") as db:
+        rid = db.add(r)
+        times = db.module_times(rid)
+        assert [(t["module"], t["ms"], t["depth"]) for t in times] == [
+            (n["module"], n["ms"], d) for d, n in tree_rows(r["modules"])
+        ]
+        root = r["modules"]
+        assert times[0] == {"module": "", "depth": 0, **{k: root[k] for k in ("ms", "self_ms", "share")}}
+        key = dict(sha256=r["artifact"]["sha256"], target="onnx", device=r["device"]["name"], threads=r["threads"])
+        assert db.module_times(**key) == times
+        shallow = db.module_times(rid, max_depth=1)
+        assert [t["module"] for t in shallow] == ["", *(c["module"] for c in r["modules"]["children"])]
+        assert db.module_times(rid + 1) == [] and db.module_times(**{**key, "threads": 7}) == []
+        with pytest.raises(EdgekitError, match="report id"):
+            db.module_times(sha256=key["sha256"])
+        # a report without module paths (TFLite's benchmark_model over adb) has no tree, in the report or here
+        plain = copy.deepcopy(r)
+        plain["ops"] = [{**o, "module": None} for o in plain["ops"]]
+        for k in ("modules", "attributed"):
+            plain.pop(k)
+        plain.update(module_fields(plain["ops"]))
+        assert "modules" not in plain and "attributed" not in plain
+        assert db.module_times(db.add(validate_report(plain))) == []
+        # a report that has module rows and no tree (a demo app's) gets its tree from the rows
+        app = copy.deepcopy(r)
+        app.pop("modules")
+        assert [t["module"] for t in db.module_times(db.add(app))] == [t["module"] for t in times]
+        exported = json.loads(db.export())
+        assert exported[0]["modules"] == r["modules"] and exported[0]["attributed"] == r["attributed"]
+
+
+def test_database_from_before_module_times_opens_and_gains_them(reports, tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(dbmod.SCHEMA.split("CREATE TABLE IF NOT EXISTS module_times")[0])
+    with LatencyDB(path) as db:
+        assert db.rows() == []
+        assert db.module_times(db.add(reports("mobileone_s0")))[0]["module"] == ""
+    with sqlite3.connect(path) as conn:  # another program's table of that name is not edgekit's database
+        conn.executescript("DROP TABLE module_times; CREATE TABLE module_times (x INTEGER);")
+    with pytest.raises(EdgekitError, match="is damaged"):
+        LatencyDB(path)
+
+
+def test_schema_bounds_the_module_tree():
+    rows = op_rows([("Conv", ".".join(f"m{i}" for i in range(MODULE_DEPTH + 5)), 1.0), ("Add", None, 1.0)])
+    fields = module_fields(rows)
+    assert fields["attributed"] == 0.5 and fields["modules"]["unattributed_ms"] == 1.0
+    depth, deepest = max(tree_rows(fields["modules"]), key=lambda dn: dn[0])
+    assert depth == MODULE_DEPTH and deepest["children"] == [] and deepest["ms"] == 1.0  # deeper modules are cut
+    report = {
+        "schema": "edgekit-latency-report/1",
+        "device": {"name": "host"},
+        "runtime": {"name": "onnx"},
+        "artifact": {"sha256": "0" * 64},
+        "threads": 1,
+        "warmup": 0,
+        "runs": 1,
+        "samples_ms": [2.0],
+        "median_ms": 2.0,
+        "min_ms": 2.0,
+        "p90_ms": 2.0,
+        "iqr_ms": 0.0,
+        "ops": rows,
+        **fields,
+    }
+    validate_report(report)
+    bad = copy.deepcopy(report)
+    bad["modules"]["children"][0]["share"] = 2.0
+    with pytest.raises(EdgekitError, match="at modules/children/0/share"):
+        validate_report(bad)
+    bad = copy.deepcopy(report)
+    bad["modules"]["module"] = "m0"
+    with pytest.raises(EdgekitError, match="at modules/module"):
+        validate_report(bad)
+    bad = copy.deepcopy(report)
+    node = bad["modules"]
+    while node["children"]:
+        node = node["children"][0]
+    node["children"] = [{"module": "x", "ms": 0.0, "children": []}]  # a level more than a report keeps
+    with pytest.raises(EdgekitError, match="nested more than"):
+        validate_report(bad)
+
+
+def test_cli_prints_the_module_tree(shared_compile, tmp_path):
+    artifact = onnx_artifact(shared_compile, "mobilevig_ti")
+    db = tmp_path / "lat.sqlite"
+    args = ("profile", str(artifact), "--runs", "3", "--warmup", "1", "--threads", "1", "--per-op", "--db", str(db))
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "per op (time per inference)" in text and "module" in text.split("per op", 1)[1].splitlines()[2]
+    assert "per module (time per inference, 3 levels deep)" in text and "of op time has a module" in text
+    tree = text.split("per module", 1)[1]
+    assert "(model)" in tree and "  local_backbone " in tree and "      local_backbone.0.mlp " in tree
+    assert "local_backbone.0.mlp.act" not in tree  # 3 levels deep
+    proc = run_cli(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["modules"]["children"] and report["attributed"] >= 0.95
+    with LatencyDB(db) as database:
+        latest = database.rows()[-1]
+        assert database.module_times(latest["id"])[0]["ms"] == report["modules"]["ms"]
