@@ -78,6 +78,29 @@ def last_value_per_module(values: Iterable[tuple[str, str]]) -> dict[str, str]:
     return last
 
 
+def first_calls(values: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """For each module called more than once (a shared activation: `self.act(...)` twice in one forward), the last
+    value of its first call, which is the one `module_outputs` keeps; `last_value_per_module` would give its last.
+    Update `last_value_per_module`'s answer with this one.
+
+    A call is a run of consecutive `(module path, value name)` pairs inside the module (pairs in execution order);
+    modules with one run are left out.
+    """
+    first: dict[str, str] = {}
+    runs: dict[str, int] = {}
+    inside: set[str] = set()
+    for path, name in values:
+        parts = module_path(path).split(".")
+        now = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+        for m in now - inside:
+            runs[m] = runs.get(m, 0) + 1
+        for m in now:
+            if runs[m] == 1:
+                first[m] = name
+        inside = now
+    return {m: name for m, name in first.items() if runs[m] > 1}
+
+
 def _first_tensor(output) -> torch.Tensor | None:
     if isinstance(output, torch.Tensor):
         return output
