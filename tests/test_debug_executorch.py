@@ -24,8 +24,8 @@ from torch import nn
 
 import edgekit
 from edgekit.compile import CompileOptions, get_target, prepare_for_export, read_manifest
-from edgekit.compile.capture import module_outputs
 from edgekit.compile.base import side_file
+from edgekit.compile.capture import module_outputs
 from edgekit.compile.executorch import ETRECORD_SUFFIX, ExecuTorch
 from edgekit.errors import ArtifactError, VerificationError
 from edgekit.io import sha256_of
@@ -304,3 +304,33 @@ def test_an_etrecord_whose_weights_are_not_tensors_is_refused_unread(compiled, t
     with pytest.raises(ArtifactError, match="holds objects other than tensors"):
         TARGET.capture(moved.artifact, manifest, example().numpy())
     assert not marker.exists()
+
+
+def test_an_int8_program_without_delegate_gives_every_layer_its_dequantized_value(tmp_path):
+    """`--quantize int8 --delegate none`: the same quantized program on the portable and quantized kernels. Every
+    convolution's value is the dequantized one the next layer reads (not the int8 codes, not a weight's
+    dequantization), near the float model's, and a (de)quantize op's time goes to the layer it quantizes for."""
+    model = randomize(edgekit.create_model("mobilenetv2_100", num_classes=10))
+    result = edgekit.compile(
+        model, "executorch", out=tmp_path, input_size=SIZE, delegate="none", quantize="int8", calib="digits",
+        calib_size=32, verify=False,
+    )  # fmt: skip
+    assert result.artifact.name == "MobileNetV2.none.pte"  # a module in hand: named after its class
+    x = example()
+    got = TARGET.capture(result.artifact, result.manifest, x.numpy())
+    assert got is not None
+    net = reference(model)
+    ref = module_outputs(net, x)
+    convs = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    assert set(convs) <= set(got), sorted(set(convs) - set(got))
+    acts = [n for n, m in net.named_modules() if isinstance(m, nn.ReLU6)]  # (a conv's value has its BN folded in)
+    for name in acts[:6]:  # early layers: int8 rounding only, nothing accumulated yet
+        a, b = ref[name].ravel(), got[name].ravel()
+        assert got[name].dtype == np.float32 and got[name].shape == tuple(ref[name].shape)
+        assert float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.99, name
+        assert len(np.unique(got[name])) > 10  # a dequantized activation, not a handful of codes
+    rows = TARGET.op_profile(result.artifact, x.numpy(), 1)
+    assert rows is not None
+    qdq = [r for r in rows if "quantize_per_" in r["op"]]
+    share = sum(r["ms"] for r in qdq if r["module"]) / sum(r["ms"] for r in qdq)
+    assert share > 0.95  # credited to layers, not to the model's own forward (the input's quantize alone is)

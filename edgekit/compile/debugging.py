@@ -5,9 +5,10 @@ data's validation images for a quantized artifact); PyTorch's module outputs (`c
 artifact's values by module (`Target.capture`) are compared module by module, in the order PyTorch finishes them:
 max abs error, cosine and SNR, against the artifact's own tolerance (the bound verification applies to the
 logits, applied to each module's output). The first module in that order that breaks it is where the artifact
-went wrong. For a quantized artifact every module is also ranked by the error it adds: its output's relative
-error less that of the module that finished just before it started (its input, for a chain of modules), and the
-`--float-layer` arguments that would keep the worst ones float are printed.
+went wrong. For a quantized artifact every leaf module is also ranked by the error it adds: its output's relative
+error less that of the compared leaf that finished last before it started (its input, for a chain of modules), and
+the `--float-layer` arguments that would keep the worst ones float are printed. A value the artifact has under a
+module whose BatchNorm it folded in (PT2E's int8 convolutions) is compared with the BatchNorm's output.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import torch
 from torch import nn
 
 from ..errors import EdgekitError
-from .base import Tolerance
+from .base import EXPORT_WRAPPER_PREFIX, Tolerance
 from .capture import hooked_forward, module_outputs, module_path
 from .export import prepare_for_export
 from .inputs import data_inputs, fixed_inputs, reference_model
 from .manifest import read_manifest
 from .registry import Target, get_target
+
+WHOLE = EXPORT_WRAPPER_PREFIX.rstrip(".")  # the user's model itself, as `module_path` names it
 
 
 class DebugError(EdgekitError):
@@ -75,25 +78,28 @@ def compare_modules(
         if got is None:
             raise DebugError(
                 f"{target.title or target.name} gives no intermediate values of '{path}' here; `edgekit debug` covers "
-                "onnx, tflite and executorch artifacts compiled by this edgekit (older ones carry no module scopes: "
-                "compile again)"
+                "onnx, tflite and executorch artifacts (coreml on macOS) compiled by this edgekit (older ones carry no "
+                "module scopes: compile again)"
             )
         gots.append(got)
     tol = target.tolerance_for(manifest)
+    folded = _folded_batchnorms(model, before, gots)
     rows: list[ModuleRow] = []
     for name in order:
         if not all(name in g and name in r for g, r in zip(gots, refs)):
             continue
-        pairs = [(r[name], _as_reference_layout(g[name], r[name].shape)) for r, g in zip(refs, gots)]
+        ref = folded.get(name, name)
+        pairs = [(r[ref], _as_reference_layout(g[name], r[ref].shape)) for r, g in zip(refs, gots)]
         if any(b is None for _, b in pairs):
             continue
         rows.append(_row(name, [(a, b) for a, b in pairs if b is not None], tol))
-    by_name = {r.module: r for r in rows}
+    # leaves: the modules the artifact has no value inside of (not the whole model, where a runtime names its output)
+    leaves = [r for r in rows if r.module != WHOLE and not any(o.module.startswith(r.module + ".") for o in rows)]
+    leaf_rows = {r.module: r for r in leaves}
     for r in rows:
-        prev = by_name.get(before.get(r.module, ""))
+        prev = _input_row(r.module, order, before, leaf_rows)
         r.added = r.rel_error - (prev.rel_error if prev else 0.0)
     first = next((r for r in rows if r.breach), None)
-    leaves = [r for r in rows if not any(o.module.startswith(r.module + ".") for o in rows)]
     worst = sorted(leaves, key=lambda r: r.added, reverse=True)[:5]
     quantized = bool((manifest.get("quantization") or {}).get("scheme"))
     return {
@@ -122,6 +128,9 @@ def debug(
     if not 1 <= int(samples) <= 64:
         raise EdgekitError(f"--samples {samples} is out of range; give 1 to 64")
     manifest = read_manifest(artifact)
+    reason = get_target(manifest["target"]).runnable(manifest)
+    if reason:  # before the model is rebuilt: the one thing that cannot be helped here comes first
+        raise DebugError(f"cannot run '{artifact}' here: {reason}")
     net = prepare_for_export(reference_model(artifact, manifest, model, weights))
     return compare_modules(artifact, manifest, net, samples=samples)
 
@@ -162,6 +171,38 @@ def _order(model: nn.Module, x: torch.Tensor) -> tuple[list[str], dict[str, str]
         hooks.append((m, pre, post))
     hooked_forward(model, x, hooks)
     return finished, before
+
+
+def _folded_batchnorms(model: nn.Module, before: dict[str, str], gots: list[dict]) -> dict[str, str]:
+    """{convolution: the BatchNorm folded into it}: a BatchNorm the artifact has no value of, run right after a
+    convolution (its input), was folded into that convolution's op (PT2E quantization folds them before lowering),
+    so the value the artifact has under the convolution's name is the BatchNorm's output."""
+    modules = {module_path(name): m for name, m in model.named_modules()}
+    folded = {}
+    for path, m in modules.items():
+        conv = before.get(path, "")
+        if (
+            isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and isinstance(modules.get(conv), nn.modules.conv._ConvNd)
+            and not any(path in g for g in gots)
+        ):
+            folded[conv] = path
+    return folded
+
+
+def _input_row(name: str, order: list[str], before: dict[str, str], leaves: dict[str, ModuleRow]) -> ModuleRow | None:
+    """The compared leaf module nearest before `name` started, whose error `name`'s output carries in: the module
+    that finished just before it, or the last compared leaf that finished before that (where the artifact has no
+    value of it: a convolution folded into its BatchNorm, a Dropout, a container). Leaves only, so that the errors
+    added along a chain of leaves sum to the last one's; a container's value can be one its runtime fused across
+    its end (ONNX Runtime's quantizer drops a Clip into the quantization range). None for the first module."""
+    prev = before.get(name, "")
+    if not prev:
+        return None
+    for m in reversed(order[: order.index(prev) + 1]):
+        if m in leaves:
+            return leaves[m]
+    return None
 
 
 def _as_reference_layout(got: np.ndarray, shape: tuple) -> np.ndarray | None:

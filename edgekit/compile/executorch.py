@@ -103,6 +103,12 @@ def set_threads(threads: int | None) -> None:
             portable_lib._unsafe_reset_threadpool(int(threads))
 
 
+def register_quantized_kernels() -> None:
+    """Register the quantized kernels ((de)quantize) with the runtime and the exporter: a program quantized with
+    `--delegate none` runs them outside any delegate (XNNPACK's programs need nothing)."""
+    import executorch.kernels.quantized  # noqa: F401
+
+
 def check_program_header(path: Path) -> None:
     """Raise a ValueError where `path` does not start as a .pte program does, or is shorter than its header says.
 
@@ -129,6 +135,7 @@ class ExecuTorchRunner(Runner):
     def __init__(self, path: Path, threads: int | None):
         with loading(path, "ExecuTorch", "executorch"), quiet():
             check_program_header(path)
+            register_quantized_kernels()
             from executorch.runtime import Runtime
 
             set_threads(threads)
@@ -157,10 +164,12 @@ class ExecuTorch(Target):
             raise EdgekitError(f"unknown ExecuTorch delegate '{opts.delegate}'; choose xnnpack, coreml or none")
 
     def check_quantization(self, scheme: Scheme, opts: CompileOptions) -> None:
-        if (opts.delegate or "xnnpack") != "xnnpack":
+        # `--delegate none` runs the same quantized program on the portable and quantized kernels, every operator an
+        # instruction: what `edgekit debug` needs to rank the modules of an int8 program by the error they add.
+        if (opts.delegate or "xnnpack") not in ("xnnpack", "none"):
             raise QuantizationError(
                 f"--quantize {scheme.name} on ExecuTorch uses the XNNPACK quantizer: drop "
-                f"--delegate {opts.delegate} or use --delegate xnnpack"
+                f"--delegate {opts.delegate}, or use --delegate xnnpack (or none, to debug it)"
             )
 
     def artifact_suffix(self, opts: CompileOptions) -> str:
@@ -177,6 +186,8 @@ class ExecuTorch(Target):
                 if opts.quant is not None:
                     q = opts.quant
                     model = pt2e(model, example, int8_quantizer(q.dynamic, q.float_layers), q.calib)
+                    if delegate == "none":
+                        register_quantized_kernels()
                 ep = torch.export.export(model, (example,))
                 # The ETRecord rides along (the edge program before lowering, the debug handle maps): the same
                 # program bytes, for `capture`.
@@ -277,6 +288,7 @@ def executorch_op_profile(
         from executorch.extension.pybindings import portable_lib
 
         set_threads(threads)
+        register_quantized_kernels()
         module = portable_lib._load_for_executorch(str(pte), enable_etdump=True, debug_buffer_size=0)
         inp = (torch.from_numpy(np.ascontiguousarray(x)),)
         for _ in range(runs):
@@ -504,7 +516,7 @@ def _placements(events: list, graph: torch.fx.Graph) -> tuple[dict[int, str], se
         elif e.name not in _NOT_OPERATORS:
             nodes = [nd for h in _handles(e.debug_handles) for nd in by_handle.get(h, [])]
             if nodes:
-                out[i] = _node_module(nodes[-1])
+                out[i] = _owner_module(nodes)
                 direct.add(i)
     for instruction, members in delegated.items():
         call = calls.get(instruction)
@@ -621,6 +633,7 @@ def executorch_capture(pte: str | Path, etrecord: str | Path, x: np.ndarray) -> 
     inp = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     with loading(pte, "ExecuTorch", "executorch"), quiet():
         check_program_header(pte)
+        register_quantized_kernels()
         from executorch.extension.pybindings import portable_lib
 
         module = portable_lib._load_for_executorch(
@@ -781,10 +794,27 @@ def _operator_output(event, handles: list[int], by_handle) -> list[tuple[torch.f
     and a module)."""
     nodes = [n for h in handles for n in by_handle.get(h, [])]
     value = next((v for v in event.debug_data if isinstance(v, torch.Tensor)), None)
-    if not nodes or value is None:
+    if not nodes or value is None or not value.is_floating_point():  # an int8 code is no module's value
         return []
-    same = [n for n in nodes if _shape(n) == tuple(value.shape)]
-    return [((same or nodes)[-1], value)]
+    own = [n for n in nodes if not _is_qdq(n)] or nodes
+    same = [n for n in own if _shape(n) == tuple(value.shape)]
+    return [((same or own)[-1], value)]
+
+
+def _is_qdq(node: torch.fx.Node) -> bool:
+    """A (de)quantize op of a quantized program: it shares the debug handle of the op whose output it quantizes (its
+    dequantized output, logged after that op's, is the value the next layer reads) but carries no module."""
+    return _node_op(node) == "quantized_decomposed"
+
+
+def _owner_module(nodes: list[torch.fx.Node]) -> str:
+    """The module of the op the nodes of one instruction belong to: not a (de)quantize op's (the model's own), but
+    the op it quantizes, or for a weight's dequantize the layer that reads it."""
+    own = [n for n in nodes if not _is_qdq(n)]
+    if own:
+        return _node_module(own[-1])
+    users = [u for n in nodes for u in n.users if not _is_qdq(u)]
+    return _node_module(users[0]) if users else _node_module(nodes[-1])
 
 
 def _delegate_outputs(

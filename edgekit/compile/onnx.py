@@ -19,7 +19,7 @@ from torch import nn
 from ..quantize import QuantSpec, module_prefixes
 from .attribution import op_rows
 from .base import EXPORT_WRAPPER_PREFIX, INT8, CompileOptions, ExportInfo, Runner, lowering_error, quiet
-from .capture import last_value_per_module, module_path
+from .capture import first_calls, last_value_per_module, module_path
 from .manifest import loading
 from .registry import Scheme, Target, register
 
@@ -301,30 +301,8 @@ def onnx_capture(path: str | Path, x: np.ndarray) -> dict[str, np.ndarray] | Non
     values = dict(zip(wanted, session.run(wanted, feed)))
     kept = [(m, n) for m, n in scoped if n in values and np.issubdtype(np.asarray(values[n]).dtype, np.floating)]
     chosen = last_value_per_module(kept)
-    chosen.update(_first_calls(kept))
+    chosen.update(first_calls(kept))
     return {m: np.asarray(values[n], dtype=np.float32) for m, n in chosen.items()}
-
-
-def _first_calls(values: list[tuple[str, str]]) -> dict[str, str]:
-    """For each module called more than once (a shared activation: `self.act(...)` twice in one forward), the last
-    value of its first call, which is the one `module_outputs` keeps; `last_value_per_module` would give its last.
-
-    A call is a run of consecutive `(module path, value name)` pairs inside the module (the exporter writes nodes in
-    execution order); modules with one run are left out.
-    """
-    first: dict[str, str] = {}
-    runs: dict[str, int] = defaultdict(int)
-    inside: set[str] = set()
-    for path, name in values:
-        parts = module_path(path).split(".")
-        now = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
-        for m in now - inside:
-            runs[m] += 1
-        for m in now:
-            if runs[m] == 1:
-                first[m] = name
-        inside = now
-    return {m: name for m, name in first.items() if runs[m] > 1}
 
 
 def onnx_op_profile(path: str | Path, x: np.ndarray, threads: int | None, runs: int = 20) -> list[dict]:
