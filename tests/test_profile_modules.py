@@ -240,3 +240,45 @@ def test_cli_prints_the_module_tree(shared_compile, tmp_path):
     with LatencyDB(db) as database:
         latest = database.rows()[-1]
         assert database.module_times(latest["id"])[0]["ms"] == report["modules"]["ms"]
+
+
+# -- LiteRT over adb: benchmark_model's run order names each builtin operator by its output tensor ------------------
+
+RUN_ORDER_HEAD = (
+    "Operator-wise Profiling Info for Regular Benchmark Runs:\n"
+    "============================== Run Order ==============================\n"
+    "\t             [node type]\t          [start]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]"
+    "\t[times called]\t[Name]\n"
+)  # the layout of tests/data/adb/benchmark_model_op_profiling_1.txt (a real run)
+
+
+def test_litert_run_order_rows_carry_the_modules_of_their_output_tensors(shared_compile):
+    """`benchmark_model --use_xnnpack=false --enable_op_profiling=true` on a phone times each builtin operator and
+    names it by its output tensor; the host maps the names through the artifact (litert-torch's module scopes). The
+    run order here is written in the tool's layout from the artifact's own operators: no phone is attached."""
+    from edgekit.compile import get_target
+    from edgekit.compile.tflite import TFLiteRunner
+    from edgekit.profile.adb import parse_benchmark_model
+
+    result = shared_compile("mobilenetv2_100", "tflite", input_size=SMALL, num_classes=10)
+    it = TFLiteRunner(result.artifact, None).it
+    tensors = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    ops = [op for op in it._get_ops_details() if op["op_name"] != "DELEGATE"]
+    lines = [
+        f"\t{op['op_name']:>24}\t{0.1 * i:>17.3f}\t{0.05:>9.3f}\t{0.01 * (1 + i % 7):>9.3f}\t  1.000%\t  1.000%"
+        f"\t     0.000\t        1\t[{tensors[op['outputs'][0]]}]:{i}"
+        for i, op in enumerate(ops)
+    ]
+    parsed = parse_benchmark_model("count=10 first=1 curr=1 min=1 max=2 avg=1500 std=1\n" + RUN_ORDER_HEAD
+                                   + "\n".join(lines) + "\n\n")  # fmt: skip
+    names = [n["name"] for n in parsed["nodes"]]
+    assert len(names) == len(ops) and all(names)
+    modules = get_target("tflite").op_modules(result.artifact, result.manifest, names)
+    rows = op_rows((n["op"], modules[n["name"]], n["ms"]) for n in parsed["nodes"])
+    fields = module_fields(rows)
+    assert fields and fields["attributed"] >= 0.95, rows
+    # the one operator without: the classifier, whose result the converter names after the signature's output
+    assert [n for n in names if modules[n] is None] == ["serving_default_output_0_output"]
+    assert modules[names[-2]] == "pool" and modules[names[-3]] == "features.18.2"
+    depthwise = {r["module"] for r in rows if r["op"] == "DEPTHWISE_CONV_2D"}
+    assert {"features.1.conv.0.2", "features.17.conv.1.2"} <= depthwise

@@ -115,6 +115,11 @@ class Target:
         """Per-op rows ({op, module, count, ms, share}, per inference) on this host; None where the runtime has none."""
         return None
 
+    def op_modules(self, path: Path, manifest: dict, names: list[str]) -> dict[str, str | None]:
+        """The user's module of each op a device tool named (its output tensor's name, as `benchmark_model` prints
+        it); None where the name says none. For per-op rows measured on a phone."""
+        return dict.fromkeys(names)
+
     def capture(
         self, path: Path, manifest: dict, x: np.ndarray, model: nn.Module | None = None
     ) -> dict[str, np.ndarray] | None:

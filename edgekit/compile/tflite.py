@@ -430,6 +430,21 @@ class TFLite(Target):
     def delegate_of(self, manifest: dict) -> str | None:
         return "xnnpack"
 
+    def op_modules(self, path: Path, manifest: dict, names: list[str]) -> dict[str, str | None]:
+        """The module of each operator `benchmark_model` timed, from the name of its output tensor (see `capture`:
+        litert-torch names each result by its module stack; the fused-in result's scope comes first). Operators run
+        inside a delegate (XNNPACK, `benchmark_model`'s default on the CPU) are named by the delegate's kernel alone
+        and have none: profile with `--use_xnnpack=false` to see the builtin kernels by tensor."""
+        shape = tuple(int(d) for d in manifest["inputs"][0]["shape"])
+        calls = _calls_for(manifest, None, np.zeros(shape, dtype=np.float32))
+        root = EXPORT_WRAPPER_PREFIX.rstrip(".")
+        out: dict[str, str | None] = {}
+        for name in names:
+            scopes = _scopes(name)
+            path_ = (calls.resolve(scopes[0]) if calls else _joined(scopes[0])) if scopes else None
+            out[name] = None if path_ is None else ("" if path_ in ("", root) else module_path(path_))
+        return out
+
     def capture(
         self, path: Path, manifest: dict, x: np.ndarray, model: nn.Module | None = None
     ) -> dict[str, np.ndarray] | None:

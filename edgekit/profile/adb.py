@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from ..compile import get_target
+from ..compile.attribution import op_rows
 from ..errors import EdgekitError
 from .devices import Device
 from .timing import summarize
@@ -43,6 +44,27 @@ def _table_rows(lines: list[str]) -> list[list[str]]:
             break
         rows.append([c.strip() for c in re.split(r"\t+|\s{2,}", line.strip()) if c.strip()])
     return rows
+
+
+def _run_order(lines: list[str]) -> list[dict]:
+    """The run-order table's rows: {op, ms (per inference: its average times the times it is called), name (the
+    node's output tensor, `[name]:index`; a delegate's kernel name inside a delegate)}."""
+    head = _table_rows(lines[:1])
+    cols = [c.strip("[]").lower() for c in head[0]] if head else []
+    if not {"node type", "avg ms", "times called", "name"} <= set(cols):
+        return []
+    nodes = []
+    for r in _table_rows(lines[1:]):
+        if len(r) != len(cols):
+            continue
+        row = dict(zip(cols, r))
+        try:
+            ms = float(row["avg ms"]) * int(row["times called"])
+        except ValueError:
+            continue
+        m = re.fullmatch(r"\[(.*)\]:\d+", row["name"])
+        nodes.append({"op": row["node type"], "ms": ms, "name": m.group(1) if m else None})
+    return nodes
 
 
 def parse_benchmark_model(text: str) -> dict:
@@ -85,9 +107,12 @@ def parse_benchmark_model(text: str) -> dict:
             out["p95_ms"] = regular["p95"] / 1e3
         if len(counts) > 1:
             out["warmup_runs"] = int(counts[0]["count"])
-    # per node type, from the regular runs' summary table (not the initialization one)
+    # per node type, from the regular runs' summary table (not the initialization one); per node from its run order
     start = next((i for i, ln in enumerate(lines) if "Profiling Info for Regular Benchmark Runs" in ln), None)
     if start is not None:
+        order = next((i for i in range(start, len(lines)) if "Run Order" in lines[i]), None)
+        if order is not None:
+            out["nodes"] = _run_order(lines[order + 1 :])
         head = next((i for i in range(start, len(lines)) if "Summary by node type" in lines[i]), None)
         if head is not None:
             rows = _table_rows(lines[head + 2 :])
@@ -240,7 +265,12 @@ def measure_adb(
             "peak_memory_mb": parsed.get("peak_memory_mb"),
         }
         notes.append("benchmark_model gives a summary, not every sample")
-        if parsed.get("ops"):
+        if parsed.get("nodes"):  # per node, each with its module where its output tensor's name gives one
+            nodes = parsed["nodes"]
+            names = [n["name"] for n in nodes if n["name"]]
+            modules = get_target(dev.target).op_modules(artifact, manifest, names) if names else {}
+            measured["ops"] = op_rows((n["op"], modules.get(n["name"]) if n["name"] else None, n["ms"]) for n in nodes)
+        elif parsed.get("ops"):
             measured["ops"] = parsed["ops"]
     measured["notes"] = notes
     props = {
