@@ -1,0 +1,470 @@
+"""A kernel-level latency model per (target, device, threads, precision): each kernel's time from its shape, summed,
+plus a per-network overhead, with an interval.
+
+**Per kind** (`kernels.KINDS`), a least-squares fit of log(ms) on log features (`design`): compute kinds on log MACs
+and log bytes moved, with the padded-work terms `pad8`, `pad16` = log(ceil(N / t) * t / N) for the output channels
+N (the runtime's GEMM tile: XNNPACK's f32 kernels compute 8 or 16 output channels at a time, so a layer of 65
+channels costs about what one of 80 does; the fitted coefficient says how sharp that cliff is on this device),
+kernel size and stride for convolutions, the batch of a matmul; memory-bound kinds on log elements and log bytes
+(and whether an elementwise op broadcasts). Columns constant over a kind's samples are left out; with fewer samples
+than columns + 3 a kind is fitted on its primary measure alone (MACs or elements). A light ridge (on standardized
+columns, the intercept free) keeps collinear columns (MACs and bytes) from trading huge coefficients. No kernel is
+predicted faster than the fastest measured of its kind (the floor: a dispatch costs something).
+
+**Per network**: total = scale * (sum of kernels) + per_network + per_kernel * kernels, fitted (non-negative, on
+relative error) on whole-network totals: what per-op rows do not see (delegate calls, the layout moves the runtime
+inserts, cache effects between kernels).
+
+**The interval** (90 % by default). Each kind's spread comes from its held-out log residuals: leave-one-network-out
+where samples carry the network they came from (three networks or more), leave-one-out otherwise; the 5 % and 95 %
+quantiles give a spread below and above, `sigma_lo` = -q05 / z and `sigma_hi` = q95 / z (z = 1.645), so a skewed
+spread stays skewed. Errors of kernels of one kind in one network are correlated (a family's shapes all sit off the
+fitted law the same way), so a kind's sum is not as tight as independent errors would make it: the residuals are
+split (one-way analysis of variance over networks) into a part shared by a network's kernels of that kind and an
+independent part, rho = shared / total; without samples grouped by network, rho = 1 (fully correlated: wider, never
+narrower than the truth). A kind's relative spread in one network is sigma * sqrt(rho + (1 - rho) * sum p^2 /
+(sum p)^2), kinds are taken as independent of each other (their deviations in ms add in quadrature), and what the
+network totals show beyond that (the overhead fit's excess residual variance) is added in quadrature too.
+
+**Unseen kinds** (no or fewer than `MIN_SAMPLES` samples): predicted by a pooled fit over all compute kinds (MACs,
+bytes) or all memory-bound kinds (elements, bytes) with at least a x/÷ 3 spread, fully correlated, and listed in the
+prediction's `unseen_kinds`. `free` kernels cost nothing.
+
+numpy only; `to_dict`/`from_dict` round-trip through JSON for the database and the cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from ..errors import EdgekitError
+from .kernels import COMPUTE_KINDS, Kernel
+
+__all__ = [
+    "LEVEL",
+    "MIN_SAMPLES",
+    "TILES",
+    "KindFit",
+    "KernelModel",
+    "Prediction",
+    "design",
+    "fit_kernel_model",
+]
+
+LEVEL = 0.90
+Z = 1.6448536269514722  # the standard normal's 95 % quantile: a two-sided 90 % interval
+MIN_SAMPLES = 3
+RIDGE = 1e-3
+TILES = (8, 16)
+FALLBACK_SPREAD = math.log(3.0)  # an unseen kind: at least x/÷ 3 at the interval's edge
+MIN_SIGMA = 0.01
+VERSION = 1
+
+Sample = tuple[Kernel, float] | tuple[Kernel, float, Any]
+
+
+def _pad(n: float, tile: int) -> float:
+    return math.log(math.ceil(n / tile) * tile / n) if n > 0 else 0.0
+
+
+def design(kind: str, f: dict[str, float]) -> dict[str, float]:
+    """The columns a kind's fit reads from a kernel's features (`Kernel.features()`), by name."""
+    log = math.log
+    cols: dict[str, float] = {}
+    if kind in COMPUTE_KINDS:
+        cols["log_macs"] = log(max(f.get("macs", 0.0), 1.0))
+        cols["log_bytes"] = log(max(f.get("bytes", 0.0), 1.0))
+        n = f.get("gemm_n") or f.get("cout") or 0.0
+        for t in TILES:
+            cols[f"pad{t}"] = _pad(n, t)
+        if kind in ("conv", "dwconv"):
+            cols["log_k"] = log(max(f.get("k", 1.0), 1.0))
+            cols["strided"] = 1.0 if f.get("stride", 1.0) > 1 else 0.0
+        if kind == "matmul":
+            cols["log_batch"] = log(max(f.get("batch", 1.0), 1.0))
+    else:
+        cols["log_elements"] = log(max(f.get("elements", 0.0), 1.0))
+        cols["log_bytes"] = log(max(f.get("bytes", 0.0), 1.0))
+        if kind == "elementwise":
+            cols["broadcast"] = float(f.get("broadcast", 0.0))
+    return cols
+
+
+def _primary(kind: str) -> str:
+    return "log_macs" if kind in COMPUTE_KINDS else "log_elements"
+
+
+def _category(kind: str) -> str:
+    return "compute" if kind in COMPUTE_KINDS else "memory"
+
+
+def _pooled_design(category: str | None, f: dict[str, float]) -> dict[str, float]:
+    """The columns of the pooled fallback fits: compute kinds on MACs and bytes, memory-bound kinds on elements and
+    bytes (`category` None: all three, for a prediction, each fit reading its own)."""
+    cols = {"log_bytes": math.log(max(f.get("bytes", 0.0), 1.0))}
+    if category in ("compute", None):
+        cols["log_macs"] = math.log(max(f.get("macs", 0.0), 1.0))
+    if category in ("memory", None):
+        cols["log_elements"] = math.log(max(f.get("elements", 0.0), 1.0))
+    return cols
+
+
+@dataclass
+class KindFit:
+    """One kind's law: log(ms) = intercept + sum(coef * column), floored; and its spread."""
+
+    columns: list[str]
+    coef: list[float]
+    intercept: float
+    floor: float  # ms: the fastest measured kernel of this kind
+    sigma_lo: float  # log-space spread below and above the fit (per kernel), from held-out residuals
+    sigma_hi: float
+    rho: float  # the share of the spread a network's kernels of this kind have in common
+    samples: int
+    groups: int  # networks the samples came from (0: all from a sweep, ungrouped)
+    pooled: bool = False  # the fallback for unseen kinds, not a kind's own fit
+
+    def log_ms(self, cols: dict[str, float]) -> float:
+        return self.intercept + sum(c * cols.get(name, 0.0) for name, c in zip(self.columns, self.coef))
+
+    def ms(self, cols: dict[str, float]) -> float:
+        return max(self.floor, math.exp(min(self.log_ms(cols), 50.0)))
+
+
+@dataclass
+class Prediction:
+    """A network's predicted latency: the sum of its kernels plus the overhead, and a `level` interval."""
+
+    ms: float
+    low: float
+    high: float
+    table: list[dict]  # per kernel that is not free: index, kind, op, module, ms, low, high (its own, before the
+    # network scale; the interval marginal), seen
+    unseen_kinds: list[str]  # kinds the fit had no (or too few) samples of: predicted by the pooled fallback
+    kernels_ms: float  # the kernels' sum before the overhead
+    overhead_ms: float
+    level: float = LEVEL
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class KernelModel:
+    target: str
+    device: str
+    threads: int
+    precision: str | None
+    kinds: dict[str, KindFit]
+    fallback: dict[str, KindFit]  # "compute", "memory": pooled fits for kinds never seen
+    overhead: dict = field(default_factory=lambda: {"scale": 1.0, "per_network": 0.0, "per_kernel": 0.0})
+    level: float = LEVEL
+
+    # -- prediction ------------------------------------------------------------------------------------------------
+
+    def fit_for(self, kind: str) -> tuple[KindFit, bool]:
+        """The fit a kind is predicted by, and whether it is the kind's own (seen)."""
+        own = self.kinds.get(kind)
+        if own is not None:
+            return own, True
+        cat = _category(kind)
+        fb = self.fallback.get(cat) or next(iter(self.fallback.values()), None)
+        if fb is None:
+            raise EdgekitError("the kernel model was fitted on no samples")
+        return fb, False
+
+    def kernel_ms(self, kernel: Kernel) -> float:
+        """One kernel's predicted time in ms (0 for a free one): e.g. to compare channel counts near a tile cliff."""
+        if kernel.kind == "free":
+            return 0.0
+        fit, seen = self.fit_for(kernel.kind)
+        f = kernel.features()
+        return fit.ms(design(kernel.kind, f) if seen else _pooled_design(None, f))
+
+    def predict(self, kernels: Sequence[Kernel]) -> Prediction:
+        z = _z(self.level)
+        table: list[dict] = []
+        by_kind: dict[str, list[float]] = defaultdict(list)
+        unseen: list[str] = []
+        for i, k in enumerate(kernels):
+            if k.kind == "free":
+                continue
+            fit, seen = self.fit_for(k.kind)
+            p = self.kernel_ms(k)
+            by_kind[k.kind].append(p)
+            if not seen and k.kind not in unseen:
+                unseen.append(k.kind)
+            table.append(
+                {
+                    "index": i,
+                    "kind": k.kind,
+                    "op": k.op,
+                    "module": k.module,
+                    "ms": p,
+                    "low": p * math.exp(-z * _sig(fit, seen, "lo")),
+                    "high": p * math.exp(z * _sig(fit, seen, "hi")),
+                    "seen": seen,
+                }
+            )
+        total_k = sum(sum(v) for v in by_kind.values())
+        n = sum(len(v) for v in by_kind.values())
+        oh = self.overhead
+        scale = float(oh.get("scale", 1.0))
+        ms = scale * total_k + float(oh.get("per_network", 0.0)) + float(oh.get("per_kernel", 0.0)) * n
+        dev_hi, dev_lo = self._deviations(by_kind, z)
+        net = float(oh.get("sigma", 0.0))
+        hi = math.sqrt((scale * dev_hi) ** 2 + (ms * (math.exp(z * net) - 1.0)) ** 2)
+        lo = math.sqrt((scale * dev_lo) ** 2 + (ms * (1.0 - math.exp(-z * net))) ** 2)
+        return Prediction(
+            ms=ms,
+            low=max(ms - lo, ms * math.exp(-z * 3.0), 0.0),  # never below zero, nor absurdly far
+            high=ms + hi,
+            table=table,
+            unseen_kinds=unseen,
+            kernels_ms=total_k,
+            overhead_ms=ms - total_k,
+            level=self.level,
+        )
+
+    def _deviations(self, by_kind: dict[str, list[float]], z: float) -> tuple[float, float]:
+        """The interval's half-widths above and below from the kernels, in ms (kinds independent, each kind's
+        kernels correlated by its rho)."""
+        hi2 = lo2 = 0.0
+        for kind, ps in by_kind.items():
+            fit, seen = self.fit_for(kind)
+            P = sum(ps)
+            if P <= 0:
+                continue
+            rho = fit.rho if seen else 1.0
+            eff = math.sqrt(rho + (1.0 - rho) * sum(p * p for p in ps) / (P * P))
+            hi2 += (P * (math.exp(z * _sig(fit, seen, "hi") * eff) - 1.0)) ** 2
+            lo2 += (P * (1.0 - math.exp(-z * _sig(fit, seen, "lo") * eff))) ** 2
+        return math.sqrt(hi2), math.sqrt(lo2)
+
+    # -- serialization ---------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "version": VERSION,
+            "target": self.target,
+            "device": self.device,
+            "threads": self.threads,
+            "precision": self.precision,
+            "level": self.level,
+            "kinds": {k: asdict(v) for k, v in self.kinds.items()},
+            "fallback": {k: asdict(v) for k, v in self.fallback.items()},
+            "overhead": dict(self.overhead),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> KernelModel:
+        if int(d.get("version", VERSION)) != VERSION:
+            raise EdgekitError(f"kernel model version {d.get('version')} (this edgekit reads {VERSION}): fit it again")
+        return cls(
+            target=d["target"],
+            device=d["device"],
+            threads=int(d["threads"]),
+            precision=d.get("precision"),
+            kinds={k: KindFit(**v) for k, v in d["kinds"].items()},
+            fallback={k: KindFit(**v) for k, v in d["fallback"].items()},
+            overhead=dict(d.get("overhead") or {}),
+            level=float(d.get("level", LEVEL)),
+        )
+
+
+def _z(level: float) -> float:
+    if abs(level - LEVEL) < 1e-12:
+        return Z
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def _sig(fit: KindFit, seen: bool, side: str) -> float:
+    s = fit.sigma_hi if side == "hi" else fit.sigma_lo
+    return s if seen else max(s, FALLBACK_SPREAD / Z)
+
+
+# -- fitting ---------------------------------------------------------------------------------------------------------
+
+
+def _solve(A: np.ndarray, y: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge least squares with the first column (the intercept) unpenalized; (coefficients, the matrix inverse)."""
+    P = np.eye(A.shape[1]) * ridge * len(y)
+    P[0, 0] = 0.0
+    M = np.linalg.pinv(A.T @ A + P)
+    return M @ (A.T @ y), M
+
+
+def _held_out(A: np.ndarray, y: np.ndarray, groups: list, ridge: float) -> np.ndarray:
+    """Residuals of each sample predicted by a fit without it: without its whole network where it names one (and
+    there are three networks or more), else leave-one-out from the hat matrix."""
+    beta, M = _solve(A, y, ridge)
+    h = np.einsum("ij,jk,ik->i", A, M, A)
+    r = (y - A @ beta) / np.maximum(1.0 - h, 1e-3)
+    named = sorted({g for g in groups if g is not None}, key=str)
+    if len(named) >= 3:
+        for g in named:
+            inside = np.array([x == g for x in groups])
+            if inside.all() or (~inside).sum() < A.shape[1]:
+                continue
+            b, _ = _solve(A[~inside], y[~inside], ridge)
+            r[inside] = y[inside] - A[inside] @ b
+    return r
+
+
+def _correlation(r: np.ndarray, groups: list) -> float:
+    """The share of the residual variance common to one network's samples (one-way ANOVA); 1 where it cannot be
+    told (samples not grouped by network)."""
+    by: dict[Any, list[float]] = defaultdict(list)
+    for x, g in zip(r, groups):
+        if g is not None:
+            by[g].append(float(x))
+    multi = [np.array(v) for v in by.values() if len(v) >= 2]
+    if len(multi) < 2:
+        return 1.0
+    within = sum(float(((v - v.mean()) ** 2).sum()) for v in multi) / sum(len(v) - 1 for v in multi)
+    means = np.array([v.mean() for v in multi])
+    between = max(0.0, float(means.var(ddof=1)) - within * float(np.mean([1.0 / len(v) for v in multi])))
+    total = between + within
+    return float(between / total) if total > 0 else 1.0
+
+
+def _fit_rows(
+    rows: list[dict[str, float]], ms: np.ndarray, groups: list, primary: str, pooled: bool = False
+) -> KindFit:
+    y = np.log(ms)
+    names = sorted({c for r in rows for c in r})
+    X = np.array([[r.get(c, 0.0) for c in names] for r in rows], dtype=float).reshape(len(rows), len(names))
+    std = X.std(axis=0) if len(rows) else np.zeros(len(names))
+    keep = [i for i, s in enumerate(std) if s > 1e-9]
+    if len(y) < len(keep) + 3:
+        keep = [i for i in keep if names[i] == primary]
+    cols = [names[i] for i in keep]
+    Xk = X[:, keep]
+    mean, scale = Xk.mean(axis=0), Xk.std(axis=0)
+    scale[scale == 0] = 1.0
+    A = np.hstack([np.ones((len(y), 1)), (Xk - mean) / scale])
+    beta, _ = _solve(A, y, RIDGE)
+    coef = beta[1:] / scale
+    intercept = float(beta[0] - coef @ mean)
+    r = _held_out(A, y, groups, RIDGE) if len(y) > A.shape[1] else np.zeros(len(y))
+    q05, q95 = np.quantile(r, [0.05, 0.95]) if len(r) else (0.0, 0.0)
+    return KindFit(
+        columns=cols,
+        coef=[float(c) for c in coef],
+        intercept=intercept,
+        floor=float(ms.min()),
+        sigma_lo=max(float(-q05) / Z, MIN_SIGMA),
+        sigma_hi=max(float(q95) / Z, MIN_SIGMA),
+        rho=_correlation(r, groups),
+        samples=int(len(y)),
+        groups=len({g for g in groups if g is not None}),
+        pooled=pooled,
+    )
+
+
+def _nnls_small(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Non-negative least squares for a handful of columns: the best of the unconstrained fits on every subset of
+    columns whose coefficients come out non-negative."""
+    best, best_err = np.zeros(A.shape[1]), float(b @ b)
+    for size in range(1, A.shape[1] + 1):
+        for cols in combinations(range(A.shape[1]), size):
+            x, *_ = np.linalg.lstsq(A[:, cols], b, rcond=None)
+            if (x < 0).any():
+                continue
+            err = float(((A[:, cols] @ x - b) ** 2).sum())
+            if err < best_err:
+                best_err, best = err, np.zeros(A.shape[1])
+                best[list(cols)] = x
+    return best
+
+
+def _fit_overhead(model: KernelModel, networks: Sequence[tuple[Sequence[Kernel], float]]) -> dict:
+    """scale, per_network, per_kernel from whole-network totals, and the excess spread they show (`sigma`)."""
+    nets = [(list(ks), float(t)) for ks, t in networks if float(t) > 0]
+    if not nets:
+        return {"scale": 1.0, "per_network": 0.0, "per_kernel": 0.0, "sigma": 0.0, "networks": 0}
+    S = np.array([sum(model.kernel_ms(k) for k in ks) for ks, _ in nets])
+    N = np.array([sum(1 for k in ks if k.kind != "free") for ks, _ in nets], dtype=float)
+    T = np.array([t for _, t in nets])
+    if len(nets) >= 4:
+        A = np.stack([S, np.ones_like(S), N], axis=1) / T[:, None]
+        scale, per_net, per_kernel = (float(v) for v in _nnls_small(A, np.ones(len(T))))
+        if scale <= 0:
+            scale = 1.0
+    else:
+        scale, per_kernel = 1.0, 0.0
+        per_net = max(0.0, float(np.median(T - S)))
+    oh = {"scale": scale, "per_network": per_net, "per_kernel": per_kernel, "sigma": 0.0, "networks": len(nets)}
+    if len(nets) >= 4:
+        model.overhead = oh
+        pred = scale * S + per_net + per_kernel * N
+        r = np.log(T / np.maximum(pred, 1e-9))
+        kernel_part = []
+        for ks, _ in nets:
+            p = model.predict(ks)
+            kernel_part.append(((p.high - p.ms) + (p.ms - p.low)) / 2 / max(p.ms, 1e-9) / _z(model.level))
+        dof = len(nets) / max(len(nets) - 3, 1)
+        excess = float(np.mean(r**2)) * dof - float(np.mean(np.square(kernel_part)))
+        oh["sigma"] = math.sqrt(max(excess, 0.0))
+    return oh
+
+
+def fit_kernel_model(
+    samples: Iterable[Sample],
+    networks: Sequence[tuple[Sequence[Kernel], float]] = (),
+    *,
+    target: str = "",
+    device: str = "",
+    threads: int = 1,
+    precision: str | None = None,
+    level: float = LEVEL,
+) -> KernelModel:
+    """Fit on measured kernels: `samples` are `(kernel, ms)` (a sweep's kernels measured alone) or `(kernel, ms,
+    network)` (per-op rows of a full network, `network` any hashable naming it: it lets the spread be split into what
+    a network's kernels share and what they do not); `networks` are `(kernels, total ms)` of whole networks, for the
+    overhead. Samples of no time (a row under the timer's resolution) and free kernels are left out."""
+    per_kind: dict[str, list[tuple[dict[str, float], float, Any]]] = defaultdict(list)
+    for s in samples:
+        kernel, ms = s[0], float(s[1])
+        group = s[2] if len(s) > 2 else None
+        if not isinstance(kernel, Kernel):
+            kernel = Kernel.from_dict(kernel)  # a kernel as the database stores it
+        if kernel.kind == "free" or not ms > 0 or not math.isfinite(ms):
+            continue
+        per_kind[kernel.kind].append((kernel.features(), ms, group))
+    if not per_kind:
+        raise EdgekitError("no measured kernels to fit the kernel model on (every sample free or of no time)")
+    kinds: dict[str, KindFit] = {}
+    pooled: dict[str, list[tuple[dict[str, float], float, Any]]] = defaultdict(list)
+    for kind, rows in per_kind.items():
+        pooled[_category(kind)] += rows
+        if len(rows) < MIN_SAMPLES:
+            continue
+        kinds[kind] = _fit_rows(
+            [design(kind, f) for f, _, _ in rows],
+            np.array([m for _, m, _ in rows]),
+            [g for *_, g in rows],
+            _primary(kind),
+        )
+    fallback = {
+        cat: _fit_rows(
+            [_pooled_design(cat, f) for f, _, _ in rows],
+            np.array([m for _, m, _ in rows]),
+            [g for *_, g in rows],
+            "log_macs" if cat == "compute" else "log_elements",
+            pooled=True,
+        )
+        for cat, rows in pooled.items()
+    }
+    model = KernelModel(target, device, threads, precision, kinds, fallback, level=level)
+    model.overhead = _fit_overhead(model, networks)
+    return model

@@ -1,0 +1,326 @@
+"""The kernel split of a network (`edgekit.latency.kernels`) and the kernel-level latency model fitted on it
+(`edgekit.latency.kernel_model`). No timing is relied on: the model is checked on synthetic kernels drawn from a known
+law, and the one real profile (ExecuTorch per-op rows) is checked for what it names, not for how long it took."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+from torch import nn
+
+import edgekit
+from edgekit.compile import get_target, prepare_for_export
+from edgekit.latency.features import cost_features
+from edgekit.latency.kernel_model import KernelModel, design, fit_kernel_model
+from edgekit.latency.kernels import COMPUTE_KINDS, Kernel, kernels_from_rows, kernels_of, row_match
+
+from .patterns import INPUT_SIZE, PATTERNS
+
+SIZE = 32
+ZOO = ["mobilenetv2_100", "mobilevig_ti", "greedyvig_s", "mobileone_s0"]
+GEMM_FEATURES = ("conv1x1_gmacs", "conv_gmacs", "dwconv_gmacs", "gemm_gmacs")
+
+
+def expected_kinds(model: nn.Module) -> Counter:
+    """The compute kernels the export form's layers make: a depthwise conv per Conv2d with one input channel per
+    group, a 1x1 per dense 1x1 Conv2d, a kxk (or grouped) conv per other Conv2d, a linear per Linear."""
+    out: Counter = Counter()
+    for m in prepare_for_export(model).modules():
+        if isinstance(m, nn.Conv2d):
+            if m.groups > 1 and m.groups == m.in_channels and m.weight.shape[1] == 1:
+                out["dwconv"] += 1
+            elif m.kernel_size == (1, 1) and m.groups == 1:
+                out["pwconv"] += 1
+            else:
+                out["conv"] += 1
+        elif isinstance(m, nn.Linear):
+            out["linear"] += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    cache: dict = {}
+
+    def get(name: str):
+        if name not in cache:
+            model = edgekit.create_model(name)
+            cache[name] = model, kernels_of(model, SIZE)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_split_matches_layers_and_macs(zoo, name):
+    model, kernels = zoo(name)
+    kinds = Counter(k.kind for k in kernels)
+    compute = Counter({k: v for k, v in kinds.items() if k in COMPUTE_KINDS})
+    assert compute == expected_kinds(model)
+    assert set(kinds) <= {*COMPUTE_KINDS, "elementwise", "activation", "norm", "reduce", "layout", "free"}
+    feats = cost_features(model, SIZE)
+    macs = sum(k.macs for k in kernels)
+    assert macs == pytest.approx(sum(feats[f] for f in GEMM_FEATURES) * 1e9, rel=0.01)
+    for k in kernels:
+        if k.kind in COMPUTE_KINDS:
+            assert k.module, f"{k.kind} {k.op} has no module path"
+            assert k.macs > 0 and k.bytes_read > 0 and k.bytes_written > 0
+            assert k.gemm_m * k.gemm_n * k.gemm_k * max(k.batch, 1) == k.macs
+        assert k.dtype == "float32"
+
+
+def test_split_mobilenetv2_fuses_bn_and_relu6(zoo):
+    _, kernels = zoo("mobilenetv2_100")
+    kinds = Counter(k.kind for k in kernels)
+    assert kinds["dwconv"] == 17 and kinds["pwconv"] == 34 and kinds["conv"] == 1 and kinds["linear"] == 1
+    assert kinds["elementwise"] == 10  # the residual adds
+    assert "activation" not in kinds  # every ReLU6 folds into its conv
+    stem = kernels[0]
+    assert (stem.kind, stem.module, stem.fused) == ("conv", "features.0.0", ("batch_norm", "hardtanh"))
+    assert (stem.cin, stem.cout, stem.h, stem.out_h, stem.k, stem.stride) == (3, 32, 32, 16, 3, 2)
+    dw = next(k for k in kernels if k.kind == "dwconv")
+    assert dw.groups == dw.cin == dw.cout and dw.gemm_k == 9
+    assert all(k.kind != "norm" for k in kernels)
+
+
+def test_split_vig_keeps_gelu_apart(zoo):
+    _, kernels = zoo("mobilevig_ti")
+    gelu = [k for k in kernels if k.op == "gelu"]
+    assert gelu and all(k.kind == "activation" for k in gelu)  # XNNPACK fuses clamps only
+    convs = [k for k in kernels if k.kind in ("conv", "pwconv", "dwconv")]
+    assert all("batch_norm" in k.fused for k in convs if k.module.startswith("local_backbone"))
+
+
+def test_attention_pattern_yields_matmul_and_softmax():
+    model = PATTERNS["hier_vit"]()
+    kernels = kernels_of(model, 64)
+    kinds = Counter(k.kind for k in kernels)
+    assert kinds["matmul"] >= 2 and kinds["norm"] >= 1 and kinds["layout"] >= 1
+    softmax = [k for k in kernels if k.op == "softmax"]
+    assert softmax and all(k.kind == "activation" for k in softmax)
+    qk = next(k for k in kernels if k.kind == "matmul")
+    assert qk.batch > 1 and qk.module.endswith("attn")  # heads are the batch; the attention's own module
+    assert sum(k.macs for k in kernels) == pytest.approx(
+        sum(cost_features(model, 64)[f] for f in GEMM_FEATURES) * 1e9, rel=0.01
+    )
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_every_pattern_network_splits(name):
+    """The architecture-pattern networks (the architectures benchmark's): every op lands in a known kind, the MACs
+    are the cost features' and every compute kernel names its module."""
+    model, size = PATTERNS[name](), INPUT_SIZE[name] or 64
+    kernels = kernels_of(model, size)
+    assert {k.kind for k in kernels} <= {
+        *COMPUTE_KINDS,
+        "elementwise",
+        "activation",
+        "norm",
+        "reduce",
+        "layout",
+        "free",
+    }
+    feats = cost_features(model, size)
+    assert sum(k.macs for k in kernels) == pytest.approx(sum(feats[f] for f in GEMM_FEATURES) * 1e9, rel=0.01)
+    assert all(k.module for k in kernels if k.kind in COMPUTE_KINDS)
+
+
+def test_kernel_dict_round_trip(zoo):
+    _, kernels = zoo("mobileone_s0")
+    for k in kernels[:5]:
+        assert Kernel.from_dict(json.loads(json.dumps(k.to_dict()))) == k
+        f = k.features()
+        assert f["bytes"] == k.bytes_read + k.bytes_written and "kind" not in f
+
+
+def test_row_match_names():
+    assert row_match("Convolution (NHWC, F32) DWConv")[0][0] == "dwconv"
+    assert row_match("Fully Connected (NC, F32) GEMM")[0][0] == "pwconv"
+    assert row_match("Subtract (ND)")[1] == {"sub", "rsub"}
+    assert row_match("Transpose (ND, X32)")[2]  # an inserted layout move takes only a permute
+    assert row_match("native_call_var.correction_out")[1] >= {"std"}
+    assert row_match("native_call_grid_sampler_2d.out")[0] == ("grid_sampler_2d",)
+
+
+def test_rows_join_by_module_kind_and_op():
+    k = [
+        Kernel(kind="conv", op="conv2d", module="a", macs=100, gemm_n=8),
+        Kernel(kind="elementwise", op="sub", module="b", bytes_read=10, bytes_written=10),
+        Kernel(kind="elementwise", op="abs", module="b", bytes_read=10, bytes_written=10),
+        Kernel(kind="elementwise", op="sub", module="b", bytes_read=30, bytes_written=30),
+        Kernel(kind="norm", op="layer_norm", module="c", bytes_read=10, bytes_written=10),
+        Kernel(kind="free", op="view", module="c"),
+    ]
+    rows = [
+        {"op": "Convolution (NHWC, F32) IGEMM", "module": "a", "count": 1, "ms": 1.0},
+        {"op": "Transpose (ND, X32)", "module": "a", "count": 2, "ms": 0.3},
+        {"op": "Abs (NC)", "module": "b", "count": 1, "ms": 0.2},
+        {"op": "Subtract (ND)", "module": "b", "count": 2, "ms": 0.8},
+        {"op": "Mean (ND) Reduce2", "module": "c", "count": 2, "ms": 0.1},
+        {"op": "Reciprocal Square Root (NC)", "module": "c", "count": 1, "ms": 0.05},
+        {"op": "Add (ND)", "module": None, "count": 1, "ms": 0.4},
+    ]
+    j = kernels_from_rows(k, rows)
+    assert j.ms[0] == 1.0
+    assert j.ms[2] == 0.2  # the Abs row to the abs kernel, not to the first elementwise one
+    assert j.ms[1] == pytest.approx(0.2) and j.ms[3] == pytest.approx(0.6)  # split by bytes
+    assert j.shared[1] and j.shared[3] and not j.shared[2]
+    assert j.ms[4] == pytest.approx(0.15)  # a decomposed layer norm's pieces
+    assert j.ms[5] is None
+    assert {r["op"] for r in j.unmatched} == {"Transpose (ND, X32)", "Add (ND)"}
+    assert j.matched_ms + j.unmatched_ms == pytest.approx(sum(r["ms"] for r in rows))
+    assert [m for _, m in j.samples()] == [1.0, 0.2, pytest.approx(0.15)]
+
+
+# -- the kernel model on synthetic kernels -------------------------------------------------------------------------
+
+A, B = 2e-6, 0.9  # compute: ms = A * MACs^B (x the padded work of 16-wide tiles for 1x1 convs)
+C, D = 1e-5, 0.8  # elementwise: ms = C * elements^D
+OVERHEAD = 0.05  # ms per network
+SHARED, OWN = 0.12, 0.08  # log-normal noise: per network and kind, per kernel
+
+
+def law(k: Kernel) -> float:
+    if k.kind == "elementwise":
+        return C * k.elements**D
+    pad = math.ceil(k.cout / 16) * 16 / k.cout if k.kind == "pwconv" else 1.0
+    return A * k.macs**B * pad
+
+
+def synthetic_kernel(rng, kind: str) -> Kernel:
+    if kind == "elementwise":
+        e = int(10 ** rng.uniform(3, 5.5))
+        return Kernel(kind=kind, op="add", module="m", elements=e, bytes_read=8 * e, bytes_written=4 * e)
+    cin, cout, hw = int(rng.integers(8, 256)), int(rng.integers(8, 256)), int(rng.choice([4, 7, 14, 28]))
+    taps = 9 if kind == "conv" else 1
+    return Kernel(
+        kind=kind,
+        op="conv2d",
+        module="m",
+        cin=cin,
+        cout=cout,
+        k=3 if kind == "conv" else 1,
+        stride=1,
+        gemm_m=hw * hw,
+        gemm_n=cout,
+        gemm_k=cin * taps,
+        macs=cin * cout * hw * hw * taps,
+        elements=cout * hw * hw,
+        bytes_read=int(4 * cin * hw * hw * rng.uniform(0.5, 2.0)),  # not a function of the MACs
+        bytes_written=4 * cout * hw * hw,
+    )
+
+
+def synthetic_network(rng) -> tuple[list[Kernel], list[float], float]:
+    kernels = [
+        synthetic_kernel(rng, kind) for kind in rng.choice(["conv", "pwconv", "elementwise"], rng.integers(15, 40))
+    ]
+    shared = {kind: math.exp(rng.normal(0, SHARED)) for kind in ("conv", "pwconv", "elementwise")}
+    ms = [law(k) * shared[k.kind] * math.exp(rng.normal(0, OWN)) for k in kernels]
+    return kernels, ms, sum(ms) + OVERHEAD
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    rng = np.random.default_rng(0)
+    train = [synthetic_network(rng) for _ in range(40)]
+    samples = [(k, m, f"net{i}") for i, (ks, ms, _) in enumerate(train) for k, m in zip(ks, ms)]
+    model = fit_kernel_model(samples, [(ks, total) for ks, _, total in train], target="t", device="d", threads=2)
+    held_out = [synthetic_network(rng) for _ in range(200)]
+    return model, held_out, rng
+
+
+def test_model_recovers_the_law(synthetic):
+    model, _, rng = synthetic
+    pw = model.kinds["pwconv"]
+    coef = dict(zip(pw.columns, pw.coef))
+    assert coef["log_macs"] == pytest.approx(B, abs=0.05)
+    assert coef["pad16"] == pytest.approx(1.0, abs=0.3)  # the tile cliff is seen
+    assert abs(coef.get("log_bytes", 0.0)) < 0.1
+    el = model.kinds["elementwise"]
+    assert sum(c for n, c in zip(el.columns, el.coef) if n in ("log_elements", "log_bytes")) == pytest.approx(
+        D, abs=0.05
+    )
+    fresh = [synthetic_kernel(rng, kind) for kind in ("conv", "pwconv", "elementwise") for _ in range(30)]
+    ratios = [model.kernel_ms(k) / law(k) for k in fresh]
+    assert np.median(np.abs(np.log(ratios))) < 0.1
+    assert 0.2 < pw.rho < 1.0  # part of the spread is shared by a network's kernels, and the fit can tell
+    # a cliff: 65 output channels cost about what 80 do, more than 64
+    k64 = synthetic_kernel(rng, "pwconv")
+    k64.cout = k64.gemm_n = 64
+    k65 = Kernel.from_dict({**k64.to_dict(), "cout": 65, "gemm_n": 65, "macs": k64.macs * 65 // 64})
+    assert model.kernel_ms(k65) > 1.1 * model.kernel_ms(k64)
+
+
+def test_interval_covers_held_out_networks(synthetic):
+    model, held_out, _ = synthetic
+    preds = [(model.predict(ks), total) for ks, _, total in held_out]
+    coverage = np.mean([p.low <= total <= p.high for p, total in preds])
+    assert 0.82 <= coverage <= 0.97
+    err = np.median([abs(p.ms / total - 1) for p, total in preds])
+    assert err < 0.12
+    p, _ = preds[0]
+    assert p.low < p.ms < p.high and p.level == 0.9 and not p.unseen_kinds
+    assert len(p.table) == len(held_out[0][0]) and all(r["low"] <= r["ms"] <= r["high"] for r in p.table)
+    assert p.kernels_ms + p.overhead_ms == pytest.approx(p.ms)
+
+
+def test_unseen_kind_is_flagged_with_a_wide_interval(synthetic):
+    model, held_out, _ = synthetic
+    kernels = held_out[0][0]
+    base = model.predict(kernels)
+    odd = Kernel(kind="grid_sampler_2d", op="grid_sampler_2d", module="m", elements=50_000, bytes_read=400_000,
+                 bytes_written=200_000)  # fmt: skip
+    view = Kernel(kind="free", op="view", module="m", elements=10)
+    p = model.predict([*kernels, odd, view])
+    assert p.unseen_kinds == ["grid_sampler_2d"]
+    row = next(r for r in p.table if r["kind"] == "grid_sampler_2d")
+    assert not row["seen"] and row["high"] / row["ms"] >= 2.9 and row["ms"] / row["low"] >= 2.9
+    assert p.ms > base.ms and p.high - p.ms > base.high - base.ms
+    assert all(r["kind"] != "free" for r in p.table)
+
+
+def test_model_json_round_trip(synthetic):
+    model, held_out, _ = synthetic
+    again = KernelModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again == model
+    a, b = model.predict(held_out[1][0]), again.predict(held_out[1][0])
+    assert (a.ms, a.low, a.high) == (b.ms, b.low, b.high)
+    assert (again.target, again.device, again.threads, again.precision) == ("t", "d", 2, None)
+
+
+def test_model_without_groups_is_conservative():
+    """Samples from a sweep (no network named): kernels of a kind are taken as fully correlated."""
+    rng = np.random.default_rng(1)
+    samples = [(k, law(k) * math.exp(rng.normal(0, OWN))) for k in (synthetic_kernel(rng, "pwconv") for _ in range(60))]
+    model = fit_kernel_model(samples)
+    assert model.kinds["pwconv"].rho == 1.0 and model.kinds["pwconv"].groups == 0
+    assert set(design("pwconv", samples[0][0].features())) >= {"log_macs", "pad8", "pad16"}
+    # few samples of a kind: fitted on its primary measure alone; fewer than 3: unseen
+    few = fit_kernel_model(samples[:5] + [(Kernel(kind="reduce", op="mean", module="m", elements=10), 0.01)])
+    assert few.kinds["pwconv"].columns == ["log_macs"] and "reduce" not in few.kinds
+    assert few.predict([Kernel(kind="reduce", op="mean", module="m", elements=10)]).unseen_kinds == ["reduce"]
+
+
+# -- real rows: ExecuTorch's per-op profile of MobileNetV2 joined to its kernels -----------------------------------
+
+
+@pytest.mark.xdist_group("executorch_op_modules")
+def test_executorch_rows_time_every_conv_and_linear(zoo, tmp_path):
+    model, kernels = zoo("mobilenetv2_100")
+    result = edgekit.compile(model, "executorch", out=tmp_path, input_size=SIZE, verify=False)
+    x = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    rows = get_target("executorch").op_profile(result.artifact, x, 1)
+    assert rows and all(r["module"] is not None for r in rows)
+    joined = kernels_from_rows(kernels, rows)
+    for k, ms in zip(kernels, joined.ms):
+        if k.kind in COMPUTE_KINDS:
+            assert ms is not None, f"{k.kind} {k.module} got no time"
+    assert not any(joined.shared)  # one kernel per module in MobileNetV2
+    # what is left over is the layout moves XNNPACK inserts (and views), not a compute kernel's time
+    assert {r["op"].split(" (")[0] for r in joined.unmatched} <= {"Transpose", "Static Reshape", "Convert", "Copy"}
+    assert joined.matched_ms + joined.unmatched_ms == pytest.approx(sum(r["ms"] for r in rows), abs=1e-6)
