@@ -334,3 +334,28 @@ def test_an_int8_program_without_delegate_gives_every_layer_its_dequantized_valu
     qdq = [r for r in rows if "quantize_per_" in r["op"]]
     share = sum(r["ms"] for r in qdq if r["module"]) / sum(r["ms"] for r in qdq)
     assert share > 0.95  # credited to layers, not to the model's own forward (the input's quantize alone is)
+
+
+class Flat(nn.Module):
+    """Ends in its own forward (a flatten after the head), as MobileViG does: a whole-model delegate's one output is
+    no submodule's."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.stem(x).mean((2, 3), keepdim=True)).flatten(1)
+
+
+def test_debug_of_a_network_one_delegate_hides_says_to_compile_without_it(tmp_path):
+    from edgekit.compile import DebugError, debug
+
+    net = randomize(Flat()).eval()
+    hidden = edgekit.compile(net, "executorch", out=tmp_path / "x", input_size=16, name="flat", verify=False)
+    with pytest.raises(DebugError, match="compile the same model with --delegate none"):
+        debug(hidden.artifact, net)
+    seen = edgekit.compile(net, "executorch", out=tmp_path / "n", input_size=16, name="flat", delegate="none")
+    r = debug(seen.artifact, net)
+    assert {"stem.0", "stem", "head"} <= {row["module"] for row in r["rows"]} and r["first_breach"] is None

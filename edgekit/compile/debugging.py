@@ -99,6 +99,8 @@ def compare_modules(
     for r in rows:
         prev = _input_row(r.module, order, before, leaf_rows)
         r.added = r.rel_error - (prev.rel_error if prev else 0.0)
+    if not any(r.module != WHOLE for r in rows):
+        raise DebugError(f"no module of the model has a value in '{path}' to compare: {target.capture_hint(manifest)}")
     first = next((r for r in rows if r.breach), None)
     worst = sorted(leaves, key=lambda r: r.added, reverse=True)[:5]
     quantized = bool((manifest.get("quantization") or {}).get("scheme"))

@@ -266,6 +266,15 @@ class ExecuTorch(Target):
             return None
         return executorch_capture(path, find_etrecord(path, manifest), x)
 
+    def capture_hint(self, manifest: dict) -> str:
+        delegate = self.delegate_of(manifest)
+        if delegate == "none":
+            return super().capture_hint(manifest)
+        return (
+            f"the {delegate} delegate runs the network whole and logs its output alone; compile the same model with "
+            "--delegate none (the same program, every operator an instruction, quantized too) and debug that"
+        )
+
     def delegate_of(self, manifest: dict) -> str | None:
         return manifest.get("options", {}).get("delegate") or "xnnpack"
 
@@ -782,6 +791,10 @@ def _values_by_module(inspector, graph: torch.fx.Graph) -> dict[str, np.ndarray]
                 pairs = _operator_output(event, handles, by_handle)
             for node, value in pairs:
                 handle = _handles(node.meta.get("debug_handle"))[-1]
+                if not value.is_floating_point():
+                    continue  # int8 codes: the dequantized value that follows is the module's
+                if _is_qdq(node):  # a (de)quantize op: its value is the output of the op it shares a handle with
+                    node = next((n for n in by_handle[handle] if not _is_qdq(n)), node)
                 mine = [p for p in _user_paths(_first_call_path(node)) if last.get(p) == handle]
                 if mine:  # the later of two instructions an op became (a decomposition) holds its output
                     array = value.detach().float().cpu().numpy().copy()

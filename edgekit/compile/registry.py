@@ -115,6 +115,10 @@ class Target:
         """Per-op rows ({op, module, count, ms, share}, per inference) on this host; None where the runtime has none."""
         return None
 
+    def capture_hint(self, manifest: dict) -> str:
+        """What to do where `capture` gave no module's value of an artifact (a runtime that hides the network)."""
+        return "the runtime gave no intermediate value that a module computed last"
+
     def op_modules(self, path: Path, manifest: dict, names: list[str]) -> dict[str, str | None]:
         """The user's module of each op a device tool named (its output tensor's name, as `benchmark_model` prints
         it); None where the name says none. For per-op rows measured on a phone."""
