@@ -129,3 +129,13 @@ def test_a_program_without_its_etrecord_still_profiles_without_modules(compiled,
     finally:
         (tmp_path / "aside").rename(X.side_file(result.artifact, X.ETRECORD_SUFFIX))
     assert rows and all(r["module"] is None for r in rows) and module_tree(rows) is None
+
+
+def test_the_private_instruction_id_is_there(compiled):
+    """`instruction_of` reads the devtools Event's private `_instruction_id`: an ExecuTorch upgrade that renames it
+    fails here first (and the rows lose their modules)."""
+    _, result = compiled("mobilenetv2_100")
+    events, _ = events_and_graph(result.artifact)
+    call = next(e for e in events if e.name == "DELEGATE_CALL")
+    kernels = [e for e in events if e.is_delegated_op]
+    assert kernels and {X.instruction_of(e) for e in kernels} == {X.instruction_of(call)}

@@ -496,6 +496,13 @@ def _align(events: list[tuple[str, str]], nodes: list[torch.fx.Node]) -> list[in
     return out
 
 
+def instruction_of(event) -> int:
+    """The instruction an Inspector event was logged in: what ties a delegate's kernels to the delegate call whose
+    debug handles list its nodes. A private attribute of the devtools' `Event` (ExecuTorch 1.5);
+    `tests/test_op_modules_executorch.py` fails where an upgrade drops it."""
+    return event._instruction_id
+
+
 def _event_modules(events: list, graph: torch.fx.Graph) -> dict[int, str]:
     """The user's module of each operator event (by its index in `events`) that can be placed."""
     return _placements(events, graph)[0]
@@ -519,9 +526,9 @@ def _placements(events: list, graph: torch.fx.Graph) -> tuple[dict[int, str], se
     calls: dict[int, Any] = {}  # the devtools Inspector's Event
     for i, e in enumerate(events):
         if e.name == "DELEGATE_CALL":
-            calls[e._instruction_id] = e
+            calls[instruction_of(e)] = e
         elif e.is_delegated_op:
-            delegated[e._instruction_id].append(i)
+            delegated[instruction_of(e)].append(i)
         elif e.name not in _NOT_OPERATORS:
             nodes = [nd for h in _handles(e.debug_handles) for nd in by_handle.get(h, [])]
             if nodes:
