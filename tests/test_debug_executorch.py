@@ -226,9 +226,6 @@ def test_a_failed_compile_names_the_module_and_leaves_the_good_etrecord(compiled
         edgekit.compile(model, "executorch", out=out, input_size=SIZE, name="m", delegate="none")
     assert {p.name: sha256_of(p) for p in out.iterdir()} == before
     assert good.manifest["side_files"][ETRECORD_SUFFIX]["sha256"] == before["m.none.pte.etrecord"]
-    with pytest.raises(VerificationError):  # a first compile that fails leaves nothing at all
-        edgekit.compile(model, "executorch", out=tmp_path / "new", input_size=SIZE, name="m", delegate="none")
-    assert not (tmp_path / "new").exists()
 
 
 class Small(nn.Module):
@@ -306,6 +303,7 @@ def test_an_etrecord_whose_weights_are_not_tensors_is_refused_unread(compiled, t
     assert not marker.exists()
 
 
+@pytest.mark.heavy  # an int8 compile (a minute); the default run ranks one in tests/test_debug_quantized.py
 def test_an_int8_program_without_delegate_gives_every_layer_its_dequantized_value(tmp_path):
     """`--quantize int8 --delegate none`: the same quantized program on the portable and quantized kernels. Every
     convolution's value is the dequantized one the next layer reads (not the int8 codes, not a weight's

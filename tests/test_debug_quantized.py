@@ -106,7 +106,7 @@ def test_the_badly_quantized_layer_ranks_first(target, seeded):
     "target",
     [
         "onnx",
-        "executorch",
+        pytest.param("executorch", marks=pytest.mark.heavy),  # a second int8 compile
         pytest.param(
             "tflite",
             marks=[

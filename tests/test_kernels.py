@@ -310,6 +310,7 @@ def test_model_without_groups_is_conservative():
 
 
 @pytest.mark.xdist_group("executorch_op_modules")
+@pytest.mark.heavy  # an ExecuTorch compile; tests/test_op_modules_executorch.py checks the rows' modules by default
 def test_executorch_rows_time_every_conv_and_linear(zoo, tmp_path):
     model, kernels = zoo("mobilenetv2_100")
     result = edgekit.compile(model, "executorch", out=tmp_path, input_size=SIZE, verify=False)
