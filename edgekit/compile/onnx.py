@@ -305,8 +305,11 @@ def onnx_capture(path: str | Path, x: np.ndarray) -> dict[str, np.ndarray] | Non
     return {m: np.asarray(values[n], dtype=np.float32) for m, n in chosen.items()}
 
 
-def onnx_op_profile(path: str | Path, x: np.ndarray, threads: int | None, runs: int = 20) -> list[dict]:
-    """Mean time per ONNX op and module from ONNX Runtime's own profiler (kernel time of every node).
+def onnx_op_profile(
+    path: str | Path, x: np.ndarray, threads: int | None, runs: int = 20, warmup: int = 3
+) -> list[dict]:
+    """Mean time per ONNX op and module from ONNX Runtime's own profiler (kernel time of every node), over the runs
+    after the first `warmup` (the profiler records from the session's start: the first runs allocate and are slow).
 
     The session is the timed runs' (`session_options`: threads, graph optimizations), so the nodes timed are the
     graph ORT optimized, which it also writes out here: each timed node is traced back to the artifact's node it came
@@ -320,12 +323,14 @@ def onnx_op_profile(path: str | Path, x: np.ndarray, threads: int | None, runs: 
         so.optimized_model_filepath = str(optimized)
         session = ort().InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
-        for _ in range(runs):
+        for _ in range(warmup + runs):
             session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
+        starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+        since = starts[warmup] if len(starts) > warmup else 0  # the first timed run's start
         times: dict[tuple[str, str], float] = defaultdict(float)
         for e in events:
-            if e.get("cat") != "Node" or not e.get("name", "").endswith(_KERNEL_TIME):
+            if e.get("cat") != "Node" or not e.get("name", "").endswith(_KERNEL_TIME) or e.get("ts", 0) < since:
                 continue
             times[(e["name"][: -len(_KERNEL_TIME)], e.get("args", {}).get("op_name", "?"))] += e["dur"] / 1e3 / runs
         modules = _ort_node_modules(path, optimized, {name for name, _ in times})
