@@ -208,6 +208,9 @@ class CoreML(Target):
         with quiet():
             mlmodel.short_description = "compiled by edgekit"
             mlmodel.save(str(path))
+        # coremltools writes the node numbers' op map for ExecuTorch's Core ML delegate (unlisted in the package's
+        # Manifest.json, read by nothing for a standalone model); edgekit keeps its own map in the manifest
+        (path / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
         spec = mlmodel.get_spec()
         ops: dict[str, int] = {}
         for fn in spec.mlProgram.functions.values():
