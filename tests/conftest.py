@@ -93,6 +93,29 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 CLI_ENV = {"COLUMNS": "200"}  # rich wraps at the terminal's width: wide enough that no line a test reads wraps
 
 
+def randomized_compiles(root: Path, target: str, size: int, **options):
+    """`get(name, **more)` -> (model, compile result): the zoo model `name` (10 classes, random BatchNorm statistics
+    and layer scales) compiled for `target` at `size` once per distinct call, in its own folder under `root`."""
+    import edgekit
+
+    cache: dict = {}
+
+    def get(name: str, **more):
+        key = (name, *sorted(more.items()))
+        if key not in cache:
+            model = randomize(edgekit.create_model(name, num_classes=10))
+            out = root / "-".join([name, *map(str, more.values())])
+            cache[key] = model, edgekit.compile(model, target, out=out, input_size=size, name=name, **options, **more)
+        return cache[key]
+
+    return get
+
+
+def zoo_input(size: int, seed: int = 1) -> torch.Tensor:
+    """A seeded random input of the zoo's shape (1, 3, size, size)."""
+    return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`edgekit ARGS` in this process, through `edgekit.cli.main()` (the entry point), as the process would end.
 

@@ -17,14 +17,13 @@ import pytest
 import torch
 from torch import nn
 
-import edgekit
 from edgekit.compile.capture import module_outputs
 from edgekit.compile.coreml import OP_MODULES, CoreML, capture_plan, coreml_capture, coreml_op_modules, program_ops
 from edgekit.compile.debugging import debug
 from edgekit.errors import EdgekitError
 from edgekit.models.deploy import export_form
 
-from .conftest import assert_user_error, randomize, run_cli
+from .conftest import assert_user_error, randomized_compiles, run_cli, zoo_input
 
 SIZE = 32
 MODELS = ("mobilenetv2_100", "mobilevig_ti", "mobileone_s0", "greedyvig_s")
@@ -34,21 +33,11 @@ pytestmark = pytest.mark.xdist_group("debug_coreml")  # one worker compiles each
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    """name -> (model, compile result), each compiled once (random BatchNorm statistics and layer scales)."""
-    root = tmp_path_factory.mktemp("debug_coreml")
-    cache: dict = {}
-
-    def get(name: str):
-        if name not in cache:
-            model = randomize(edgekit.create_model(name, num_classes=10))
-            cache[name] = model, edgekit.compile(model, "coreml", out=root / name, input_size=SIZE, name=name)
-        return cache[name]
-
-    return get
+    return randomized_compiles(tmp_path_factory.mktemp("debug_coreml"), "coreml", SIZE)
 
 
 def example(seed: int = 1) -> torch.Tensor:
-    return torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    return zoo_input(SIZE, seed)
 
 
 def leaves(outputs: dict) -> list[str]:

@@ -30,7 +30,7 @@ from edgekit.compile.executorch import ETRECORD_SUFFIX, ExecuTorch
 from edgekit.errors import ArtifactError, VerificationError
 from edgekit.io import sha256_of
 
-from .conftest import copied, randomize
+from .conftest import copied, randomize, randomized_compiles, zoo_input
 
 SIZE = 32
 REL = 1e-3  # fp32: the largest difference relative to the largest magnitude of PyTorch's value
@@ -53,24 +53,12 @@ CASES = [
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     """(name, delegate) -> (model, compile result), each compiled once (random BatchNorm statistics)."""
-    root = tmp_path_factory.mktemp("debug_executorch")
-    cache: dict = {}
-
-    def get(name: str, delegate: str):
-        if (name, delegate) not in cache:
-            model = randomize(edgekit.create_model(name, num_classes=10))
-            out = root / f"{name}-{delegate}"
-            result = edgekit.compile(
-                model, "executorch", out=out, input_size=SIZE, name=name, delegate=delegate, verify=False
-            )
-            cache[name, delegate] = model, result
-        return cache[name, delegate]
-
-    return get
+    get = randomized_compiles(tmp_path_factory.mktemp("debug_executorch"), "executorch", SIZE, verify=False)
+    return lambda name, delegate: get(name, delegate=delegate)
 
 
 def example(seed: int = 1) -> torch.Tensor:
-    return torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    return zoo_input(SIZE, seed)
 
 
 def rel_error(got: np.ndarray, ref: np.ndarray) -> float:

@@ -12,12 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-import edgekit
 from edgekit.compile.capture import module_outputs, module_path
 from edgekit.compile.onnx import NAME_SCOPES, Onnx, node_module
 from edgekit.models.deploy import export_form
 
-from .conftest import randomize
+from .conftest import randomized_compiles, zoo_input
 
 SIZE = 32
 MODELS = ("mobilenetv2_100", "mobilevig_ti", "mobileone_s0", "greedyvig_s")
@@ -26,21 +25,11 @@ REL = 1e-3  # fp32: the largest difference relative to the largest magnitude of 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    """name -> (model, compile result), each compiled once (random BatchNorm statistics and layer scales)."""
-    root = tmp_path_factory.mktemp("debug_onnx")
-    cache: dict = {}
-
-    def get(name: str):
-        if name not in cache:
-            model = randomize(edgekit.create_model(name, num_classes=10))
-            cache[name] = model, edgekit.compile(model, "onnx", out=root / name, input_size=SIZE, name=name)
-        return cache[name]
-
-    return get
+    return randomized_compiles(tmp_path_factory.mktemp("debug_onnx"), "onnx", SIZE)
 
 
 def example(seed: int = 1) -> torch.Tensor:
-    return torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    return zoo_input(SIZE, seed)
 
 
 def rel_error(a: np.ndarray, b: np.ndarray) -> float:

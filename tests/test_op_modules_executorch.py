@@ -18,11 +18,10 @@ import pytest
 import torch
 from torch import nn
 
-import edgekit
 from edgekit.compile import get_target, prepare_for_export, read_manifest
 from edgekit.compile.attribution import attributed_share, module_tree
 
-from .conftest import randomize
+from .conftest import randomized_compiles
 
 X = importlib.import_module("edgekit.compile.executorch")  # `edgekit.compile` the function shadows the package
 SIZE = 32
@@ -33,19 +32,8 @@ pytestmark = pytest.mark.xdist_group("executorch_op_modules")
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
-    root = tmp_path_factory.mktemp("op_modules")
-    cache: dict = {}
-
-    def get(name: str, delegate: str = "xnnpack"):
-        if (name, delegate) not in cache:
-            model = randomize(edgekit.create_model(name, num_classes=10))
-            result = edgekit.compile(
-                model, "executorch", out=root / f"{name}-{delegate}", input_size=SIZE, delegate=delegate, verify=False
-            )
-            cache[name, delegate] = model, result
-        return cache[name, delegate]
-
-    return get
+    get = randomized_compiles(tmp_path_factory.mktemp("op_modules"), "executorch", SIZE, verify=False)
+    return lambda name, delegate="xnnpack": get(name, delegate=delegate)
 
 
 def x() -> np.ndarray:

@@ -1,0 +1,353 @@
+"""The kernel-level predictor wired in: the kernel sweep into the database, the fit from it, `latency predict` with
+its interval and kernel table, `select` measuring the candidates whose interval crosses the budget, old database
+files. Nothing here asserts on how long anything took: the sweep's samples are checked for what they are, and the
+selection runs on a database of synthetic kernel times (a known law, far slower than this host) so that which
+candidate's interval crosses the budget is decided by the law, not by the machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+
+import numpy as np
+import pytest
+
+from edgekit.errors import EdgekitError
+from edgekit.latency import LatencyDB, kernel_model_for, kernels_of, record
+from edgekit.latency.kernels import COMPUTE_KINDS
+from edgekit.latency.sweep import QUICK, Spec, build, grid, spec_kernels
+from edgekit.models import load_model
+
+from .conftest import assert_user_error, run_cli
+
+pytestmark = pytest.mark.xdist_group("kernel_predict")
+
+NETS = """
+import torch
+from torch import nn
+
+
+class Widths(nn.Module):
+    width = 16
+
+    def __init__(self):
+        super().__init__()
+        w = self.width
+        self.stem = nn.Sequential(nn.Conv2d(3, w, 3, 2, 1), nn.BatchNorm2d(w), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(w, w, 3, 1, 1, groups=w), nn.BatchNorm2d(w), nn.ReLU())
+        self.pw = nn.Sequential(nn.Conv2d(w, 2 * w, 1), nn.BatchNorm2d(2 * w), nn.ReLU())
+        self.head = nn.Linear(2 * w, 10)
+
+    def forward(self, x):
+        y = self.pw(self.dw(self.stem(x)))
+        return self.head((y * torch.sigmoid(y)).mean((2, 3)))
+
+
+class W8(Widths):
+    width = 8
+
+
+class W24(Widths):
+    width = 24
+
+
+class W64(Widths):
+    width = 64
+
+
+class Normed(Widths):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.GroupNorm(4, 32)
+
+    def forward(self, x):
+        y = self.norm(self.pw(self.dw(self.stem(x))))
+        return self.head(y.mean((2, 3)))
+"""
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    path = tmp_path_factory.mktemp("knets") / "knets.py"
+    path.write_text(NETS)
+    return path
+
+
+# -- the sweep (one real run of the quick grid on ExecuTorch) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A database the quick kernel sweep wrote (ExecuTorch on this host, 1 thread), and the command's JSON."""
+    path = tmp_path_factory.mktemp("kdb") / "lat.sqlite"
+    proc = run_cli(
+        "latency", "calibrate", "--kernels", "--quick", "--target", "executorch", "--device", "host",
+        "--threads", "1", "--db", str(path), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return path, json.loads(proc.stdout)
+
+
+def test_quick_grid_specs_build_their_kernel():
+    for spec in grid(QUICK):
+        ks = spec_kernels(spec, 32)
+        assert [k.kind for k in ks] == [spec.kind], spec
+        assert ks[0].cin == spec.cin and ks[0].cout == spec.cout and ks[0].h == spec.h
+    for spec in (Spec("linear", 64, 100, 7), Spec("linear", 256, 1000, 1), Spec("matmul", 32, 32, 7)):
+        ks = spec_kernels(spec, 56)
+        assert spec.kind in {k.kind for k in ks}, (spec, ks)
+    net = build(grid(QUICK)[:2], 32)
+    assert net(__import__("torch").zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
+def test_quick_sweep_writes_kernel_samples(swept):
+    path, r = swept
+    assert r["sweep"]["target"] == "executorch" and r["sweep"]["grid"] == "quick" and r["sweep"]["threads"] == 1
+    assert r["sweep"]["samples"] >= 6
+    with LatencyDB(path) as db:
+        rows = db.kernel_samples("executorch", "host", 1)
+        assert len(rows) == r["sweep"]["samples"]
+        assert {row["source"] for row in rows} == {"sweep"} and all(row["ms"] > 0 for row in rows)
+        assert {row["kernel"]["kind"] for row in rows} <= {"conv", "dwconv", "pwconv"}
+        assert all(row["kernel"]["module"].startswith("sweep/") for row in rows)
+        assert db.kernel_samples("executorch", "host", 2) == [] and db.rows() == []  # no reports: kernels only
+        model = kernel_model_for(db, "executorch", "host", 1)
+    assert model is not None and set(model.kinds) >= {"conv"}
+    assert r["kernel_model"]["kinds"] == {k: f.samples for k, f in sorted(model.kinds.items())}
+
+
+def test_predict_prints_interval_and_unseen_kinds(swept, nets):
+    path, _ = swept
+    args = ("--target", "executorch", "--threads", "1", "--input-size", "32", "--db", str(path))
+    proc = run_cli("latency", "predict", f"{nets}:Normed", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "predicted" in proc.stdout and "90 % interval [" in proc.stdout
+    # the quick grid times convolutions alone: the head's linear and the group norm were never seen
+    assert "holds kernel kinds the fit has never seen:" in proc.stdout
+    seen_line = next(ln for ln in proc.stdout.splitlines() if "never seen" in ln)
+    assert "norm" in seen_line and "linear" in seen_line
+    proc = run_cli("latency", "predict", f"{nets}:Normed", *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["method"] == "kernels" and 0 < r["low_ms"] <= r["predicted_ms"] <= r["high_ms"]
+    assert {"norm", "linear"} <= set(r["unseen_kinds"])
+    table = r["kernels"]
+    assert {row["module"] for row in table} >= {"stem.0", "dw.0", "pw.0", "head", "norm"}
+    assert all(row["low"] <= row["ms"] <= row["high"] for row in table)
+    assert sum(row["ms"] for row in table) == pytest.approx(r["kernels_ms"], rel=1e-3)
+    stem = next(row for row in table if row["module"] == "stem.0")
+    assert stem["kind"] == "conv" and stem["seen"] is True
+
+
+def test_predict_without_kernel_model_says_how_to_get_one(tmp_path, nets):
+    """The per-feature predictor's output stays, with a line naming the command that gives an interval."""
+    from .test_latency import NETS as LINEAR_NETS
+    from .test_latency import WIDTHS, _report, _truth
+
+    src = tmp_path / "widths.py"
+    src.write_text(LINEAR_NETS + "".join(f"\n\nclass W{w}(Widths):\n    width = {w}\n" for w in WIDTHS))
+    from edgekit.latency import cost_features
+
+    with LatencyDB(tmp_path / "lat.sqlite") as db:
+        for i, w in enumerate(WIDTHS):
+            f = cost_features(load_model(f"{src}:W{w}").model, 32)
+            record(_report(f"{i:064x}", _truth(f)), db, features=f)
+    proc = run_cli(
+        "latency", "predict", f"{src}:W24", "--target", "onnx", "--threads", "2", "--input-size", "32",
+        "--db", str(tmp_path / "lat.sqlite"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "leave-one-out median error" in proc.stdout
+    assert "no interval" in proc.stdout and "latency calibrate --kernels --target onnx" in proc.stdout
+
+
+def test_calibrate_quick_needs_kernels(tmp_path):
+    assert_user_error(
+        run_cli("latency", "calibrate", "--quick", "--target", "executorch", "--db", str(tmp_path / "l.sqlite")),
+        "--quick goes with --kernels",
+    )
+
+
+# -- the kernel model from the database: synthetic kernel times ----------------------------------------------------
+
+KEY = ("onnx", "host", 1, "fp32")
+COST = {"conv": 3e-5, "dwconv": 2e-4, "pwconv": 4e-5, "linear": 5e-5, "matmul": 5e-5}  # ms per MAC^0.9
+MEMORY_COST = 2e-4  # ms per element^0.9
+
+
+def _law(k) -> float:
+    if k.kind in COMPUTE_KINDS:
+        return COST[k.kind] * k.macs**0.9
+    return MEMORY_COST * max(k.elements, 1) ** 0.9
+
+
+@pytest.fixture(scope="module")
+def law_db(tmp_path_factory, nets):
+    """Kernel samples (and network totals) of the width networks at several sizes, timed by a known law with 10 %
+    lognormal noise: predictions of the candidates are tens of ms, far over what this host measures."""
+    path = tmp_path_factory.mktemp("lawdb") / "lat.sqlite"
+    rng = np.random.default_rng(0)
+    with LatencyDB(path) as db:
+        for name in ("W8", "Widths", "W24", "W64"):
+            for size in (16, 32, 48, 64):
+                ks = [k for k in kernels_of(load_model(f"{nets}:{name}").model, size) if k.kind != "free"]
+                samples = [(k.to_dict(), _law(k) * math.exp(rng.normal(0, 0.1))) for k in ks]
+                total = sum(m for _, m in samples) + 0.05
+                db.add_kernel_samples(
+                    KEY, samples, "report", network=(f"{name}@{size}", [k.to_dict() for k in ks], total, None)
+                )
+    return path
+
+
+def test_kernel_model_for_fits_the_law(law_db, nets):
+    with LatencyDB(law_db) as db:
+        assert kernel_model_for(db, "onnx", "host", 2) is None  # another key: nothing measured
+        model = kernel_model_for(db, *KEY)
+    assert model is not None and {"conv", "dwconv", "pwconv", "linear", "elementwise", "reduce"} <= set(model.kinds)
+    ks = kernels_of(load_model(f"{nets}:W24").model, 40)  # a size the samples never had
+    p = model.predict(ks)
+    truth = sum(_law(k) for k in ks if k.kind != "free")
+    assert p.ms == pytest.approx(truth, rel=0.2) and p.low < p.ms < p.high and not p.unseen_kinds
+
+
+def test_select_measures_candidates_whose_interval_crosses_the_budget(law_db, nets, tmp_path):
+    names = [f"{nets}:{n}" for n in ("W8", "W24", "W64")]
+    with LatencyDB(law_db) as db:
+        model = kernel_model_for(db, *KEY)
+    assert model is not None
+    preds = {n: model.predict(kernels_of(load_model(n).model, 32)) for n in names}
+    small, mid, big = (preds[n] for n in names)
+    assert small.high < mid.low and mid.high < big.low  # the law keeps the three apart
+    budget = round((mid.low + mid.ms) / 2, 4)  # inside the middle one's interval, over the small one's
+    proc = run_cli(
+        "select", "--target", "onnx", "--threads", "1", "--input-size", "32", "--budget-ms", str(budget),
+        "--candidates", ",".join(names), "--db", str(law_db), "--out", str(tmp_path / "sel"), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["method"] == "kernels"
+    crossed = r["measured_because_interval_crosses_budget"]
+    assert [c["name"] for c in crossed] == [names[1]]
+    c = crossed[0]
+    assert c["low_ms"] <= budget < c["high_ms"] and c["measured_ms"] is not None
+    by_name = {k["name"]: k for k in r["candidates"]}
+    assert (
+        by_name[names[2]]["status"] == "over budget (its whole interval)" and by_name[names[2]]["measured_ms"] is None
+    )
+    assert by_name[names[1]]["status"].startswith("measured (interval crosses the budget)")
+    assert r["chosen"]["model"] in names[:2] and r["chosen"]["measured_ms"] <= budget
+    assert json.loads((tmp_path / "sel" / "selection.json").read_text()) == r
+
+
+# -- records and old database files ----------------------------------------------------------------------------------
+
+
+def test_report_with_per_op_rows_stores_kernel_samples(tmp_path):
+    """A report whose per-op rows name modules gives its kernels' times, and the network total, to the kernel
+    tables (the model rebuilt from the report's reference)."""
+    from .test_latency import _report
+
+    rep = _report("a" * 64, 2.0, target="executorch", threads=1, model="mobilenetv2_100")
+    rep["ops"] = [
+        {"op": "Convolution (NHWC, F32) IGEMM", "module": "features.0.0", "count": 1, "ms": 0.3},
+        {"op": "Convolution (NHWC, F32) DWConv", "module": "features.1.conv.0.0", "count": 1, "ms": 0.2},
+        {"op": "Fully Connected (NC, F32) GEMM", "module": "classifier.1", "count": 1, "ms": 0.1},
+        {"op": "Transpose (ND, X32)", "module": None, "count": 1, "ms": 0.05},
+    ]
+    with LatencyDB(tmp_path / "lat.sqlite") as db:
+        rid = record(rep, db)
+        rows = db.kernel_samples("executorch", "host", 1)
+        nets = db.kernel_networks("executorch", "host", 1)
+    by_module = {r["kernel"]["module"]: (r["kernel"]["kind"], r["ms"]) for r in rows}
+    assert by_module == {
+        "features.0.0": ("conv", 0.3),
+        "features.1.conv.0.0": ("dwconv", 0.2),
+        "classifier.1": ("linear", 0.1),
+    }
+    assert {r["source"] for r in rows} == {"report"} and len({r["network_id"] for r in rows}) == 1
+    assert len(nets) == 1 and nets[0]["report_id"] == rid and nets[0]["total_ms"] == 2.0
+    assert nets[0]["name"] == "mobilenetv2_100" and len(nets[0]["kernels"]) > 50
+
+
+def test_database_from_before_the_kernel_tables_opens(tmp_path):
+    path = tmp_path / "old.sqlite"
+    from edgekit.latency.db import SCHEMA
+
+    old_schema = SCHEMA[: SCHEMA.index("CREATE TABLE IF NOT EXISTS kernel_networks")]
+    conn = sqlite3.connect(path)
+    conn.executescript(old_schema)
+    conn.execute(
+        "INSERT INTO reports (created, artifact_sha256, target, device, threads, runs, median_ms, report) "
+        "VALUES ('', ?, 'onnx', 'host', 2, 3, 1.5, '{}')",
+        ("b" * 64,),
+    )
+    conn.commit()
+    conn.close()
+    with LatencyDB(path) as db:
+        assert len(db.rows()) == 1 and db.kernel_samples("onnx", "host", 2) == []
+        assert kernel_model_for(db, "onnx", "host", 2) is None
+        db.add_kernel_samples(("onnx", "host", 2, "fp32"), [({"kind": "conv", "op": "convolution"}, 0.1)], "sweep")
+    with LatencyDB(path) as db:
+        assert len(db.kernel_samples("onnx", "host", 2)) == 1
+    # a kernel table that is not edgekit's: said to be damaged, not a traceback
+    bad = tmp_path / "bad.sqlite"
+    conn = sqlite3.connect(bad)
+    conn.execute("CREATE TABLE kernel_samples (id INTEGER, what TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(EdgekitError, match="is damaged .*move it aside"):
+        LatencyDB(bad)
+
+
+# -- phones: the sweep as a bundle, and its reports imported --------------------------------------------------------
+
+
+def test_phone_calibrate_lists_missing_and_writes_a_bundle(tmp_path, monkeypatch):
+    """`latency calibrate --kernels --device android-app` (no phone here): which measurements are missing, the bundle
+    of small artifacts with its manifest, and a report of one of them imported back as kernel samples."""
+    from edgekit.latency import sweep as sweep_module
+
+    specs = [Spec("dwconv", 64, 64, 32, 3, 1), Spec("pwconv", 32, 48, 32)]
+    monkeypatch.setitem(sweep_module.GRIDS, QUICK, lambda: list(specs))
+    db_path, where = tmp_path / "lat.sqlite", tmp_path / "bundle"
+    args = ("--kernels", "--quick", "--target", "executorch", "--device", "android-app", "--db", str(db_path))
+    proc = run_cli("latency", "calibrate", *args, "--bundle", str(where), "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["missing"] == [s.name for s in specs] and r["of"] == 2 and r["device"] == "android-app"
+    manifest = json.loads((where / "manifest.json").read_text())
+    assert manifest["schema"] == "edgekit-kernel-sweep/1" and manifest["target"] == "executorch"
+    assert len(manifest["programs"]) == 2
+    for program, spec in zip(manifest["programs"], specs):
+        art = where / program["artifact"]
+        assert art.suffix == ".pte" and art.stat().st_size > 0
+        assert json.loads((where / f"{program['artifact']}.json").read_text())["sha256"] == program["sha256"]
+        assert program["specs"][0]["name"] == spec.name and program["specs"][0]["module"] == "k0"
+        assert {k["kind"] for k in program["kernels"] if k["module"] == "k0.0"} == {spec.kind}
+    # what the app would report for the first program: its per-op rows, by module
+    from .test_latency import _report
+
+    n = r["threads"]  # the device definition's thread count
+    rep = _report(manifest["programs"][0]["sha256"], 0.5, target="executorch", device="android-app", threads=n)
+    rep.update(min_ms=0.5, mean_ms=0.5, iqr_ms=0.0)
+    rep["ops"] = [
+        {"op": "Convolution (NHWC, F32) DWConv", "module": "k0.0", "count": 1, "ms": 0.12},
+        {"op": "Fully Connected (NC, F32) GEMM", "module": "p0.proj", "count": 1, "ms": 0.03},
+    ]
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "r0.json").write_text(json.dumps(rep))
+    proc = run_cli("latency", "calibrate", *args, "--bundle", str(where), "--reports", str(reports), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"imported": {"r0.json": 1}}
+    with LatencyDB(db_path) as db:
+        rows = db.kernel_samples("executorch", "android-app", n)
+    assert [(row["kernel"]["kind"], row["kernel"]["module"]) for row in rows] == [("dwconv", f"sweep/{specs[0].name}")]
+    assert rows[0]["ms"] == pytest.approx(0.12)
+    # now only the second is missing (and its bundle is written again, alone)
+    proc = run_cli("latency", "calibrate", *args, "--bundle", str(tmp_path / "b2"))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 2 kernel measurements (quick grid) still missing: pwconv 1" in proc.stdout
+    assert len(json.loads((tmp_path / "b2" / "manifest.json").read_text())["programs"]) == 1
+    assert_user_error(run_cli("latency", "calibrate", *args, "--reports", str(reports)), "--reports needs --bundle")
