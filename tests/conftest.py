@@ -116,6 +116,27 @@ def zoo_input(size: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+def leaves(outputs: dict) -> list[str]:
+    """The module paths among `outputs` with no other path inside them."""
+    return [k for k in outputs if not any(j.startswith(k + ".") for j in outputs)]
+
+
+def leaves_without_value(model: nn.Module, ref: dict, has: dict) -> set[str]:
+    """Leaf modules an artifact cannot have a value of: no-ops in evaluation (Dropout, Identity) and convolutions
+    whose BatchNorm the converter folded into them (the fused node or op is the BatchNorm's, in `has`)."""
+    mods = dict(model.named_modules())
+    order = leaves(ref)
+    out = set()
+    for i, k in enumerate(order):
+        if isinstance(mods[k], (nn.Dropout, nn.Identity)):
+            out.add(k)
+        elif isinstance(mods[k], nn.Conv2d) and i + 1 < len(order):
+            nxt = order[i + 1]
+            if isinstance(mods[nxt], nn.BatchNorm2d) and nxt in has:
+                out.add(k)
+    return out
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`edgekit ARGS` in this process, through `edgekit.cli.main()` (the entry point), as the process would end.
 

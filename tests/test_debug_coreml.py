@@ -15,7 +15,6 @@ import platform
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from edgekit.compile.capture import module_outputs
 from edgekit.compile.coreml import OP_MODULES, CoreML, capture_plan, coreml_capture, coreml_op_modules, program_ops
@@ -23,7 +22,7 @@ from edgekit.compile.debugging import debug
 from edgekit.errors import EdgekitError
 from edgekit.models.deploy import export_form
 
-from .conftest import assert_user_error, randomized_compiles, run_cli, zoo_input
+from .conftest import assert_user_error, leaves, leaves_without_value, randomized_compiles, run_cli, zoo_input
 
 SIZE = 32
 MODELS = ("mobilenetv2_100", "mobilevig_ti", "mobileone_s0", "greedyvig_s")
@@ -38,26 +37,6 @@ def compiled(tmp_path_factory):
 
 def example(seed: int = 1) -> torch.Tensor:
     return zoo_input(SIZE, seed)
-
-
-def leaves(outputs: dict) -> list[str]:
-    return [k for k in outputs if not any(j.startswith(k + ".") for j in outputs)]
-
-
-def leaves_without_op(model: nn.Module, ref: dict, plan: dict) -> set[str]:
-    """Leaf modules the program cannot have a value of: no-ops in evaluation (Dropout, Identity) and convolutions
-    whose BatchNorm coremltools fused into them (the fused op is the BatchNorm's)."""
-    mods = dict(model.named_modules())
-    order = leaves(ref)
-    out = set()
-    for i, k in enumerate(order):
-        if isinstance(mods[k], (nn.Dropout, nn.Identity)):
-            out.add(k)
-        elif isinstance(mods[k], nn.Conv2d) and i + 1 < len(order):
-            nxt = order[i + 1]
-            if isinstance(mods[nxt], nn.BatchNorm2d) and nxt in plan:
-                out.add(k)
-    return out
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -98,7 +77,7 @@ def test_the_capture_plan_covers_the_modules(name, compiled):
     ref = module_outputs(export_form(model), example())
     leaf = leaves(ref)
     missing = [k for k in leaf if k not in plan]
-    no_op = leaves_without_op(export_form(model), ref, plan)
+    no_op = leaves_without_value(export_form(model), ref, plan)
     assert set(missing) <= no_op, sorted(set(missing) - no_op)
     assert len([k for k in ref if k in plan]) >= 0.6 * len(ref)
     got = _stand_in_capture(result)

@@ -10,13 +10,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from torch import nn
 
 from edgekit.compile.capture import module_outputs, module_path
 from edgekit.compile.onnx import NAME_SCOPES, Onnx, node_module
 from edgekit.models.deploy import export_form
 
-from .conftest import randomized_compiles, zoo_input
+from .conftest import leaves, leaves_without_value, randomized_compiles, zoo_input
 
 SIZE = 32
 MODELS = ("mobilenetv2_100", "mobilevig_ti", "mobileone_s0", "greedyvig_s")
@@ -36,26 +35,6 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(float(np.abs(a).max()), 1e-6))
 
 
-def leaves(outputs: dict) -> list[str]:
-    return [k for k in outputs if not any(j.startswith(k + ".") for j in outputs)]
-
-
-def leaves_without_node(model: nn.Module, ref: dict, got: dict) -> set[str]:
-    """Leaf modules the artifact cannot have a value of: no-ops in evaluation (Dropout, Identity) and convolutions
-    whose BatchNorm the exporter folded into them (the fused node computes the BatchNorm's output)."""
-    mods = dict(model.named_modules())
-    order = leaves(ref)
-    out = set()
-    for i, k in enumerate(order):
-        if isinstance(mods[k], (nn.Dropout, nn.Identity)):
-            out.add(k)
-        elif isinstance(mods[k], nn.Conv2d) and i + 1 < len(order):
-            nxt = order[i + 1]
-            if isinstance(mods[nxt], nn.BatchNorm2d) and nxt in got:
-                out.add(k)
-    return out
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_capture_covers_the_modules_and_agrees_with_pytorch(name, compiled):
     model, result = compiled(name)
@@ -65,7 +44,7 @@ def test_capture_covers_the_modules_and_agrees_with_pytorch(name, compiled):
     ref = module_outputs(export_form(model), x)
     leaf = leaves(ref)
     missing = [k for k in leaf if k not in got]
-    no_node = leaves_without_node(export_form(model), ref, got)
+    no_node = leaves_without_value(export_form(model), ref, got)
     # Every leaf without a value is one the artifact has no node of; of the others, (nearly) all have one.
     assert set(missing) <= no_node, sorted(set(missing) - no_node)
     can = [k for k in leaf if k not in no_node]
