@@ -26,7 +26,23 @@ from .devices import launched_rank, shutdown
 from .distill import distill, parse_features, train
 from .errors import EdgekitError
 from .io import atomic_path, check_writable, write_json
-from .latency import CALIBRATION, LatencyDB, calibrate, latency_of, predict, record
+from .latency import (
+    CALIBRATION,
+    LatencyDB,
+    calibrate,
+    kernel_model_for,
+    kernel_model_summary,
+    latency_of,
+    predict,
+    record,
+)
+from .latency.sweep import DEFAULT as DEFAULT_GRID
+from .latency.sweep import QUICK as QUICK_GRID
+from .latency.sweep import grid as sweep_grid
+from .latency.sweep import import_bundle_reports
+from .latency.sweep import missing as kernels_missing
+from .latency.sweep import sweep as sweep_kernels
+from .latency.sweep import write_bundle as write_kernel_bundle
 from .models import model_info, reset_trusted_code, trust_all_code, zoo_rows
 from .profile import load_report, profile
 from .profile.devices import find_device
@@ -794,11 +810,112 @@ def latency_calibrate(
     threads: int | None = typer.Option(None, "--threads"),
     input_size: int = typer.Option(224, "--input-size"),
     quantization: str | None = typer.Option(None, "--quantize", help="Calibrate for artifacts of this scheme."),
+    kernels: bool = typer.Option(
+        False, "--kernels", help="Measure the kernel sweep (kernels alone over a grid of shapes) for the kernel model."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="With --kernels: a handful of kernels at tiny sizes."),
+    bundle_dir: Path | None = typer.Option(
+        None,
+        "--bundle",
+        help="With --kernels on a phone: where the sweep's artifacts and manifest go "
+        "(default kernel-sweep-TARGET-DEVICE); with --reports, the bundle they were measured from.",
+    ),
+    reports: Path | None = typer.Option(
+        None, "--reports", help="With --kernels --bundle: import the phone's per-op reports of the bundle (a folder)."
+    ),
     db: Path | None = typer.Option(None, "--db", help=_DB_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Measure edgekit's calibration set on TARGET/DEVICE and fit the predictor (a few minutes)."""
+    """Measure edgekit's calibration set on TARGET/DEVICE and fit the predictor (a few minutes); with --kernels,
+    measure the kernel sweep and fit the kernel-level model (on a phone: list what is missing and write the sweep
+    as a bundle of artifacts the demo apps or adb run; --reports imports what they measured)."""
     n = _threads_for(target, device, threads)
+    if quick and not kernels:
+        raise EdgekitError("--quick goes with --kernels (the quick kernel grid)")
+    if (bundle_dir or reports) and not kernels:
+        raise EdgekitError("--bundle and --reports go with --kernels")
+    if kernels:
+        if quantization is not None:
+            raise EdgekitError("the kernel sweep measures float kernels; leave out --quantize with --kernels")
+        dev = find_device(target, device)
+        grid_name = QUICK_GRID if quick else DEFAULT_GRID
+        if reports is not None:
+            if bundle_dir is None:
+                raise EdgekitError("--reports needs --bundle DIR, the bundle the reports were measured from")
+            with LatencyDB(db) as database:
+                stored = import_bundle_reports(bundle_dir, reports, database)
+            if json_out:
+                return _print_json({"imported": stored})
+            out.print(f"[green]imported[/green] {sum(stored.values())} kernel samples from {len(stored)} reports")
+            return None
+        if dev.profile.via != "host":
+            where = bundle_dir or Path(f"kernel-sweep-{target}-{dev.device}")
+            with LatencyDB(db) as database:
+                todo = kernels_missing(database, target, dev.device, n, grid_name)
+            total = len(sweep_grid(grid_name))
+            counts: dict[str, int] = {}
+            for spec in todo:
+                counts[spec.kind] = counts.get(spec.kind, 0) + 1
+            manifest = None
+            if todo:
+                with err.status("compiling the kernel bundle…", spinner="dots") as status:
+                    manifest = write_kernel_bundle(
+                        target,
+                        where,
+                        grid_name=grid_name,
+                        device=dev.name,
+                        only={s.name for s in todo},
+                        progress=lambda m: status.update(m),
+                    )
+            if json_out:
+                return _print_json(
+                    {
+                        "target": target,
+                        "device": dev.device,
+                        "threads": n,
+                        "grid": grid_name,
+                        "missing": [s.name for s in todo],
+                        "of": total,
+                        "bundle": str(manifest) if manifest else None,
+                    }
+                )
+            kinds = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+            out.print(
+                f"{target} on {dev.device} ({n} threads): {len(todo)} of {total} kernel measurements ({grid_name} "
+                f"grid) still missing: {kinds}"
+            )
+            if manifest is not None:
+                out.print(f"  bundle      {manifest} ({len(todo)} artifacts): {dev.profile.via} runs them")
+                out.print(
+                    f"  then        edgekit latency calibrate --kernels --target {target} --device {device} "
+                    f"--bundle {where} --reports REPORTS_DIR"
+                )
+            return None
+        with LatencyDB(db) as database, err.status("measuring kernels…", spinner="dots") as status:
+            res = sweep_kernels(
+                target,
+                device,
+                n,
+                database,
+                grid_name=QUICK_GRID if quick else DEFAULT_GRID,
+                progress=lambda m: status.update(m),
+            )
+            km = kernel_model_for(database, target, device, n)
+        summary = kernel_model_summary(km) if km is not None else None
+        if json_out:
+            return _print_json({"sweep": res.to_dict(), "kernel_model": summary})
+        out.print(
+            f"[green]measured[/green] {res.samples} kernels of {res.specs} ({res.grid} grid) on {target}/{device} "
+            f"({n} threads) in {res.programs} programs; stored in {database.path}"
+        )
+        if res.skipped:
+            out.print(f"  no sample   {', '.join(res.skipped)} (under the per-op timer's resolution)")
+        if summary is None:
+            out.print("  too few kernel samples for a kernel model yet")
+        else:
+            kinds = ", ".join(f"{k} {v}" for k, v in summary["kinds"].items())
+            out.print(f"  kernel model fitted on: {kinds}")
+        return None
     with LatencyDB(db) as database, err.status("calibrating…", spinner="dots") as status:
         pred = calibrate(
             target,
@@ -839,10 +956,31 @@ def latency_predict(
         r = predict(model, target, device, n, database, input_size=input_size, quantization=quantization)
     if json_out:
         return _print_json(r)
+    where = f"{model} on {target}/{device} ({n} threads) at {r['input_size']}"
+    if r["method"] == "kernels":
+        km = r["kernel_model"]
+        out.print(
+            f"{where}: predicted [bold]{r['predicted_ms']:.2f} ms[/bold] "
+            f"({r['level'] * 100:.0f} % interval [{r['low_ms']:.2f}, {r['high_ms']:.2f}])"
+        )
+        out.print(
+            f"  kernels     {len(r['kernels'])} ({r['kernels_ms']:.2f} ms) + overhead {r['overhead_ms']:.2f} ms; "
+            f"fitted on {sum(km['kinds'].values())} measured kernels of {', '.join(km['kinds'])}"
+        )
+        if r["unseen_kinds"]:
+            out.print(
+                f"  [yellow]holds kernel kinds the fit has never seen: {', '.join(r['unseen_kinds'])}[/yellow] "
+                "(predicted by a pooled fit, with a wide interval; `edgekit latency calibrate --kernels` measures them)"
+            )
+        return None
     p = r["predictor"]
     out.print(
-        f"{model} on {target}/{device} ({n} threads) at {r['input_size']}: [bold]{r['predicted_ms']:.2f} ms[/bold] "
+        f"{where}: [bold]{r['predicted_ms']:.2f} ms[/bold] "
         f"predicted (fitted on {p['points']} measured models; leave-one-out median error {p['loo']['mdape']:.1%})"
+    )
+    out.print(
+        f"  no interval: the database has no kernel measurements for this key; "
+        f"`edgekit latency calibrate --kernels --target {target} --device {device} --threads {n}` measures them"
     )
 
 
@@ -885,13 +1023,24 @@ def select_cmd(
         return _print_json(r)
     c = r["chosen"]
     table = Table(title=f"{target} on {device}, {n} threads, budget {budget_ms:g} ms")
-    for col in ("candidate", "top-1 %", "predicted ms", "measured ms", "status"):
+    kernels = r.get("method") == "kernels"
+    for col in ("candidate", "top-1 %", "predicted ms", *(("90 % interval",) if kernels else ()), "measured ms"):
         table.add_column(col, no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for k in r["candidates"]:
+        interval = (f"[{_fmt(k['low_ms'])}, {_fmt(k['high_ms'])}]",) if kernels else ()
         table.add_row(
-            k["name"], _fmt(k["accuracy"], "", 1), _fmt(k["predicted_ms"]), _fmt(k["measured_ms"]), k["status"]
+            _text(k["name"]),
+            _fmt(k["accuracy"], "", 1),
+            _fmt(k["predicted_ms"]),
+            *interval,
+            _fmt(k["measured_ms"]),
+            k["status"],
         )
     out.print(table)
+    if kernels:
+        crossed = ", ".join(_text(k["name"]) for k in r["measured_because_interval_crosses_budget"]) or "none"
+        out.print(f"  measured because the interval crosses the budget: {crossed}")
     out.print(
         f"[green]chose[/green] {c['model']}: {c['measured_ms']:.2f} ms measured (budget {budget_ms:g}), "
         f"top-1 {_fmt(c['accuracy'], '%', 1)} ({c['accuracy_source']})"

@@ -3,9 +3,13 @@
 Candidates are model references: zoo names, user networks, edgekit checkpoints, and `name@R` for `name`
 structurally pruned by magnitude at ratio R. Each gets a predicted latency (from the fitted predictor,
 which `select` calibrates first when the database has too few measurements) and an accuracy (a checkpoint's
-own measured accuracy, else the paper's top-1 for an unpruned zoo model, else unknown). Candidates predicted
-to fit, within the predictor's own error, are ranked by accuracy (unknown last, then fastest first); the best
-are compiled and measured until one is measured within the budget.
+own measured accuracy, else the paper's top-1 for an unpruned zoo model, else unknown).
+
+With a kernel-level model for the key (`latency calibrate --kernels`, or per-op reports in the database), every
+prediction carries an interval: candidates whose interval crosses the budget are measured (the measurement says on
+which side they are), those wholly under it are taken as fitting, those wholly over as not; the fitting ones are
+ranked by accuracy and the best confirmed by measurement. Without one, the per-feature predictor is used and a
+fixed margin (its own leave-one-out error) decides which candidates over the budget are measured too.
 """
 
 from __future__ import annotations
@@ -20,7 +24,19 @@ from pathlib import Path
 from .compile import get_target
 from .errors import EdgekitError
 from .io import atomic_path, write_json
-from .latency import LatencyDB, cost_features, ensure_predictor, latency_of, materialize, measure
+from .latency import (
+    KernelModel,
+    LatencyDB,
+    cost_features,
+    ensure_predictor,
+    kernel_model_for,
+    kernel_model_summary,
+    kernels_of,
+    latency_of,
+    materialize,
+    measure,
+    precision_of,
+)
 from .models import (
     checkpoint_out,
     count_macs,
@@ -46,6 +62,9 @@ class Candidate:
     measured_ms: float | None = None
     artifact: str | None = None
     status: str = "predicted"
+    low_ms: float | None = None  # the kernel model's interval (None with the per-feature predictor)
+    high_ms: float | None = None
+    unseen_kinds: list[str] | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -171,6 +190,7 @@ def select(
     input_size: int | None = None,
     quantize: str | None = None,
     max_confirm: int = 4,
+    max_measure: int = 8,
     runs: int = 30,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
@@ -187,7 +207,12 @@ def select(
     names = candidates or default_candidates()
     if quantize is not None:
         get_target(target).scheme(quantize)
-    predictor, calibrated = ensure_predictor(target, device, threads, db, input_size, quantize, say)
+    kernel_model = kernel_model_for(db, target, device, threads, precision_of(quantize))
+    predictor, calibrated = (
+        (None, False)
+        if kernel_model is not None
+        else ensure_predictor(target, device, threads, db, input_size, quantize, say)
+    )
     cands: list[Candidate] = []
     for name in names:
         say(f"predicting {name}")
@@ -196,18 +221,18 @@ def select(
         if quantize and acc is not None:
             source += f"; the float model's: the {quantize} drop was not measured"
         loaded = load_model(ref, input_size=input_size)
-        predicted = round(predictor.predict(cost_features(loaded.model, loaded.card.input_size)), 3)
-        cands.append(Candidate(name, ref, acc, source, predicted))
-    # A prediction is as good as the predictor's own leave-one-out error: candidates predicted within that
-    # margin over the budget are measured too, most accurate first, and the measurement decides.
-    slack = min(0.25, max(0.05, predictor.loo.get("mdape", 0.1)))
-    ranked = sorted(
-        (c for c in cands if c.predicted_ms <= budget_ms * (1 + slack)),
-        key=lambda c: (c.accuracy is None, -(c.accuracy or 0.0), c.predicted_ms),
-    )
-    chosen = None
-    for c in ranked[:max_confirm]:
-        say(f"confirming {c.name}: compiling and measuring on {device}")
+        size = loaded.card.input_size
+        if kernel_model is not None:
+            p = kernel_model.predict(kernels_of(loaded.model, size))
+            cand = Candidate(name, ref, acc, source, round(p.ms, 3), low_ms=round(p.low, 3), high_ms=round(p.high, 3))
+            cand.unseen_kinds = p.unseen_kinds
+        else:
+            assert predictor is not None
+            cand = Candidate(name, ref, acc, source, round(predictor.predict(cost_features(loaded.model, size)), 3))
+        cands.append(cand)
+
+    def confirm(c: Candidate) -> None:
+        say(f"measuring {c.name} on {device}")
         report, artifact = measure(
             c.reference,
             target,
@@ -222,13 +247,57 @@ def select(
             quantize=quantize,
         )
         c.measured_ms, c.artifact = round(_latency(report), 3), str(artifact)
+
+    def by_accuracy(c: Candidate) -> tuple:
+        return (c.accuracy is None, -(c.accuracy or 0.0), c.predicted_ms)
+
+    chosen = None
+    crossing: list[Candidate] = []
+    slack: float | None = None
+    if kernel_model is not None:
+        # The interval decides: a candidate whose interval crosses the budget is measured, whatever its accuracy
+        # (the most accurate first, at most `max_measure`); one wholly under is taken as fitting until measured.
+        crossing = sorted(
+            (c for c in cands if c.low_ms is not None and c.high_ms is not None and c.low_ms <= budget_ms < c.high_ms),
+            key=by_accuracy,
+        )[:max_measure]
+        for c in crossing:
+            confirm(c)
+            assert c.measured_ms is not None
+            c.status = "measured (interval crosses the budget): " + (
+                "within budget" if c.measured_ms <= budget_ms else "over budget"
+            )
+        ranked = sorted(
+            (
+                c
+                for c in cands
+                if (c.measured_ms is not None and c.measured_ms <= budget_ms)
+                or (c.measured_ms is None and c.high_ms is not None and c.high_ms <= budget_ms)
+            ),
+            key=by_accuracy,
+        )
+    else:
+        # A prediction is as good as the predictor's own leave-one-out error: candidates predicted within that
+        # margin over the budget are measured too, most accurate first, and the measurement decides.
+        assert predictor is not None
+        slack = min(0.25, max(0.05, predictor.loo.get("mdape", 0.1)))
+        ranked = sorted((c for c in cands if c.predicted_ms <= budget_ms * (1 + slack)), key=by_accuracy)
+    tried: list[Candidate] = []
+    for c in ranked[:max_confirm]:
+        if c.measured_ms is None:
+            say(f"confirming {c.name}: compiling and measuring on {device}")
+            confirm(c)
+        tried.append(c)
+        assert c.measured_ms is not None
         if c.measured_ms <= budget_ms:
             c.status = "chosen"
             chosen = c
             break
         c.status = "over budget when measured"
     for c in cands:
-        if c.status == "predicted" and c.predicted_ms > budget_ms:
+        if c.status == "predicted" and c.low_ms is not None and c.low_ms > budget_ms:
+            c.status = "over budget (its whole interval)"
+        elif c.status == "predicted" and c.predicted_ms > budget_ms:
             c.status = "over budget (predicted)"
     title = f"{target} on {device}, {threads} threads, budget {budget_ms:g} ms"
     png = plot_pareto(cands, budget_ms, chosen, out / "pareto.png", title)
@@ -252,15 +321,25 @@ def select(
         },
         "candidates": [asdict(c) for c in sorted(cands, key=lambda c: c.latency_ms)],
         "pareto_front": [c.name for c in pareto_front(cands)],
-        "prediction_margin": round(slack, 4),
         "pareto_png": str(png),
-        "predictor": {**predictor.to_dict(), "calibrated_now": calibrated},
     }
+    if kernel_model is not None:
+        result["method"] = "kernels"
+        result["measured_because_interval_crosses_budget"] = [
+            {k: getattr(c, k) for k in ("name", "predicted_ms", "low_ms", "high_ms", "measured_ms")} for c in crossing
+        ]
+        result["kernel_model"] = kernel_model_summary(kernel_model)
+    else:
+        assert predictor is not None and slack is not None
+        result["method"] = "features"
+        result["prediction_margin"] = round(slack, 4)
+        result["predictor"] = {**predictor.to_dict(), "calibrated_now": calibrated}
     write_json(out / "selection.json", result)
     if chosen is None:
-        tried = ", ".join(f"{c.name} {c.measured_ms:.2f} ms" for c in ranked[:max_confirm]) or "none predicted to fit"
+        said = ", ".join(f"{c.name} {c.measured_ms:.2f} ms" for c in [*crossing, *tried] if c.measured_ms is not None)
+        said = said or "none predicted to fit"
         raise EdgekitError(
-            f"no candidate was measured within {budget_ms:g} ms on {target}/{device} ({tried}); "
+            f"no candidate was measured within {budget_ms:g} ms on {target}/{device} ({said}); "
             f"raise the budget or add smaller candidates (e.g. name@0.5 for a pruned one)"
         )
     return result
@@ -271,13 +350,36 @@ def select(
 STAGES = 4  # channel groups bucketed by depth: the stem side to the head side
 
 
-def _keep_per_group(scores: dict, groups, ratios: dict[int, float], min_keep: float = 0.1) -> dict[int, list[int]]:
-    """Each group drops its own lowest-scoring `ratios[group]` of channels (keeping at least `min_keep`)."""
+def _keep_per_group(
+    scores: dict, groups, ratios: dict[int, float], min_keep: float = 0.1, tile: int | None = None
+) -> dict[int, list[int]]:
+    """Each group drops its own lowest-scoring `ratios[group]` of channels (keeping at least `min_keep`); with a
+    `tile`, the count kept is rounded up to a multiple of it (where the group has that many): the runtime computes
+    whole tiles of output channels, so the channels up to the tile cost (almost) nothing and are kept."""
     keep = {}
     for g in groups:
         n = max(max(1, int(round(min_keep * g.size))), g.size - int(ratios[g.id] * g.size))
+        if tile and n % tile and -(-n // tile) * tile <= g.size:
+            n = -(-n // tile) * tile
         keep[g.id] = scores[g.id].topk(n).indices.sort().values.tolist()
     return keep
+
+
+CLIFF = 0.2  # a padding coefficient (log ms per log padded/real channels) over this: padded channels cost time
+
+
+def channel_tile(model: KernelModel | None) -> int | None:
+    """The GEMM tile a kernel model says channel counts should round to: the largest of 16 and 8 whose fitted
+    padding term (`pad16`, `pad8`) costs time in the GEMM kinds (pwconv, conv, linear), i.e. where a count just past
+    a multiple runs about as slow as the next multiple (a cliff); None without a model or a cliff."""
+    if model is None:
+        return None
+    for tile in (16, 8):
+        for kind in ("pwconv", "conv", "linear"):
+            fit = model.kinds.get(kind)
+            if fit is not None and dict(zip(fit.columns, fit.coef)).get(f"pad{tile}", 0.0) > CLIFF:
+                return tile
+    return None
 
 
 def prune_to_budget(
@@ -298,7 +400,8 @@ def prune_to_budget(
 
     Stages are the channel groups bucketed by depth into four. Each stage's latency sensitivity (ms saved
     by pruning it alone by 30 %) sets its share; one scale is searched so the predicted latency meets
-    the budget; the result is compiled and measured, and pruned further while it measures over.
+    the budget; the result is compiled and measured, and pruned further while it measures over. Where the
+    database's kernel model sees a GEMM tile cliff (`channel_tile`), every group keeps a multiple of the tile.
     """
 
     scorers = [n for n in method_names() if get_method(n).scores_groups]
@@ -317,9 +420,13 @@ def prune_to_budget(
     scores = get_method(method).group_scores(base, groups)
     stage_of = {g.id: min(STAGES - 1, i * STAGES // len(groups)) for i, g in enumerate(groups)}
 
+    # where the kernel model sees a GEMM tile cliff, kept channel counts round up to the tile
+    tile = channel_tile(kernel_model_for(db, target, device, threads, precision_of(None)))
+
     def build(stage_ratios: list[float]):
         net = copy.deepcopy(base)
-        plan = make_plan(groups, _keep_per_group(scores, groups, {g.id: stage_ratios[stage_of[g.id]] for g in groups}))
+        ratios = {g.id: stage_ratios[stage_of[g.id]] for g in groups}
+        plan = make_plan(groups, _keep_per_group(scores, groups, ratios, tile=tile))
         apply_plan(net, plan)
         return net, plan
 
@@ -381,6 +488,7 @@ def prune_to_budget(
         "threads": threads,
         "input_size": size,
         "stage_ratios": stage_ratios,
+        "channel_tile": tile,
         "stage_sensitivity_ms": saving,
         "predicted_ms_unpruned": round(full, 3),
         "predicted_ms": round(pred_ms, 3),

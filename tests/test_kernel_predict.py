@@ -162,6 +162,20 @@ def test_predict_without_kernel_model_says_how_to_get_one(tmp_path, nets):
     assert "no interval" in proc.stdout and "latency calibrate --kernels --target onnx" in proc.stdout
 
 
+def test_tflite_sweep_times_kernels_by_difference(tmp_path):
+    """LiteRT on the host has no per-op rows: a kernel is the difference of its program and its prefix alone (one
+    prefix program per distinct input shape), stored only where that difference is positive."""
+    from edgekit.latency.sweep import sweep
+
+    specs = [Spec("conv", 24, 24, 32, 3, 1), Spec("pwconv", 24, 48, 32)]  # one input shape: one prefix program
+    with LatencyDB(tmp_path / "lat.sqlite") as db:
+        r = sweep("tflite", "host", 1, db, grid_name=QUICK, specs=specs, runs=10, warmup=2)
+        rows = db.kernel_samples("tflite", "host", 1)
+    assert r.programs == 3 and r.samples + len(r.skipped) == 2 and len(rows) == r.samples
+    assert all(row["ms"] > 0 and row["kernel"]["module"].startswith("sweep/") for row in rows)
+    assert {row["kernel"]["kind"] for row in rows} <= {"conv", "pwconv"}
+
+
 def test_calibrate_quick_needs_kernels(tmp_path):
     assert_user_error(
         run_cli("latency", "calibrate", "--quick", "--target", "executorch", "--db", str(tmp_path / "l.sqlite")),
@@ -351,3 +365,56 @@ def test_phone_calibrate_lists_missing_and_writes_a_bundle(tmp_path, monkeypatch
     assert "1 of 2 kernel measurements (quick grid) still missing: pwconv 1" in proc.stdout
     assert len(json.loads((tmp_path / "b2" / "manifest.json").read_text())["programs"]) == 1
     assert_user_error(run_cli("latency", "calibrate", *args, "--reports", str(reports)), "--reports needs --bundle")
+
+
+def test_prune_budget_rounds_channels_to_the_tile_where_the_kernel_model_sees_a_cliff(tmp_path, nets):
+    """Kernel samples timed by a law with a sharp 8-channel cliff (a 1x1 of N output channels costs what one of
+    ceil(N / 8) * 8 does): the kernel model's padding term says so, and `prune --budget-ms` keeps multiples of 8."""
+    from edgekit.latency import cost_features
+    from edgekit.latency.kernels import Kernel
+    from edgekit.select import channel_tile, prune_to_budget
+
+    from .test_latency import _report, _truth
+
+    rng = np.random.default_rng(1)
+    key = ("onnx", "host", 2, "fp32")
+    samples = []
+    for _ in range(40):
+        cin, n, h = int(rng.integers(16, 129)), int(rng.integers(17, 129)), int(rng.choice([7, 14, 28]))
+        m = h * h
+        k = Kernel(
+            "pwconv", "conv2d", "x", cin=cin, cout=n, h=h, w=h, out_h=h, out_w=h, k=1, stride=1, groups=1,
+            gemm_m=m, gemm_n=n, gemm_k=cin, batch=1, elements=m * n, macs=m * n * cin,
+            bytes_read=4 * (m * cin + cin * n), bytes_written=4 * m * n,
+        )  # fmt: skip
+        samples.append((k.to_dict(), 1e-5 * m * cin * (-(-n // 8) * 8) * math.exp(rng.normal(0, 0.02))))
+    with LatencyDB(tmp_path / "lat.sqlite") as db:
+        db.add_kernel_samples(key, samples, "sweep")
+        assert channel_tile(kernel_model_for(db, *key)) == 8
+        for i, w in enumerate((8, 16, 24, 64)):  # the per-feature predictor the budget search runs on
+            for size in (16, 32):
+                f = cost_features(load_model(f"{nets}:W{w}" if w != 16 else f"{nets}:Widths").model, size)
+                record(_report(f"{i:03d}{size:061x}", _truth(f)), db, features=f)
+        ref = f"{nets}:W64"
+        full = _truth(cost_features(load_model(ref).model, 32))
+        r = prune_to_budget(
+            ref, "onnx", "host", round(0.85 * full, 4), threads=2, db=db, out=tmp_path / "p.pt", input_size=32,
+            confirm=False,
+        )  # fmt: skip
+    assert r["channel_tile"] == 8
+    pruned = load_model(str(tmp_path / "p.pt")).model
+    from torch import nn
+
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+    assert widths and all(c % 8 == 0 for c in widths), widths
+    assert r["after"]["macs"] < r["before"]["macs"]
+    # the rounding itself: 30 % of 64 and 128 channels leaves 45 and 90, the tile makes them 48 and 96
+    from edgekit.prune import channel_groups, get_method
+    from edgekit.select import _keep_per_group
+
+    base = load_model(ref).model
+    groups = channel_groups(base, 32)
+    scores = get_method("magnitude").group_scores(base, groups)
+    ratios = {g.id: 0.3 for g in groups}
+    assert sorted(len(v) for v in _keep_per_group(scores, groups, ratios).values()) == [45, 90]
+    assert sorted(len(v) for v in _keep_per_group(scores, groups, ratios, tile=8).values()) == [48, 96]

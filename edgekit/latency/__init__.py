@@ -13,8 +13,10 @@ from ..models import load_model
 from ..models.registry import check_trusted
 from ..profile import profile
 from ..prune import prune
-from .db import LatencyDB, default_path, latency_of
+from .db import PRECISION, LatencyDB, default_path, latency_of, precision_of
 from .features import cost_features
+from .kernel_model import MIN_SAMPLES, KernelModel, fit_kernel_model
+from .kernels import Kernel, kernels_from_rows, kernels_of
 from .predictor import MIN_POINTS, Predictor, fit_from_db, points_from_db
 
 __all__ = [
@@ -26,6 +28,13 @@ __all__ = [
     "fit_from_db",
     "record",
     "features_of",
+    "kernel_model_for",
+    "kernels_of",
+    "precision_of",
+    "KernelModel",
+    "kernel_model_summary",
+    "record_kernels",
+    "MIN_KERNEL_SAMPLES",
     "calibrate",
     "ensure_predictor",
     "predict",
@@ -69,11 +78,79 @@ def features_of(reference: str | None, input_size: int) -> dict | None:
 
 
 def record(report: dict, db: LatencyDB, features: dict | None = None, reference: str | None = None) -> int:
-    """Store a report; its model's features are computed (to fit the predictor on) where it can be rebuilt."""
+    """Store a report; its model's features are computed (to fit the predictor on) where it can be rebuilt, and
+    where its per-op rows name modules, its kernels' measured times too (`record_kernels`)."""
+    size = (report["artifact"].get("input_shape") or [0, 0, 0, 0])[-1]
+    ref = reference or report["artifact"].get("model")
     if features is None:
-        size = (report["artifact"].get("input_shape") or [0, 0, 0, 0])[-1]
-        features = features_of(reference or report["artifact"].get("model"), int(size)) if size else None
-    return db.add(report, features)
+        features = features_of(ref, int(size)) if size else None
+    report_id = db.add(report, features)
+    if size:
+        record_kernels(report, report_id, db, ref, int(size))
+    return report_id
+
+
+def _rebuilt_kernels(reference: str | None, input_size: int) -> list[Kernel] | None:
+    """The kernels of the model a report names, or None where it cannot be rebuilt here (as `features_of`)."""
+    if not reference:
+        return None
+    try:
+        check_trusted(reference, "the report")
+        return kernels_of(load_model(reference, input_size=input_size).model, input_size)
+    except Exception:  # noqa: BLE001 - a network torch.export cannot trace, or any model that fails to rebuild: the
+        return None  # report is recorded all the same, without kernel samples
+
+
+def record_kernels(report: dict, report_id: int | None, db: LatencyDB, reference: str | None, input_size: int) -> int:
+    """Store the kernel samples of a report with per-op rows that name modules, joined to the kernels of its model
+    (rebuilt from `reference`), with the network's total (for the kernel model's overhead); the samples stored."""
+    ops = report.get("ops") or []
+    total = latency_of(report)
+    if not total or not any(r.get("module") is not None for r in ops):
+        return 0
+    kernels = _rebuilt_kernels(reference, input_size)
+    if not kernels:
+        return 0
+    try:
+        times = kernels_from_rows(kernels, ops)
+    except (KeyError, TypeError, ValueError):  # rows of a shape the join does not read: no samples, the report stays
+        return 0
+    samples = [(k.to_dict(), m) for k, m in times.samples() if m > 0]
+    key = (
+        report["runtime"]["name"],
+        report["device"]["name"],
+        int(report["threads"]),
+        precision_of(report["artifact"].get("quantization")),
+    )
+    network = (reference, [k.to_dict() for k in kernels if k.kind != "free"], float(total), report_id)
+    db.add_kernel_samples(key, samples, "report", network=network, created=report.get("created") or "")
+    return len(samples)
+
+
+MIN_KERNEL_SAMPLES = 6  # measured kernels (not free, of some time) a key needs before a kernel model is fitted
+
+
+def kernel_model_for(
+    db: LatencyDB, target: str, device: str, threads: int, precision: str = PRECISION
+) -> KernelModel | None:
+    """The kernel-level model of (target, device, threads, precision), fitted on the database's kernel samples (the
+    sweep's and the reports' per-op rows) and whole-network totals; None where there are fewer than
+    `MIN_KERNEL_SAMPLES` samples or no kind has `MIN_SAMPLES`. Recomputed on every call, never cached: the fit is a
+    few small least-squares problems (milliseconds for hundreds of samples), so it always reflects what the database
+    holds now."""
+    rows = db.kernel_samples(target, device, threads, precision)
+    samples = [(Kernel.from_dict(r["kernel"]), float(r["ms"]), r["network_id"]) for r in rows]
+    samples = [s for s in samples if s[0].kind != "free" and s[1] > 0]
+    per_kind: dict[str, int] = {}
+    for k, _, _ in samples:
+        per_kind[k.kind] = per_kind.get(k.kind, 0) + 1
+    if len(samples) < MIN_KERNEL_SAMPLES or max(per_kind.values(), default=0) < MIN_SAMPLES:
+        return None
+    networks = [
+        ([Kernel.from_dict(k) for k in n["kernels"]], float(n["total_ms"]))
+        for n in db.kernel_networks(target, device, threads, precision)
+    ]
+    return fit_kernel_model(samples, networks, target=target, device=device, threads=threads, precision=precision)
 
 
 def materialize(candidate: str, work: Path, input_size: int | None = None) -> str:
@@ -187,18 +264,50 @@ def predict(
     input_size: int | None = None,
     quantization: str | None = None,
 ) -> dict:
-    """Predicted latency of `model` (any model reference) on (target, device, threads), without compiling it."""
+    """Predicted latency of `model` (any model reference) on (target, device, threads), without compiling it.
+
+    With a kernel model for the key (`kernel_model_for`: a kernel sweep or per-op reports in the database), the
+    prediction is the kernels' sum with its interval (`low_ms`, `high_ms` at `level`), the kernel table behind it
+    and the kinds the fit never saw (`method` "kernels"); else the per-feature predictor's (`method` "features",
+    no interval)."""
     loaded = load_model(model, input_size=input_size)
     size = loaded.card.input_size
+    head = {"model": model, "target": target, "device": device, "threads": threads, "input_size": size}
+    km = kernel_model_for(db, target, device, threads, precision_of(quantization))
+    if km is not None:
+        p = km.predict(kernels_of(loaded.model, size))
+        return {
+            **head,
+            "method": "kernels",
+            "predicted_ms": round(p.ms, 3),
+            "low_ms": round(p.low, 3),
+            "high_ms": round(p.high, 3),
+            "level": p.level,
+            "unseen_kinds": p.unseen_kinds,
+            "kernels_ms": round(p.kernels_ms, 4),
+            "overhead_ms": round(p.overhead_ms, 4),
+            "kernels": [{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()} for row in p.table],
+            "kernel_model": kernel_model_summary(km),
+        }
     pred = fit_from_db(db, target, device, threads, quantization)
     feats = cost_features(loaded.model, size)
     return {
-        "model": model,
-        "target": target,
-        "device": device,
-        "threads": threads,
-        "input_size": size,
+        **head,
+        "method": "features",
         "predicted_ms": round(pred.predict(feats), 3),
+        "low_ms": None,
+        "high_ms": None,
         "features": feats,
         "predictor": pred.to_dict(),
+    }
+
+
+def kernel_model_summary(km: KernelModel) -> dict:
+    """What a kernel model was fitted on: samples per kind (own fits), the pooled fallbacks, the overhead."""
+    return {
+        "precision": km.precision,
+        "kinds": {k: f.samples for k, f in sorted(km.kinds.items())},
+        "fallback": {k: f.samples for k, f in sorted(km.fallback.items())},
+        "overhead": km.overhead,
+        "level": km.level,
     }

@@ -4,6 +4,11 @@ Reports are keyed by artifact sha256, target, device and threads; each keeps its
 whose artifact was compiled from a model edgekit can rebuild also keeps that model's cost features,
 which is what the predictor is fitted on. A report with per-op rows that carry module paths also keeps
 its module tree, one row per module (`module_times`).
+
+Kernel measurements (what the kernel-level model is fitted on) live beside the reports: `kernel_samples`, one row
+per measured kernel `(target, device, threads, precision, kernel JSON, ms)`, from a kernel sweep (`sweep.py`) or
+from a report's per-op rows joined to its model's kernels; and `kernel_networks`, the whole-network totals (with
+their kernels) that fit the per-network overhead. Both tables are created in a database written before them.
 """
 
 from __future__ import annotations
@@ -52,6 +57,31 @@ CREATE TABLE IF NOT EXISTS module_times (
     depth INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS module_times_report ON module_times (report_id);
+CREATE TABLE IF NOT EXISTS kernel_networks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    report_id INTEGER REFERENCES reports (id),
+    target TEXT NOT NULL,
+    device TEXT NOT NULL,
+    threads INTEGER NOT NULL,
+    precision TEXT NOT NULL,
+    name TEXT,
+    total_ms REAL NOT NULL,
+    kernels TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kernel_samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    target TEXT NOT NULL,
+    device TEXT NOT NULL,
+    threads INTEGER NOT NULL,
+    precision TEXT NOT NULL,
+    source TEXT NOT NULL,
+    network_id INTEGER REFERENCES kernel_networks (id),
+    kind TEXT NOT NULL,
+    kernel TEXT NOT NULL,
+    ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kernel_samples_key ON kernel_samples (target, device, threads, precision);
 """
 COLUMNS = (
     "id",
@@ -71,6 +101,26 @@ COLUMNS = (
     "runs",
 )
 MODULE_COLUMNS = ("module", "ms", "self_ms", "share", "depth")  # module_times' own, in the tree's order (rowid)
+KERNEL_COLUMNS = (
+    "id",
+    "created",
+    "target",
+    "device",
+    "threads",
+    "precision",
+    "source",
+    "network_id",
+    "kind",
+    "kernel",
+    "ms",
+)
+NETWORK_COLUMNS = ("id", "report_id", "target", "device", "threads", "precision", "name", "total_ms", "kernels")
+PRECISION = "fp32"  # the precision key of float artifacts (a quantized one's is its scheme)
+
+
+def precision_of(quantization: str | None) -> str:
+    """The kernel tables' precision key: the quantization scheme, or fp32 for a float artifact."""
+    return quantization or PRECISION
 
 
 def default_path() -> Path:
@@ -127,7 +177,12 @@ class LatencyDB:
         try:
             with self._guard():
                 self.conn.executescript(SCHEMA)
-                for table, columns in (("reports", (*COLUMNS, "features", "report")), ("module_times", MODULE_COLUMNS)):
+                for table, columns in (
+                    ("reports", (*COLUMNS, "features", "report")),
+                    ("module_times", MODULE_COLUMNS),
+                    ("kernel_samples", KERNEL_COLUMNS),
+                    ("kernel_networks", NETWORK_COLUMNS),
+                ):
                     have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
                     missing = [c for c in columns if c not in have]
                     if missing:
@@ -211,6 +266,77 @@ class LatencyDB:
                 ],
             )
         return report_id
+
+    # -- kernel measurements ---------------------------------------------------------------------------------------
+
+    def add_kernel_samples(
+        self,
+        key: tuple[str, str, int, str],
+        samples: list[tuple[dict, float]],
+        source: str,
+        network: tuple[str | None, list[dict], float, int | None] | None = None,
+        created: str = "",
+    ) -> int | None:
+        """Store measured kernels for `key` = (target, device, threads, precision): `samples` are (Kernel.to_dict(),
+        ms); `source` says where they come from (`sweep`, `report`). With `network` = (name, every kernel of it as
+        dicts, its total ms, its report id), the network's total is stored too (`kernel_networks`, for the overhead
+        fit) and the samples are grouped under it; returns that network's id (None without one)."""
+        target, device, threads, precision = key
+        with self._guard(), self.conn:
+            network_id = None
+            if network is not None:
+                name, kernels, total, report_id = network
+                cur = self.conn.execute(
+                    "INSERT INTO kernel_networks (report_id, target, device, threads, precision, name, total_ms, "
+                    "kernels) VALUES (?,?,?,?,?,?,?,?)",
+                    (report_id, target, device, int(threads), precision, name, float(total), json.dumps(kernels)),
+                )
+                network_id = cur.lastrowid
+            self.conn.executemany(
+                "INSERT INTO kernel_samples (created, target, device, threads, precision, source, network_id, kind, "
+                "kernel, ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (created, target, device, int(threads), precision, source, network_id, k["kind"], json.dumps(k), ms)
+                    for k, ms in samples
+                    if math.isfinite(ms)
+                ],
+            )
+        return network_id
+
+    def kernel_samples(self, target: str, device: str, threads: int, precision: str = PRECISION) -> list[dict]:
+        """Every measured kernel of a key: `{kernel (dict), ms, source, network_id}`, in the order stored."""
+        with self._guard():
+            rows = self.conn.execute(
+                "SELECT kernel, ms, source, network_id FROM kernel_samples WHERE target = ? AND device = ? AND "
+                "threads = ? AND precision = ? ORDER BY id",
+                (target, device, int(threads), precision),
+            ).fetchall()
+            return [{**dict(r), "kernel": json.loads(r["kernel"])} for r in rows]
+
+    def kernel_networks(self, target: str, device: str, threads: int, precision: str = PRECISION) -> list[dict]:
+        """Whole networks measured for a key: `{id, name, total_ms, kernels (dicts), report_id}`."""
+        with self._guard():
+            rows = self.conn.execute(
+                "SELECT id, name, total_ms, kernels, report_id FROM kernel_networks WHERE target = ? AND device = ? "
+                "AND threads = ? AND precision = ? ORDER BY id",
+                (target, device, int(threads), precision),
+            ).fetchall()
+            return [{**dict(r), "kernels": json.loads(r["kernels"])} for r in rows]
+
+    def kernel_counts(self, target: str | None = None, device: str | None = None) -> list[dict]:
+        """Measured kernels per (target, device, threads, precision, kind, source)."""
+        where, args = [], []
+        for col, val in (("target", target), ("device", device)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = (
+            "SELECT target, device, threads, precision, kind, source, COUNT(*) AS n FROM kernel_samples"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " GROUP BY target, device, threads, precision, kind, source ORDER BY target, device, threads, kind"
+        )
+        with self._guard():
+            return [dict(r) for r in self.conn.execute(sql, args)]
 
     def module_times(
         self,
