@@ -5,10 +5,12 @@ The targets are plug-ins (`registry.py`); the built-in ones are the modules impo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -138,6 +140,18 @@ def _check_options(target: Target, opts: CompileOptions) -> None:
         raise EdgekitError(f"unknown precision '{opts.precision}'; choose {' or '.join(PRECISIONS)}")
 
 
+@contextlib.contextmanager
+def _side_files_removed_on_failure(target: Target, written: Path) -> Iterator[None]:
+    """Remove the side files the export wrote beside `written` (the artifact's temporary name) where compiling
+    fails before they are committed."""
+    try:
+        yield
+    except BaseException:
+        for suffix in target.side_suffixes:
+            side_file(written, suffix).unlink(missing_ok=True)
+        raise
+
+
 def _commit_side_files(target: Target, written: Path, artifact: Path, manifest: dict) -> None:
     """Rename the side files the export wrote beside `written` to their names beside `artifact`; remove an earlier
     compile's of a suffix this one wrote none of (it would describe another program)."""
@@ -216,10 +230,12 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     artifact = out / f"{stem}{tgt.artifact_suffix(opts)}"
     created_out = not out.exists()
     example = example_input(opts)
-    written: list[Path] = []  # the artifact's temporary name, once known: its side files are named after it
     try:
-        with atomic_path(artifact) as tmp_artifact, atomic_path(manifest_path(artifact)) as tmp_manifest:
-            written.append(tmp_artifact)
+        with (
+            atomic_path(artifact) as tmp_artifact,
+            atomic_path(manifest_path(artifact)) as tmp_manifest,
+            _side_files_removed_on_failure(tgt, tmp_artifact),
+        ):
 
             def build() -> dict:
                 t0 = time.perf_counter()
@@ -256,9 +272,6 @@ def compile(  # noqa: A001 - mirrors the CLI verb
             write_json(tmp_manifest, manifest)
             _commit_side_files(tgt, tmp_artifact, artifact, manifest)
     except BaseException:
-        for suffix in tgt.side_suffixes:
-            for tmp in written:
-                side_file(tmp, suffix).unlink(missing_ok=True)
         if created_out and out.is_dir() and not any(out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)
         raise

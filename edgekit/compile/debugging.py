@@ -66,9 +66,7 @@ def compare_modules(
 ) -> dict:
     """Module-by-module comparison of the artifact at `path` with `model` (prepared for export)."""
     target = target or get_target(manifest["target"])
-    reason = target.runnable(manifest)
-    if reason:
-        raise DebugError(f"cannot run '{path}' here: {reason}")
+    _check_runnable(target, manifest, path)
     tensors, feeds = inputs_for(manifest, samples)
     order, before = _order(model, tensors[0])
     refs = [{module_path(k): v for k, v in module_outputs(model, t).items()} for t in tensors]
@@ -130,11 +128,15 @@ def debug(
     if not 1 <= int(samples) <= 64:
         raise EdgekitError(f"--samples {samples} is out of range; give 1 to 64")
     manifest = read_manifest(artifact)
-    reason = get_target(manifest["target"]).runnable(manifest)
-    if reason:  # before the model is rebuilt: the one thing that cannot be helped here comes first
-        raise DebugError(f"cannot run '{artifact}' here: {reason}")
+    _check_runnable(get_target(manifest["target"]), manifest, artifact)  # before the model is rebuilt
     net = prepare_for_export(reference_model(artifact, manifest, model, weights))
     return compare_modules(artifact, manifest, net, samples=samples)
+
+
+def _check_runnable(target: Target, manifest: dict, path: str | Path) -> None:
+    reason = target.runnable(manifest)
+    if reason:
+        raise DebugError(f"cannot run '{path}' here: {reason}")
 
 
 def first_diverging(path: str | Path, manifest: dict, model: nn.Module, target: Target) -> str | None:

@@ -514,12 +514,7 @@ def _aligned_events(events: list, graph: torch.fx.Graph) -> set[int]:
 
 
 def _placements(events: list, graph: torch.fx.Graph) -> tuple[dict[int, str], set[int]]:
-    by_handle: dict[int, list[torch.fx.Node]] = defaultdict(list)
-    position = {node: i for i, node in enumerate(graph.nodes)}
-    for node in graph.nodes:
-        if node.op == "call_function":
-            for h in _handles(node.meta.get("debug_handle")):
-                by_handle[h].append(node)
+    by_handle, position = _handle_index(graph)
     out: dict[int, str] = {}
     direct: set[int] = set()
     delegated: dict[int, list[int]] = defaultdict(list)  # instruction -> its delegate's kernel events
@@ -530,7 +525,7 @@ def _placements(events: list, graph: torch.fx.Graph) -> tuple[dict[int, str], se
         elif e.is_delegated_op:
             delegated[instruction_of(e)].append(i)
         elif e.name not in _NOT_OPERATORS:
-            nodes = [nd for h in _handles(e.debug_handles) for nd in by_handle.get(h, [])]
+            nodes = _nodes_of(e.debug_handles, by_handle)
             if nodes:
                 out[i] = _owner_module(nodes)
                 direct.add(i)
@@ -538,7 +533,7 @@ def _placements(events: list, graph: torch.fx.Graph) -> tuple[dict[int, str], se
         call = calls.get(instruction)
         if call is None:
             continue
-        inside = {nd for h in _handles(call.debug_handles) for nd in by_handle.get(h, [])}
+        inside = set(_nodes_of(call.debug_handles, by_handle))
         nodes = sorted(inside, key=position.__getitem__)
         members.sort(key=lambda k: events[k].start_time[0] if events[k].start_time else 0)
         matched = _align([_event_kind(events[k].name) for k in members], nodes)
@@ -731,6 +726,22 @@ def _debug_buffer_bytes(graph: torch.fx.Graph, inp: torch.Tensor) -> int:
     return 2 * total + 128 * count + (1 << 20)
 
 
+def _handle_index(graph: torch.fx.Graph) -> tuple[dict[int, list[torch.fx.Node]], dict[torch.fx.Node, int]]:
+    """The edge program's operator nodes by debug handle (the nodes one ATen op became share one), and each node's
+    position in the graph."""
+    by_handle: dict[int, list[torch.fx.Node]] = defaultdict(list)
+    for node in graph.nodes:
+        if node.op == "call_function":
+            for h in _handles(node.meta.get("debug_handle")):
+                by_handle[h].append(node)
+    return by_handle, {node: i for i, node in enumerate(graph.nodes)}
+
+
+def _nodes_of(handles, by_handle: dict[int, list[torch.fx.Node]]) -> list[torch.fx.Node]:
+    """The nodes an event's debug handles (an int or nested lists of them) name, in the handles' order."""
+    return [n for h in _handles(handles) for n in by_handle.get(h, [])]
+
+
 def _handles(value) -> list[int]:
     if isinstance(value, int):
         return [value]
@@ -779,12 +790,7 @@ def _values_by_module(inspector, graph: torch.fx.Graph) -> dict[str, np.ndarray]
     """Each module's output, from the Inspector's events in execution order: a logged value is a module's where
     the op computing it is the last of the module's (first) call, so a module whose last op ran out of sight
     (inside a delegate) has none rather than an intermediate value of it."""
-    by_handle: dict[int, list[torch.fx.Node]] = defaultdict(list)
-    position = {node: i for i, node in enumerate(graph.nodes)}
-    for node in graph.nodes:
-        if node.op == "call_function":
-            for h in _handles(node.meta.get("debug_handle")):
-                by_handle[h].append(node)
+    by_handle, position = _handle_index(graph)
     last = _last_handles(graph)
     out: dict[str, np.ndarray] = {}
     for block in inspector.event_blocks:
@@ -812,7 +818,7 @@ def _values_by_module(inspector, graph: torch.fx.Graph) -> dict[str, np.ndarray]
 def _operator_output(event, handles: list[int], by_handle) -> list[tuple[torch.fx.Node, torch.Tensor]]:
     """An operator's (first) output, with the node it comes from (the nodes one ATen op became share a handle,
     and a module)."""
-    nodes = [n for h in handles for n in by_handle.get(h, [])]
+    nodes = _nodes_of(handles, by_handle)
     value = next((v for v in event.debug_data if isinstance(v, torch.Tensor)), None)
     if not nodes or value is None or not value.is_floating_point():  # an int8 code is no module's value
         return []
@@ -842,7 +848,7 @@ def _delegate_outputs(
 ) -> list[tuple[torch.fx.Node, torch.Tensor]]:
     """A delegate call's outputs (the last `num_outputs` values it logged, after its inputs), each with the node
     inside the delegate it is: the nodes used outside it, in graph order, or failing that the one of its shape."""
-    inside = {n for h in set(handles) for n in by_handle.get(h, [])}
+    inside = set(_nodes_of(handles, by_handle))
     ordered = sorted(inside, key=position.__getitem__)
     escaping = [n for n in ordered if _shape(n) is not None and any(u not in inside for u in n.users)]
     n_out = max(int(event.num_outputs or 1), 1)
