@@ -208,11 +208,12 @@ def select(
     if quantize is not None:
         get_target(target).scheme(quantize)
     kernel_model = kernel_model_for(db, target, device, threads, precision_of(quantize))
-    predictor, calibrated = (
-        (None, False)
-        if kernel_model is not None
-        else ensure_predictor(target, device, threads, db, input_size, quantize, say)
-    )
+    predictor, calibrated = None, False
+    if kernel_model is None:
+        predictor, calibrated = ensure_predictor(target, device, threads, db, input_size, quantize, say)
+        # a calibration just measured profiles the networks per op where the target's rows join to kernels
+        # (ExecuTorch on the host): the kernel model, with its intervals, takes over from the per-feature predictor
+        kernel_model = kernel_model_for(db, target, device, threads, precision_of(quantize))
     cands: list[Candidate] = []
     for name in names:
         say(f"predicting {name}")
@@ -323,6 +324,7 @@ def select(
         "pareto_front": [c.name for c in pareto_front(cands)],
         "pareto_png": str(png),
     }
+    result["calibrated_now"] = calibrated
     if kernel_model is not None:
         result["method"] = "kernels"
         result["measured_because_interval_crosses_budget"] = [
@@ -333,7 +335,7 @@ def select(
         assert predictor is not None and slack is not None
         result["method"] = "features"
         result["prediction_margin"] = round(slack, 4)
-        result["predictor"] = {**predictor.to_dict(), "calibrated_now": calibrated}
+        result["predictor"] = predictor.to_dict()
     write_json(out / "selection.json", result)
     if chosen is None:
         said = ", ".join(f"{c.name} {c.measured_ms:.2f} ms" for c in [*crossing, *tried] if c.measured_ms is not None)

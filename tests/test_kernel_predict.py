@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import EdgekitError
-from edgekit.latency import LatencyDB, kernel_model_for, kernels_of, record
+from edgekit.latency import LatencyDB, calibrate, kernel_model_for, kernels_of, record
 from edgekit.latency.kernels import COMPUTE_KINDS
 from edgekit.latency.sweep import QUICK, Spec, build, grid, spec_kernels
 from edgekit.models import load_model
@@ -54,6 +54,10 @@ class W24(Widths):
 
 class W64(Widths):
     width = 64
+
+
+class W40(Widths):
+    width = 40
 
 
 class Normed(Widths):
@@ -418,3 +422,22 @@ def test_prune_budget_rounds_channels_to_the_tile_where_the_kernel_model_sees_a_
     ratios = {g.id: 0.3 for g in groups}
     assert sorted(len(v) for v in _keep_per_group(scores, groups, ratios).values()) == [45, 90]
     assert sorted(len(v) for v in _keep_per_group(scores, groups, ratios, tile=8).values()) == [48, 96]
+
+
+def test_calibrate_profiles_per_op_so_a_fresh_database_gets_a_kernel_model(tmp_path, nets):
+    """`latency calibrate` (and `select` on a fresh database, which calls it) on ExecuTorch/host profiles each
+    network per op: the database holds each network's kernels with its total, and the kernel model is fitted on
+    them, so predictions carry an interval from the first selection on."""
+    models = tuple(f"{nets}:{n}" for n in ("W8", "Widths", "W24", "W40", "W64", "Normed"))
+    with LatencyDB(tmp_path / "l.sqlite") as db:
+        assert kernel_model_for(db, "executorch", "host", 1) is None
+        calibrate("executorch", "host", 1, db, input_size=32, models=models)
+        nets_ = db.kernel_networks("executorch", "host", 1)
+        assert len(nets_) == 6 and all(n["total_ms"] > 0 and n["kernels"] for n in nets_)
+        samples = db.kernel_samples("executorch", "host", 1)
+        assert {s["network_id"] for s in samples} == {n["id"] for n in nets_}
+        km = kernel_model_for(db, "executorch", "host", 1)
+        assert km is not None and {"conv", "dwconv", "pwconv"} <= set(km.kinds)
+        assert km.overhead["networks"] == 6
+        p = km.predict(kernels_of(load_model(f"{nets}:W24").model, 32))
+        assert p.low < p.ms < p.high

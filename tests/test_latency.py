@@ -319,7 +319,9 @@ def test_prune_budget_cli_errors(tmp_path):
 
 @pytest.mark.heavy
 def test_select_executorch_host_budget_6ms(tmp_path):
-    """Issue 5's acceptance: a model measured within 6 ms on ExecuTorch here (calibrates a fresh database)."""
+    """Issues 5 and 18: on a fresh database, select calibrates (profiling each network per op, so the kernel model is
+    fitted), predicts every candidate with an interval, measures those whose interval crosses the budget, and the
+    chosen model measures within 6 ms on ExecuTorch here."""
     proc = run_cli(
         "select",
         "--target",
@@ -338,6 +340,11 @@ def test_select_executorch_host_budget_6ms(tmp_path):
     r = json.loads(proc.stdout)
     art = r["chosen"]["artifact"]
     assert r["chosen"]["measured_ms"] <= 6
+    assert r["calibrated_now"] and r["method"] == "kernels"
+    assert all(c["low_ms"] <= c["predicted_ms"] <= c["high_ms"] for c in r["candidates"])
+    crossed = r["measured_because_interval_crosses_budget"]
+    assert all(c["low_ms"] <= 6 < c["high_ms"] and c["measured_ms"] is not None for c in crossed)
+    assert {c["name"] for c in crossed} == {c["name"] for c in r["candidates"] if c["low_ms"] <= 6 < c["high_ms"]}
     from edgekit.profile import profile
 
     again = profile(art, runs=30, warmup=5)  # measured again, apart from select

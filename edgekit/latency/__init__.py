@@ -12,12 +12,14 @@ from ..errors import EdgekitError
 from ..models import load_model
 from ..models.registry import check_trusted
 from ..profile import profile
+from ..profile.devices import find_device
 from ..prune import prune
 from .db import PRECISION, LatencyDB, default_path, latency_of, precision_of
 from .features import cost_features
 from .kernel_model import MIN_SAMPLES, KernelModel, fit_kernel_model
 from .kernels import Kernel, kernels_from_rows, kernels_of
 from .predictor import MIN_POINTS, Predictor, fit_from_db, points_from_db
+from .sweep import PER_OP_TARGETS
 
 __all__ = [
     "LatencyDB",
@@ -29,6 +31,7 @@ __all__ = [
     "record",
     "features_of",
     "kernel_model_for",
+    "kernel_rows",
     "kernels_of",
     "precision_of",
     "KernelModel",
@@ -43,7 +46,8 @@ __all__ = [
 
 # What `calibrate` measures when a (target, device) has too few measurements: models of every family, whole
 # and structurally pruned, so the cost of every op kind is seen at several widths. Chosen on
-# bench/predictor_measurements.json: fitted on these 12, the other 12 variants there are predicted with a
+# the 24 variants of an earlier bench/predictor.py run (bench/predictor_measurements.json, in git history before
+# issue 18): fitted on these 12, the other 12 variants there are predicted with a
 # median error of 4.7 % (ExecuTorch) and 6.0 % (LiteRT); without a GreedyViG the ExecuTorch error was 16 %.
 CALIBRATION = (
     "mobileone_s0",
@@ -115,7 +119,9 @@ def record_kernels(report: dict, report_id: int | None, db: LatencyDB, reference
         times = kernels_from_rows(kernels, ops)
     except (KeyError, TypeError, ValueError):  # rows of a shape the join does not read: no samples, the report stays
         return 0
-    samples = [(k.to_dict(), m) for k, m in times.samples() if m > 0]
+    # a row that covered several kernels of one kind in a module (an attention's two matmuls) is split between them
+    # by MACs: the split is a model, the row's total is measured, and without it no matmul would ever be sampled
+    samples = [(k.to_dict(), m) for k, m in times.samples(include_shared=True) if m > 0]
     key = (
         report["runtime"]["name"],
         report["device"]["name"],
@@ -125,6 +131,13 @@ def record_kernels(report: dict, report_id: int | None, db: LatencyDB, reference
     network = (reference, [k.to_dict() for k in kernels if k.kind != "free"], float(total), report_id)
     db.add_kernel_samples(key, samples, "report", network=network, created=report.get("created") or "")
     return len(samples)
+
+
+def kernel_rows(target: str, device: str) -> bool:
+    """Whether a profile of `target` on `device` gives per-op rows that join to kernels (`kernels_from_rows`): the
+    host's ExecuTorch (ETDump, named through the ETRecord). ONNX Runtime's rows carry modules too, but their op names
+    (fused ORT kernels) are not joined to kernels yet; LiteRT on this host gives no per-op rows."""
+    return target in PER_OP_TARGETS and find_device(target, device).profile.via == "host"
 
 
 MIN_KERNEL_SAMPLES = 6  # measured kernels (not free, of some time) a key needs before a kernel model is fitted
@@ -147,7 +160,7 @@ def kernel_model_for(
     if len(samples) < MIN_KERNEL_SAMPLES or max(per_kind.values(), default=0) < MIN_SAMPLES:
         return None
     networks = [
-        ([Kernel.from_dict(k) for k in n["kernels"]], float(n["total_ms"]))
+        ([Kernel.from_dict(k) for k in n["kernels"]], float(n["total_ms"]), n["id"])
         for n in db.kernel_networks(target, device, threads, precision)
     ]
     return fit_kernel_model(samples, networks, target=target, device=device, threads=threads, precision=precision)
@@ -182,8 +195,10 @@ def measure(
     quantize: str | None = None,
     name: str | None = None,
     verify: bool = False,
+    per_op: bool = False,
 ) -> tuple[dict, Path]:
-    """Compile `reference` for `target`, profile it on `device`, record the report; (report, artifact)."""
+    """Compile `reference` for `target`, profile it on `device` (with per-op rows where asked), record the report
+    (and its kernel samples: `record`); (report, artifact)."""
     static = quantize is not None and get_target(target).scheme(quantize).calibrated
     # Latency does not depend on what the calibration images show: the bundled digits calibrate a static
     # scheme without a download (accuracy is the selection's other axis, not measured here).
@@ -199,7 +214,7 @@ def measure(
         calib_size=32,
         val_samples=32,
     )
-    report = profile(result.artifact, runs=runs, warmup=warmup, threads=threads, device=device)
+    report = profile(result.artifact, runs=runs, warmup=warmup, threads=threads, device=device, per_op=per_op)
     record(report, db, reference=reference)
     return report, result.artifact
 
@@ -214,7 +229,10 @@ def calibrate(
     progress: Callable[[str], None] | None = None,
     quantization: str | None = None,
 ) -> Predictor:
-    """Measure the calibration set on (target, device) into the database and fit the predictor on it."""
+    """Measure the calibration set on (target, device) into the database and fit the predictor on it. Where the
+    target's per-op rows carry module paths on this device (`kernel_rows`), each network is profiled per op too, so
+    the database gets its kernels' times and totals: what the kernel model (`kernel_model_for`) is fitted on."""
+    per_op = kernel_rows(target, device)
     with tempfile.TemporaryDirectory(prefix="edgekit-calibrate-") as tmp:
         work = Path(tmp)
         for i, cand in enumerate(models):
@@ -231,6 +249,7 @@ def calibrate(
                 input_size=input_size,
                 quantize=quantization,
                 name=cand.replace("@", "_p"),
+                per_op=per_op,
             )
     return fit_from_db(db, target, device, threads, quantization)
 

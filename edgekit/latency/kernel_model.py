@@ -23,8 +23,13 @@ fitted law the same way), so a kind's sum is not as tight as independent errors 
 split (one-way analysis of variance over networks) into a part shared by a network's kernels of that kind and an
 independent part, rho = shared / total; without samples grouped by network, rho = 1 (fully correlated: wider, never
 narrower than the truth). A kind's relative spread in one network is sigma * sqrt(rho + (1 - rho) * sum p^2 /
-(sum p)^2), kinds are taken as independent of each other (their deviations in ms add in quadrature), and what the
-network totals show beyond that (the overhead fit's excess residual variance) is added in quadrature too.
+(sum p)^2), kinds are taken as independent of each other (their deviations in ms add in quadrature), and what
+whole networks show beyond that is added in quadrature too: the excess variance of the totals' residuals, each
+network's kernels predicted by fits without its own per-op rows (in-sample they would fit their own network and the
+spread come out too narrow).
+
+**Padding terms are bounded** to [0, 1] (`BOUNDS`): a coefficient fitted outside is held at the bound and the rest
+refitted, so a fit on channel counts of 8 and more does not extrapolate a 4-channel layer to absurd times.
 
 **Unseen kinds** (no or fewer than `MIN_SAMPLES` samples): predicted by a pooled fit over all compute kinds (MACs,
 bytes) or all memory-bound kinds (elements, bytes) with at least a x/÷ 3 spread, fully correlated, and listed in the
@@ -64,6 +69,10 @@ Z = 1.6448536269514722  # the standard normal's 95 % quantile: a two-sided 90 % 
 MIN_SAMPLES = 3
 RIDGE = 1e-3
 TILES = (8, 16)
+# A padding term's coefficient is at most 1: a layer of N channels costs at most what ceil(N / t) * t would (the tile
+# computed whole), and at least what N does. Unbounded, a fit on channel counts of 8 and more extrapolated to a
+# 4-channel 1x1 conv at 80000x (pad8 = log 2 with a coefficient of 16, LiteRT here).
+BOUNDS = {f"pad{t}": (0.0, 1.0) for t in TILES}
 FALLBACK_SPREAD = math.log(3.0)  # an unseen kind: at least x/÷ 3 at the interval's edge
 MIN_SIGMA = 0.01
 VERSION = 1
@@ -336,8 +345,18 @@ def _correlation(r: np.ndarray, groups: list) -> float:
     return float(between / total) if total > 0 else 1.0
 
 
+def _within(c: float, name: str) -> bool:
+    lo, hi = BOUNDS[name]
+    return lo <= c <= hi
+
+
 def _fit_rows(
-    rows: list[dict[str, float]], ms: np.ndarray, groups: list, primary: str, pooled: bool = False
+    rows: list[dict[str, float]],
+    ms: np.ndarray,
+    groups: list,
+    primary: str,
+    pooled: bool = False,
+    spread: bool = True,
 ) -> KindFit:
     y = np.log(ms)
     names = sorted({c for r in rows for c in r})
@@ -346,19 +365,26 @@ def _fit_rows(
     keep = [i for i, s in enumerate(std) if s > 1e-9]
     if len(y) < len(keep) + 3:
         keep = [i for i in keep if names[i] == primary]
-    cols = [names[i] for i in keep]
-    Xk = X[:, keep]
-    mean, scale = Xk.mean(axis=0), Xk.std(axis=0)
-    scale[scale == 0] = 1.0
-    A = np.hstack([np.ones((len(y), 1)), (Xk - mean) / scale])
-    beta, _ = _solve(A, y, RIDGE)
-    coef = beta[1:] / scale
+    fixed: dict[str, float] = {}  # bounded columns held at their bound, out of the least squares
+    while True:
+        cols = [names[i] for i in keep if names[i] not in fixed]
+        Xk = X[:, [i for i in keep if names[i] not in fixed]]
+        yk = y - sum((c * X[:, names.index(n)] for n, c in fixed.items()), np.zeros(len(y)))
+        mean, scale = Xk.mean(axis=0), Xk.std(axis=0)
+        scale[scale == 0] = 1.0
+        A = np.hstack([np.ones((len(y), 1)), (Xk - mean) / scale])
+        beta, _ = _solve(A, yk, RIDGE)
+        coef = beta[1:] / scale
+        out = {n: float(np.clip(c, *BOUNDS[n])) for n, c in zip(cols, coef) if n in BOUNDS and not _within(c, n)}
+        if not out:
+            break
+        fixed.update(out)
     intercept = float(beta[0] - coef @ mean)
-    r = _held_out(A, y, groups, RIDGE) if len(y) > A.shape[1] else np.zeros(len(y))
+    r = _held_out(A, yk, groups, RIDGE) if spread and len(y) > A.shape[1] else np.zeros(len(y))
     q05, q95 = np.quantile(r, [0.05, 0.95]) if len(r) else (0.0, 0.0)
     return KindFit(
-        columns=cols,
-        coef=[float(c) for c in coef],
+        columns=cols + list(fixed),
+        coef=[float(c) for c in coef] + list(fixed.values()),
         intercept=intercept,
         floor=float(ms.min()),
         sigma_lo=max(float(-q05) / Z, MIN_SIGMA),
@@ -386,14 +412,65 @@ def _nnls_small(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return best
 
 
-def _fit_overhead(model: KernelModel, networks: Sequence[tuple[Sequence[Kernel], float]]) -> dict:
-    """scale, per_network, per_kernel from whole-network totals, and the excess spread they show (`sigma`)."""
-    nets = [(list(ks), float(t)) for ks, t in networks if float(t) > 0]
+Rows = list[tuple[dict[str, float], float, Any]]  # a kind's samples: (features, ms, network or None)
+Network = tuple[Sequence[Kernel], float] | tuple[Sequence[Kernel], float, Any]
+
+
+def _fit_kinds(per_kind: dict[str, Rows], spread: bool = True) -> tuple[dict[str, KindFit], dict[str, KindFit]]:
+    """Each kind's own fit (where it has `MIN_SAMPLES`) and the pooled fallbacks; `spread` False skips the held-out
+    residuals (coefficients only: the refits `_fit_overhead` makes without one network)."""
+    kinds: dict[str, KindFit] = {}
+    pooled: dict[str, Rows] = defaultdict(list)
+    for kind, rows in per_kind.items():
+        pooled[_category(kind)] += rows
+        if len(rows) >= MIN_SAMPLES:
+            kinds[kind] = _fit_rows(
+                [design(kind, f) for f, _, _ in rows],
+                np.array([m for _, m, _ in rows]),
+                [g for *_, g in rows],
+                _primary(kind),
+                spread=spread,
+            )
+    fallback = {
+        cat: _fit_rows(
+            [_pooled_design(cat, f) for f, _, _ in rows],
+            np.array([m for _, m, _ in rows]),
+            [g for *_, g in rows],
+            "log_macs" if cat == "compute" else "log_elements",
+            pooled=True,
+            spread=spread,
+        )
+        for cat, rows in pooled.items()
+    }
+    return kinds, fallback
+
+
+def _held_out_sums(model: KernelModel, nets: list, per_kind: dict[str, Rows]) -> np.ndarray:
+    """Each network's kernels summed by fits without its own per-op samples (where it has some: a network named by
+    the samples' group); the model's own sum for the others."""
+    out = []
+    for ks, _, group in nets:
+        own = group is not None and any(g == group for rows in per_kind.values() for *_, g in rows)
+        m = model
+        if own:
+            rest = {k: [r for r in rows if r[2] != group] for k, rows in per_kind.items()}
+            kinds, fallback = _fit_kinds({k: v for k, v in rest.items() if v}, spread=False)
+            m = KernelModel(model.target, model.device, model.threads, model.precision, kinds, fallback)
+        out.append(sum(m.kernel_ms(k) for k in ks))
+    return np.array(out)
+
+
+def _fit_overhead(model: KernelModel, networks: Sequence[Network], per_kind: dict[str, Rows]) -> dict:
+    """scale, per_network, per_kernel from whole-network totals, and the spread they show beyond the kernels'
+    (`sigma`). That spread is measured on held-out sums: each network's kernels predicted by fits that never saw its
+    own per-op rows, as a network the user brings will be; in-sample, the kernels would fit their own network's
+    rows and the spread come out too narrow."""
+    nets = [(list(n[0]), float(n[1]), n[2] if len(n) > 2 else None) for n in networks if float(n[1]) > 0]
     if not nets:
         return {"scale": 1.0, "per_network": 0.0, "per_kernel": 0.0, "sigma": 0.0, "networks": 0}
-    S = np.array([sum(model.kernel_ms(k) for k in ks) for ks, _ in nets])
-    N = np.array([sum(1 for k in ks if k.kind != "free") for ks, _ in nets], dtype=float)
-    T = np.array([t for _, t in nets])
+    S = np.array([sum(model.kernel_ms(k) for k in ks) for ks, _, _ in nets])
+    N = np.array([sum(1 for k in ks if k.kind != "free") for ks, _, _ in nets], dtype=float)
+    T = np.array([t for _, t, _ in nets])
     if len(nets) >= 4:
         A = np.stack([S, np.ones_like(S), N], axis=1) / T[:, None]
         scale, per_net, per_kernel = (float(v) for v in _nnls_small(A, np.ones(len(T))))
@@ -405,10 +482,10 @@ def _fit_overhead(model: KernelModel, networks: Sequence[tuple[Sequence[Kernel],
     oh = {"scale": scale, "per_network": per_net, "per_kernel": per_kernel, "sigma": 0.0, "networks": len(nets)}
     if len(nets) >= 4:
         model.overhead = oh
-        pred = scale * S + per_net + per_kernel * N
+        pred = scale * _held_out_sums(model, nets, per_kind) + per_net + per_kernel * N
         r = np.log(T / np.maximum(pred, 1e-9))
         kernel_part = []
-        for ks, _ in nets:
+        for ks, _, _ in nets:
             p = model.predict(ks)
             kernel_part.append(((p.high - p.ms) + (p.ms - p.low)) / 2 / max(p.ms, 1e-9) / _z(model.level))
         dof = len(nets) / max(len(nets) - 3, 1)
@@ -419,7 +496,7 @@ def _fit_overhead(model: KernelModel, networks: Sequence[tuple[Sequence[Kernel],
 
 def fit_kernel_model(
     samples: Iterable[Sample],
-    networks: Sequence[tuple[Sequence[Kernel], float]] = (),
+    networks: Sequence[Network] = (),
     *,
     target: str = "",
     device: str = "",
@@ -429,9 +506,11 @@ def fit_kernel_model(
 ) -> KernelModel:
     """Fit on measured kernels: `samples` are `(kernel, ms)` (a sweep's kernels measured alone) or `(kernel, ms,
     network)` (per-op rows of a full network, `network` any hashable naming it: it lets the spread be split into what
-    a network's kernels share and what they do not); `networks` are `(kernels, total ms)` of whole networks, for the
-    overhead. Samples of no time (a row under the timer's resolution) and free kernels are left out."""
-    per_kind: dict[str, list[tuple[dict[str, float], float, Any]]] = defaultdict(list)
+    a network's kernels share and what they do not); `networks` are `(kernels, total ms)` or `(kernels, total ms,
+    network)` of whole networks, for the overhead (`network` as in the samples: the overhead's spread is then taken
+    on fits without that network's rows). Samples of no time (a row under the timer's resolution) and free kernels
+    are left out."""
+    per_kind: dict[str, Rows] = defaultdict(list)
     for s in samples:
         kernel, ms = s[0], float(s[1])
         group = s[2] if len(s) > 2 else None
@@ -442,28 +521,7 @@ def fit_kernel_model(
         per_kind[kernel.kind].append((kernel.features(), ms, group))
     if not per_kind:
         raise EdgekitError("no measured kernels to fit the kernel model on (every sample free or of no time)")
-    kinds: dict[str, KindFit] = {}
-    pooled: dict[str, list[tuple[dict[str, float], float, Any]]] = defaultdict(list)
-    for kind, rows in per_kind.items():
-        pooled[_category(kind)] += rows
-        if len(rows) < MIN_SAMPLES:
-            continue
-        kinds[kind] = _fit_rows(
-            [design(kind, f) for f, _, _ in rows],
-            np.array([m for _, m, _ in rows]),
-            [g for *_, g in rows],
-            _primary(kind),
-        )
-    fallback = {
-        cat: _fit_rows(
-            [_pooled_design(cat, f) for f, _, _ in rows],
-            np.array([m for _, m, _ in rows]),
-            [g for *_, g in rows],
-            "log_macs" if cat == "compute" else "log_elements",
-            pooled=True,
-        )
-        for cat, rows in pooled.items()
-    }
+    kinds, fallback = _fit_kinds(per_kind)
     model = KernelModel(target, device, threads, precision, kinds, fallback, level=level)
-    model.overhead = _fit_overhead(model, networks)
+    model.overhead = _fit_overhead(model, networks, per_kind)
     return model
