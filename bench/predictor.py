@@ -351,6 +351,7 @@ def main() -> None:
         again = measure(args)["variants"]
         fresh = {(r["model"], r["ratio"]): r for r in again}
         data["variants"] = [{**r, **fresh.get((r["model"], r["ratio"]), {})} for r in data["variants"]]
+        Path(args.save).unlink(missing_ok=True)
         args.save = args.update
         _save(args, data)
     elif args.measurements:
