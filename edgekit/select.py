@@ -323,8 +323,8 @@ def select(
         "candidates": [asdict(c) for c in sorted(cands, key=lambda c: c.latency_ms)],
         "pareto_front": [c.name for c in pareto_front(cands)],
         "pareto_png": str(png),
+        "calibrated_now": calibrated,
     }
-    result["calibrated_now"] = calibrated
     if kernel_model is not None:
         result["method"] = "kernels"
         result["measured_because_interval_crosses_budget"] = [

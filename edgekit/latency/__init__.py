@@ -148,9 +148,9 @@ def kernel_model_for(
 ) -> KernelModel | None:
     """The kernel-level model of (target, device, threads, precision), fitted on the database's kernel samples (the
     sweep's and the reports' per-op rows) and whole-network totals; None where there are fewer than
-    `MIN_KERNEL_SAMPLES` samples or no kind has `MIN_SAMPLES`. Recomputed on every call, never cached: the fit is a
-    few small least-squares problems (milliseconds for hundreds of samples), so it always reflects what the database
-    holds now."""
+    `MIN_KERNEL_SAMPLES` samples or no kind has `MIN_SAMPLES`. Recomputed on every call, never cached: the fit is
+    small least-squares problems, one set per network for the overhead's held-out spread (0.19 s for 12 networks and
+    800 kernels here), so it always reflects what the database holds now."""
     rows = db.kernel_samples(target, device, threads, precision)
     samples = [(Kernel.from_dict(r["kernel"]), float(r["ms"]), r["network_id"]) for r in rows]
     samples = [s for s in samples if s[0].kind != "free" and s[1] > 0]

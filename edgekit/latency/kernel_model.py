@@ -345,11 +345,6 @@ def _correlation(r: np.ndarray, groups: list) -> float:
     return float(between / total) if total > 0 else 1.0
 
 
-def _within(c: float, name: str) -> bool:
-    lo, hi = BOUNDS[name]
-    return lo <= c <= hi
-
-
 def _fit_rows(
     rows: list[dict[str, float]],
     ms: np.ndarray,
@@ -367,15 +362,16 @@ def _fit_rows(
         keep = [i for i in keep if names[i] == primary]
     fixed: dict[str, float] = {}  # bounded columns held at their bound, out of the least squares
     while True:
-        cols = [names[i] for i in keep if names[i] not in fixed]
-        Xk = X[:, [i for i in keep if names[i] not in fixed]]
+        free = [i for i in keep if names[i] not in fixed]
+        cols, Xk = [names[i] for i in free], X[:, free]
         yk = y - sum((c * X[:, names.index(n)] for n, c in fixed.items()), np.zeros(len(y)))
         mean, scale = Xk.mean(axis=0), Xk.std(axis=0)
         scale[scale == 0] = 1.0
         A = np.hstack([np.ones((len(y), 1)), (Xk - mean) / scale])
         beta, _ = _solve(A, yk, RIDGE)
         coef = beta[1:] / scale
-        out = {n: float(np.clip(c, *BOUNDS[n])) for n, c in zip(cols, coef) if n in BOUNDS and not _within(c, n)}
+        clipped = {n: float(np.clip(c, *BOUNDS[n])) for n, c in zip(cols, coef) if n in BOUNDS}
+        out = {n: c for n, c in clipped.items() if c != coef[cols.index(n)]}
         if not out:
             break
         fixed.update(out)
@@ -449,10 +445,10 @@ def _held_out_sums(model: KernelModel, nets: list, per_kind: dict[str, Rows]) ->
     """Each network's kernels summed by fits without its own per-op samples (where it has some: a network named by
     the samples' group); the model's own sum for the others."""
     out = []
+    sampled = {g for rows in per_kind.values() for *_, g in rows if g is not None}
     for ks, _, group in nets:
-        own = group is not None and any(g == group for rows in per_kind.values() for *_, g in rows)
         m = model
-        if own:
+        if group in sampled:
             rest = {k: [r for r in rows if r[2] != group] for k, rows in per_kind.items()}
             kinds, fallback = _fit_kinds({k: v for k, v in rest.items() if v}, spread=False)
             m = KernelModel(model.target, model.device, model.threads, model.precision, kinds, fallback)

@@ -674,6 +674,12 @@ def kernels_from_rows(kernels: list[Kernel], rows: list[dict]) -> KernelTimes:
         ms[i] = (ms[i] or 0.0) + t
         shared[i] = shared[i] or is_shared
 
+    def split(among: list[int], t: float) -> None:
+        """`t` shared among kernels in proportion to their MACs (compute kinds) or bytes."""
+        weights = [_weight(kernels[i]) for i in among]
+        for i, wt in zip(among, weights):
+            add(i, t * wt / sum(weights), len(among) > 1)
+
     Pending = tuple[dict, tuple[str, ...], frozenset[str], bool, list[int]]  # row, kinds, ops, strict, kernels found
     pending: list[Pending] = []
     for row in rows:
@@ -716,16 +722,12 @@ def kernels_from_rows(kernels: list[Kernel], rows: list[dict]) -> KernelTimes:
             if whole:
                 add(whole[0], t, False)
             elif gemms:
-                weights = [_weight(kernels[i]) for i in gemms]
-                for i, wt in zip(gemms, weights):
-                    add(i, t * wt / sum(weights), len(gemms) > 1)
+                split(gemms, t)
             else:
                 unmatched.append(row)
             continue
-        weights = [_weight(kernels[i]) for i in found]
         covered = t * len(found) / count  # a row counting more kernels than there are: the rest is unmatched
-        for i, wt in zip(found, weights):
-            add(i, covered * wt / sum(weights), len(found) > 1)
+        split(found, covered)
         if len(found) < count:
             unmatched.append({**row, "count": count - len(found), "ms": t - covered})
     return KernelTimes(kernels, ms, shared, unmatched)
