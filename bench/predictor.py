@@ -119,6 +119,7 @@ def measure(args) -> dict:
         "variants": [],
         "work": str(work),
     }
+    targets = args.targets.split(",")
     variants = [(m, 0.0) for m in BASE] + [(m, r) for m, rs in PRUNED.items() for r in rs]
     variants += [(m, 0.0) for m in PATTERN_NETS]
     if args.only:
@@ -139,7 +140,7 @@ def measure(args) -> dict:
             "features": cost_features(model, args.size),
             "kernels": [k.to_dict() for k in kernels if k.kind != "free"],
         }
-        for target in args.targets.split(","):
+        for target in targets:
             with trusted_code():
                 art = edgekit.compile(
                     ref,
@@ -165,11 +166,11 @@ def measure(args) -> dict:
         _save(args, data)
         print(
             f"# measured {label(row)}: "
-            + ", ".join(f"{t} {row[t]:.2f} ms" for t in args.targets.split(","))
+            + ", ".join(f"{t} {row[t]:.2f} ms" for t in targets)
             + f", {len(row.get('executorch_ops', []))} ExecuTorch per-op kernels ({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
-    for target in TARGETS if not args.update else ():
+    for target in targets if not args.update else ():
         t0 = time.perf_counter()
         db = LatencyDB(work / f"sweep_{target}.sqlite")
         res = sweep(target, "host", args.threads, db, grid_name=args.grid)
@@ -188,7 +189,7 @@ def retime(data: dict, work: Path, rounds: int, threads: int) -> None:
     """Time every network's artifact again, all of one runtime loaded side by side and run in turn (`interleaved`:
     `rounds` rounds of 5 runs each), and make that median the network's latency; the `profile` median (each network
     timed alone, minutes apart) is kept as `{target}_profile`. Run to run on this shared 2-core machine, one
-    network's `profile` median moved by up to 70 % between two runs an hour apart, more than the +-10 % the
+    network's `profile` median moved by up to 77 % between two runs an hour apart, more than the +-10 % the
     predictors are judged on; interleaving spreads a slow phase over all networks instead of landing on one."""
     for target in TARGETS:
         runners, inputs = {}, {}
@@ -339,6 +340,8 @@ def main() -> None:
     ap.add_argument("--update", help="measure the --only networks again and replace them in this saved file")
     ap.add_argument("--save", default="bench/predictor_measurements.json.gz")
     args = ap.parse_args()
+    if args.retime and not args.work:
+        ap.error("--retime times the artifacts under --work DIR: give the directory the measuring run wrote")
     torch.set_num_threads(args.threads)
     if args.retime:  # the saved measurements' networks timed again, interleaved, from the artifacts under --work
         data = _load(args.retime)
