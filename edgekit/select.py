@@ -367,20 +367,19 @@ def _keep_per_group(
     return keep
 
 
-CLIFF = 0.2  # a padding coefficient (log ms per log padded/real channels) over this: padded channels cost time
+CLIFF = 0.2  # a share of the GEMM work charged at the padded channel count over this: padded channels cost time
 
 
 def channel_tile(model: KernelModel | None) -> int | None:
-    """The GEMM tile a kernel model says channel counts should round to: the largest of 16 and 8 whose fitted
-    padding term (`pad16`, `pad8`) costs time in the GEMM kinds (pwconv, conv, linear), i.e. where a count just past
-    a multiple runs about as slow as the next multiple (a cliff); None without a model or a cliff."""
+    """The GEMM tile a kernel model says channel counts should round to: the largest of 16 and 8 at which the fit
+    charges a share of the GEMM kinds' work (pwconv, conv, linear) to the padded channel count
+    (`KernelModel.padding_share`), i.e. where a count just past a multiple runs about as slow as the next multiple
+    (a cliff); None without a model or a cliff."""
     if model is None:
         return None
     for tile in (16, 8):
-        for kind in ("pwconv", "conv", "linear"):
-            fit = model.kinds.get(kind)
-            if fit is not None and dict(zip(fit.columns, fit.coef)).get(f"pad{tile}", 0.0) > CLIFF:
-                return tile
+        if any(model.padding_share(kind, tile) > CLIFF for kind in ("pwconv", "conv", "linear")):
+            return tile
     return None
 
 

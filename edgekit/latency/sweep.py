@@ -16,7 +16,7 @@ How a kernel is timed depends on what the target's host runtime tells:
   difference is not positive: the kernel is under the timer's noise).
 
 Samples go to the database's `kernel_samples` table with source `sweep`. `QUICK` is a handful of kernels at tiny
-sizes (tests); `DEFAULT` 158 kernels (about 3 s each to compile and time on ExecuTorch here: 8 minutes).
+sizes (tests); `DEFAULT` 191 kernels (about 2 s each to compile and time on ExecuTorch here: 6 to 9 minutes).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ PER_OP_TARGETS = ("executorch",)  # host per-op rows carry module paths: kernels
 # to the graph's nodes, which holds for a chain; independent branches side by side run in another order than the
 # graph's and their rows land on each other's modules (seen with 8 specs in one program).
 PER_PROGRAM = 1
+WINDOW = 16  # tokens per window of the windowed matmul specs
 SPATIAL_ROOT = 56  # programs take 56x56 images (32x32 for the quick grid); every spatial size divides it
 QUICK_ROOT = 32
 
@@ -67,8 +68,9 @@ class Spec:
     """One grid point: a kernel kind at a shape. `h` is the input's spatial size (tokens = h*h for linear and
     matmul; h = 1: a classifier head's vector); `variant` picks an op where a kind has several: elementwise `add`
     (two full-size operands; `x * x` runs as XNNPACK's Square, whose row ExecuTorch places on the prefix's module)
-    or `bcast` (a per-channel multiply); activation `hardswish` / `gelu` / `sigmoid`; reduce `mean` / `maxpool`;
-    layout `cat` / `permute`."""
+    or `bcast` (a per-channel multiply); activation `hardswish` / `gelu` / `sigmoid`; reduce `mean` / `maxpool` /
+    `sum` (over channels); layout `cat` / `permute`; matmul `windows` (the tokens as windows of `WINDOW`, one GEMM
+    each)."""
 
     kind: str
     cin: int
@@ -119,6 +121,9 @@ class _Op(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.variant
+        if self.kind == "matmul" and v == "windows":  # windowed attention: many small GEMMs (Swin)
+            w = x.reshape(-1, WINDOW, x.shape[-1])
+            return w @ w.transpose(1, 2)
         if self.kind == "matmul":
             return x @ x.transpose(1, 2)
         if v == "add":
@@ -133,6 +138,8 @@ class _Op(nn.Module):
             return torch.sigmoid(x)
         if v == "mean":
             return x.mean((2, 3))
+        if v == "sum":  # over channels, as a graph or gating block sums its channels (ExecuTorch: a portable kernel)
+            return x.sum(1, keepdim=True)
         if v == "maxpool":
             return self.pool(x)
         if v == "cat":
@@ -216,9 +223,15 @@ def _default() -> list[Spec]:
         for c in (24, 36, 64, 100, 128):
             for k, s in ((3, 1), (3, 2), (5, 1)):
                 out.append(Spec("dwconv", c, c, h, k, s))
+        for c in (24, 64, 128):  # 7x7 depthwise: XNNPACK runs it as an IGEMM (ConvNeXt, StarNet)
+            out.append(Spec("dwconv", c, c, h, 7, 1))
+    for h, cin, cout in ((28, 128, 128), (14, 256, 256), (7, 512, 512)):  # ResNet-scale dense convolutions
+        out.append(Spec("conv", cin, cout, h, 3, 1))
     for h in (56, 28, 14, 7):
         for cin, cout in ((16, 32), (24, 24), (32, 36), (48, 64), (64, 100), (96, 128), (128, 128)):
             out.append(Spec("pwconv", cin, cout, h))
+    for h, cin, cout in ((28, 256, 256), (14, 512, 512), (14, 256, 1024), (7, 1024, 1024), (7, 512, 1280)):
+        out.append(Spec("pwconv", cin, cout, h))  # wide GEMMs whose weights leave the L2 cache (MobileOne, heads)
     for h in (7, 14):
         for cin, cout in ((64, 64), (96, 100), (128, 256), (192, 384)):
             out.append(Spec("linear", cin, cout, h))
@@ -226,6 +239,10 @@ def _default() -> list[Spec]:
     for h in (7, 14):
         for c in (32, 64, 100):
             out.append(Spec("matmul", c, c, h))
+    for h in (28, 56):  # attention over 784 and 3136 tokens (a hierarchical ViT's first stages)
+        for c in (32, 64):
+            out.append(Spec("matmul", c, c, h))
+            out.append(Spec("matmul", c // 2, c // 2, h, variant="windows"))  # 49 or 196 GEMMs of 16 tokens
     for h in (56, 28, 14):
         for c in (24, 64, 100):
             out += [Spec("elementwise", c, c, h, variant="add"), Spec("elementwise", c, c, h, variant="bcast")]
@@ -239,9 +256,12 @@ def _default() -> list[Spec]:
     for h in (56, 28):
         for c in (32, 64):
             out.append(Spec("reduce", c, c, h, variant="maxpool"))
+        for c in (48, 96):
+            out.append(Spec("reduce", c, 1, h, variant="sum"))
     for h in (28, 14):
         for c in (24, 64):
             out.append(Spec("layout", c, 2 * c, h, variant="cat"))
+            out.append(Spec("layout", c, c, h, variant="permute"))
     return out
 
 
