@@ -74,6 +74,13 @@ TILES = (8, 16)
 BIG_TAPS = 25  # a depthwise conv of more taps runs as another kernel (XNNPACK: IGEMM)
 FALLBACK_SPREAD = math.log(3.0)  # an unseen kind: at least x/÷ 3 at the interval's edge
 MIN_SIGMA = 0.01
+# A sample more than 4 robust deviations (and more than x/÷ 2) off its kind's law is dropped before the final fit: the
+# kernel sweep on a runtime without per-op rows takes a kernel's time as the difference of two medians, and noise left
+# some at a fiftieth of their neighbours' (a 3x3 depthwise conv at 1700 GMAC/s, LiteRT here). Fitted on relative
+# error, such a sample pulls the whole kind's law down.
+OUTLIER_Z = 4.0
+OUTLIER_MIN_LOG = math.log(2.0)
+OUTLIER_MIN_SAMPLES = 10
 VERSION = 2  # 1: a log-log law per kind (intercept, log columns)
 
 Sample = tuple[Kernel, float] | tuple[Kernel, float, Any]
@@ -329,13 +336,25 @@ def _correlation(r: np.ndarray, groups: list) -> float:
     return float(between / total) if total > 0 else 1.0
 
 
-def _nnls_rel(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative coefficients minimizing the squared relative error of X @ c against y."""
+def _nnls_rel(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """Non-negative coefficients minimizing the squared error of X @ c against y relative to `w` (default: y)."""
+    w = y if w is None else w
     scale = np.abs(X).max(axis=0)
     scale[scale == 0] = 1.0
-    A = X / scale / y[:, None]
-    c, _ = nnls(A, np.ones(len(y)), maxiter=50 * A.shape[1])
+    c, _ = nnls(X / scale / w[:, None], y / w, maxiter=50 * X.shape[1])
     return c / scale
+
+
+def _inliers(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The samples within `OUTLIER_Z` robust deviations (and x/÷ 2) of a law fitted relative to its own prediction
+    (two reweighting passes), which a sample measured at a fraction of what its shape says cannot pull down as it
+    pulls a fit relative to the measurements."""
+    c = _nnls_rel(X, y)
+    for _ in range(2):
+        c = _nnls_rel(X, y, np.maximum(X @ c, 1e-3 * float(np.median(y))))
+    r = np.log(y / np.maximum(X @ c, 1e-12))
+    dev = np.abs(r - np.median(r))
+    return dev <= max(OUTLIER_Z * 1.4826 * float(np.median(dev)), OUTLIER_MIN_LOG)
 
 
 def _fit_rows(
@@ -349,6 +368,11 @@ def _fit_rows(
     X = X[:, keep]
     cols = [names[i] for i in keep]
     coef = _nnls_rel(X, ms)
+    if len(ms) >= OUTLIER_MIN_SAMPLES:
+        inlier = _inliers(X, ms)
+        if not inlier.all() and inlier.sum() >= len(cols) + 3:
+            X, ms, groups = X[inlier], ms[inlier], [g for g, i in zip(groups, inlier) if i]
+            coef = _nnls_rel(X, ms)
     r = np.zeros(len(ms))
     if spread and len(ms) > len(cols):
         pred = np.empty(len(ms))
