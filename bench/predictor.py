@@ -9,7 +9,8 @@ Measured on this host, at 224, batch 1, fp32, on ExecuTorch (XNNPACK) and LiteRT
 - the kernel sweep (`edgekit latency calibrate --kernels`: the default grid, kernels measured alone) per runtime;
 - ExecuTorch's per-op rows of every network (`profile --per-op`), joined to its kernels (`kernels_from_rows`).
 
-Every network's total is timed with `edgekit.profile` (the path of `edgekit profile`). Then **leave-one-family-out**:
+Every network's total is timed alone with `edgekit.profile` (the path of `edgekit profile`); at the end each is timed
+again, interleaved and alone, to show how far a measurement repeats. Then **leave-one-family-out**:
 every network of a family is predicted by fits that never saw the family:
 
 - *old*: the per-feature predictor (`edgekit/latency/predictor.py`: a cost per feature, fitted on the other families'
@@ -21,7 +22,7 @@ every network of a family is predicted by fits that never saw the family:
 Goals (issue 18), per runtime: >= 90 % of held-out networks within +-10 %, Spearman >= 0.95, and the measured latency
 inside the predicted interval for >= 90 % of them.
 
-    python bench/predictor.py > bench/predictor.txt        # measures (about 50 minutes on 2 cores)
+    python bench/predictor.py > bench/predictor.txt        # measures (about 35 minutes on 2 cores)
     python bench/predictor.py --measurements bench/predictor_measurements.json.gz   # refit only (seconds)
 """
 
