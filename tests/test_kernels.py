@@ -278,6 +278,34 @@ def test_large_depthwise_has_a_law_of_its_own():
         assert model.kernel_ms(k) == pytest.approx(ms(k), rel=0.1), (k.cin, k.h, k.k)
 
 
+def test_a_sweep_sample_far_off_its_law_is_dropped():
+    """A kernel timed as the difference of two medians can come out at a fiftieth of its neighbours (LiteRT's sweep
+    here: a 3x3 depthwise conv at 1700 GMAC/s). Fitted on relative error it would pull the kind's law down to it."""
+    train = [_dw(c, hw, k) for c in (24, 36, 64, 100, 128) for hw in (56, 28, 14) for k in (3, 5)]
+    samples = [(k, 0.002 + k.macs / 30e6) for k in train]
+    samples[5] = (samples[5][0], samples[5][1] / 50)
+    model = fit_kernel_model(samples)
+    assert model.kinds["dwconv"].samples == len(samples) - 1
+    for k in (_dw(48, 56, 3), _dw(200, 14, 5)):
+        assert model.kernel_ms(k) == pytest.approx(0.002 + k.macs / 30e6, rel=0.05)
+
+
+def test_overhead_is_what_the_per_op_rows_do_not_see():
+    """Networks with per-op rows enter the overhead fit with the sum of their measured rows: the overhead is the
+    time the rows do not see, not a correction of kernels the law gets wrong in other networks."""
+    rng = np.random.default_rng(3)
+    samples, networks = [], []
+    for i in range(8):
+        kernels = [_dw(int(c), 28, 3) for c in rng.integers(16, 128, int(rng.integers(5, 60)))]
+        off = 1.5 if i % 2 else 1.0  # half the networks run their kernels 1.5x slower than the law says
+        rows = [off * (0.002 + k.macs / 30e6) for k in kernels]
+        samples += [(k, ms, f"net{i}") for k, ms in zip(kernels, rows)]
+        networks.append((kernels, sum(rows) + 0.3, f"net{i}"))
+    oh = fit_kernel_model(samples, networks).overhead
+    assert oh["scale"] == pytest.approx(1.0, abs=0.01) and oh["per_network"] == pytest.approx(0.3, abs=0.01)
+    assert oh["per_kernel"] == 0.0
+
+
 def test_interval_covers_held_out_networks(synthetic):
     model, held_out, _ = synthetic
     preds = [(model.predict(ks), total) for ks, _, total in held_out]
