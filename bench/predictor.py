@@ -191,24 +191,25 @@ def retime(data: dict, work: Path, rounds: int, threads: int, runs: int) -> None
     `rounds` rounds of 5 runs each), into `{target}_interleaved`: how far one network's latency moves between two
     methods and an hour apart (the repeatability section). The predictors are judged on the `profile` medians (each
     network timed alone, as `edgekit profile` times it): interleaving puts all networks' weights through the caches
-    between runs and read 15-35 % slower than `profile` for the mid-sized ones on the Xeon here. Then each is
+    between runs and read up to 23 % slower than `profile` on the Xeon here. Then each is
     profiled alone again (`{target}_again`): the same method's repeatability."""
     for target in TARGETS:
+        arts = {
+            label(r): work / target / f"{r['model']}_p{int(r['ratio'] * 100)}{SUFFIX[target]}" for r in data["variants"]
+        }
         runners, inputs = {}, {}
-        for row in data["variants"]:
-            art = work / target / f"{row['model']}_p{int(row['ratio'] * 100)}{SUFFIX[target]}"
+        for name, art in arts.items():
             if not art.exists():
-                raise SystemExit(f"no {target} artifact of {label(row)} under {work}")
+                raise SystemExit(f"no {target} artifact of {name} under {work}")
             manifest = read_manifest(art)
-            runners[label(row)] = get_target(target).load(art, manifest, threads=threads)
-            inputs[label(row)] = _host_input(manifest)  # the input `edgekit profile` times with
+            runners[name] = get_target(target).load(art, manifest, threads=threads)
+            inputs[name] = _host_input(manifest)  # the input `edgekit profile` times with
         fns = {k: (lambda r=r, x=inputs[k]: r.run(x)) for k, r in runners.items()}
         stats = interleaved(fns, rounds=rounds, per_round=5, warmup=3)
         runners.clear()
         for row in data["variants"]:
             row[f"{target}_interleaved"] = round(stats[label(row)]["median_ms"], 4)
-            art = work / target / f"{row['model']}_p{int(row['ratio'] * 100)}{SUFFIX[target]}"
-            row[f"{target}_again"] = profile(art, runs=runs, warmup=5, threads=threads)["median_ms"]
+            row[f"{target}_again"] = profile(arts[label(row)], runs=runs, warmup=5, threads=threads)["median_ms"]
         print(f"# {target}: {len(fns)} networks timed interleaved, {rounds} rounds of 5 runs", flush=True)
 
 

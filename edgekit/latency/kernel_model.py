@@ -46,7 +46,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from itertools import combinations
 from statistics import NormalDist
 from typing import Any
 
@@ -345,11 +344,10 @@ def _nnls_rel(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.n
     return c / scale
 
 
-def _inliers(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _inliers(X: np.ndarray, y: np.ndarray, c: np.ndarray) -> np.ndarray:
     """The samples within `OUTLIER_Z` robust deviations (and x/÷ 2) of a law fitted relative to its own prediction
     (two reweighting passes), which a sample measured at a fraction of what its shape says cannot pull down as it
-    pulls a fit relative to the measurements."""
-    c = _nnls_rel(X, y)
+    pulls a fit relative to the measurements (`c`, where the reweighting starts)."""
     for _ in range(2):
         c = _nnls_rel(X, y, np.maximum(X @ c, 1e-3 * float(np.median(y))))
     r = np.log(y / np.maximum(X @ c, 1e-12))
@@ -369,7 +367,7 @@ def _fit_rows(
     cols = [names[i] for i in keep]
     coef = _nnls_rel(X, ms)
     if len(ms) >= OUTLIER_MIN_SAMPLES:
-        inlier = _inliers(X, ms)
+        inlier = _inliers(X, ms, coef)
         if not inlier.all() and inlier.sum() >= len(cols) + 3:
             X, ms, groups = X[inlier], ms[inlier], [g for g, i in zip(groups, inlier) if i]
             coef = _nnls_rel(X, ms)
@@ -402,22 +400,6 @@ def _fit_rows(
         groups=len({x for x in groups if x is not None}),
         pooled=pooled,
     )
-
-
-def _nnls_small(A: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Non-negative least squares for a handful of columns: the best of the unconstrained fits on every subset of
-    columns whose coefficients come out non-negative."""
-    best, best_err = np.zeros(A.shape[1]), float(b @ b)
-    for size in range(1, A.shape[1] + 1):
-        for cols in combinations(range(A.shape[1]), size):
-            x, *_ = np.linalg.lstsq(A[:, cols], b, rcond=None)
-            if (x < 0).any():
-                continue
-            err = float(((A[:, cols] @ x - b) ** 2).sum())
-            if err < best_err:
-                best_err, best = err, np.zeros(A.shape[1])
-                best[list(cols)] = x
-    return best
 
 
 Rows = list[tuple[dict[str, float], float, Any]]  # a kind's samples: (features, ms, network or None)
@@ -492,7 +474,7 @@ def _fit_overhead(model: KernelModel, networks: Sequence[Network], per_kind: dic
     if len(nets) >= 4:
         per_op = 2 * sum(1 for *_, g in nets if measured.get(g)) >= len(nets)
         A = np.stack([S, np.ones_like(S), np.zeros_like(N) if per_op else N], axis=1) / T[:, None]
-        scale, per_net, per_kernel = (float(v) for v in _nnls_small(A, np.ones(len(T))))
+        scale, per_net, per_kernel = (float(v) for v in nnls(A, np.ones(len(T)))[0])
         if scale <= 0:
             scale = 1.0
     else:
