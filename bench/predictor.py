@@ -108,6 +108,58 @@ def _load(path: str) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def network(name: str, ratio: float, size: int, work: Path) -> tuple[str, torch.nn.Module]:
+    """A network of the bench: its reference (a zoo name, a pattern, or the zoo network pruned by `ratio`, written
+    under `work`) and the model."""
+    ref = name if name in BASE else reference(name, size, work)
+    if ratio:
+        ref = str(work / f"{name}_p{int(ratio * 100)}.pt")
+        if not Path(ref).exists():
+            edgekit.prune(name, "magnitude", ratio, structured=True, out=ref, input_size=size)
+    with trusted_code():
+        return ref, load_model(ref, input_size=size).model
+
+
+def kernel_lists(model: torch.nn.Module, size: int) -> dict:
+    """The network's kernels as exported (`kernels`: what LiteRT is predicted from) and as ExecuTorch runs them
+    (`executorch_kernels`: XNNPACK's partition, its portable ops and layout copies)."""
+    return {
+        "kernels": [k.to_dict() for k in kernels_of(model, size) if k.kind != "free"],
+        "executorch_kernels": [k.to_dict() for k in kernels_of(model, size, target="executorch") if k.kind != "free"],
+    }
+
+
+def join_rows(row: dict) -> None:
+    """ExecuTorch's per-op rows of a network joined to its kernels (`executorch_ops`: the samples the kernel model
+    is fitted on; `executorch_ops_matched`: the share of the rows' time they cover)."""
+    rows = row.get("executorch_rows")
+    if not rows:
+        return
+    kernels = [Kernel.from_dict(k) for k in row.get("executorch_kernels") or row["kernels"]]
+    try:
+        times = kernels_from_rows(kernels, rows)
+    except (KeyError, TypeError, ValueError) as e:  # the join failed: the total still counts
+        print(f"#   {label(row)}: per-op rows not joined ({e})", flush=True)
+        return
+    row["executorch_ops"] = [[k.to_dict(), m] for k, m in times.samples(include_shared=True) if m > 0]
+    row["executorch_ops_matched"] = times.matched_ms / max(sum(r["ms"] for r in rows), 1e-9)
+
+
+def rekernel(data: dict, work: Path) -> None:
+    """Every network's kernels derived again by this edgekit (the export's and ExecuTorch's) and its saved per-op
+    rows joined to them again: a change to how kernels are split is judged on the same measurements. Says where the
+    export's kernels differ from the saved ones (the same networks rebuilt: they should not)."""
+    for row in data["variants"]:
+        t0 = time.perf_counter()
+        _, model = network(row["model"], row["ratio"], data["size"], work)
+        fresh = kernel_lists(model, data["size"])
+        if [Kernel.from_dict(k) for k in fresh["kernels"]] != [Kernel.from_dict(k) for k in row["kernels"]]:
+            print(f"#   {label(row)}: the export's kernels differ from the saved ones", flush=True)
+        row.update(fresh)
+        join_rows(row)
+        print(f"# kernels of {label(row)} again ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
 def measure(args) -> dict:
     work = Path(args.work or tempfile.mkdtemp(prefix="edgekit-predictor-bench-"))
     data: dict = {
@@ -128,19 +180,9 @@ def measure(args) -> dict:
         variants = [(m, r) for m, r in variants if m in only or f"{m}@{r:g}" in only]
     for name, ratio in variants:
         t0 = time.perf_counter()
-        ref = name if name in BASE else reference(name, args.size, work)
-        if ratio:
-            ref = str(work / f"{name}_p{int(ratio * 100)}.pt")
-            edgekit.prune(name, "magnitude", ratio, structured=True, out=ref, input_size=args.size)
-        with trusted_code():
-            model = load_model(ref, input_size=args.size).model
-        kernels = kernels_of(model, args.size)
-        row: dict = {
-            "model": name,
-            "ratio": ratio,
-            "features": cost_features(model, args.size),
-            "kernels": [k.to_dict() for k in kernels if k.kind != "free"],
-        }
+        ref, model = network(name, ratio, args.size, work)
+        row: dict = {"model": name, "ratio": ratio, "features": cost_features(model, args.size)}
+        row.update(kernel_lists(model, args.size))
         for target in targets:
             with trusted_code():
                 art = edgekit.compile(
@@ -157,12 +199,7 @@ def measure(args) -> dict:
             row[f"{target}_iqr"] = rep["iqr_ms"]
             if per_op and rep.get("ops"):
                 row[f"{target}_rows"] = rep["ops"]  # the raw rows: a later join can be tried on them without a rerun
-                try:
-                    times = kernels_from_rows(kernels, rep["ops"])
-                    row[f"{target}_ops"] = [[k.to_dict(), m] for k, m in times.samples(include_shared=True) if m > 0]
-                    row[f"{target}_ops_matched"] = times.matched_ms / max(sum(r["ms"] for r in rep["ops"]), 1e-9)
-                except (KeyError, TypeError, ValueError) as e:  # the join failed: the total still counts
-                    print(f"#   {name}: per-op rows not joined ({e})", flush=True)
+                join_rows(row)
         data["variants"].append(row)
         _save(args, data)
         print(
@@ -229,7 +266,7 @@ def old_lofo(rows: list[dict], target: str, threads: int) -> np.ndarray:
 def new_lofo(rows: list[dict], sweep_rows: list, target: str, threads: int, use_ops: bool = True) -> np.ndarray:
     """(ms, low, high) per network from kernel models fitted without its family."""
     fams = [family(r) for r in rows]
-    kernels = [[Kernel.from_dict(k) for k in r["kernels"]] for r in rows]
+    kernels = [[Kernel.from_dict(k) for k in r.get(f"{target}_kernels") or r["kernels"]] for r in rows]
     swept = [(Kernel.from_dict(k), ms) for k, ms in sweep_rows]
     out = np.empty((len(rows), 3))
     for fam in sorted(set(fams)):
@@ -239,7 +276,8 @@ def new_lofo(rows: list[dict], sweep_rows: list, target: str, threads: int, use_
             for i in others:
                 samples += [(Kernel.from_dict(k), ms, label(rows[i])) for k, ms in rows[i].get(f"{target}_ops", [])]
         networks = [(kernels[i], rows[i][target], label(rows[i])) for i in others]
-        km = fit_kernel_model(samples, networks, target=target, device="host", threads=threads)
+        families = {label(rows[i]): fams[i] for i in others}  # the spread held out a family at a time
+        km = fit_kernel_model(samples, networks, target=target, device="host", threads=threads, family=families.get)
         for i, f in enumerate(fams):
             if f == fam:
                 p = km.predict(kernels[i])
@@ -345,6 +383,7 @@ def main() -> None:
     ap.add_argument("--retime", help="time this saved file's networks again, interleaved, from the artifacts in --work")
     ap.add_argument("--update", help="measure the --only networks again and replace them in this saved file")
     ap.add_argument("--save", default="bench/predictor_measurements.json.gz")
+    ap.add_argument("--rekernel", help="derive this saved file's kernels again and join its per-op rows to them")
     args = ap.parse_args()
     if args.retime and not args.work:
         ap.error("--retime times the artifacts under --work DIR: give the directory the measuring run wrote")
@@ -363,8 +402,15 @@ def main() -> None:
         Path(args.save).unlink(missing_ok=True)
         args.save = args.update
         _save(args, data)
+    elif args.rekernel:  # the same measurements, the kernels split again by this edgekit
+        data = _load(args.rekernel)
+        rekernel(data, Path(args.work or tempfile.mkdtemp(prefix="edgekit-predictor-bench-")))
+        args.save = args.rekernel
+        _save(args, data)
     elif args.measurements:
         data = _load(args.measurements)
+        for row in data["variants"]:  # joined again: a change to the join is judged on the saved rows
+            join_rows(row)
         print(f"# refit on {args.measurements}, measured on {data['host']}; flags {' '.join(data['cpu_flags'])}")
     else:
         print(cpu_line())

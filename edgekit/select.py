@@ -33,6 +33,7 @@ from .latency import (
     kernel_model_summary,
     kernels_of,
     latency_of,
+    lowered_for,
     materialize,
     measure,
     precision_of,
@@ -224,7 +225,7 @@ def select(
         loaded = load_model(ref, input_size=input_size)
         size = loaded.card.input_size
         if kernel_model is not None:
-            p = kernel_model.predict(kernels_of(loaded.model, size))
+            p = kernel_model.predict(kernels_of(loaded.model, size, target=lowered_for(target, quantize)))
             cand = Candidate(name, ref, acc, source, round(p.ms, 3), low_ms=round(p.low, 3), high_ms=round(p.high, 3))
             cand.unseen_kinds = p.unseen_kinds
         else:

@@ -277,12 +277,16 @@ def test_report_with_per_op_rows_stores_kernel_samples(tmp_path):
         rid = record(rep, db)
         rows = db.kernel_samples("executorch", "host", 1)
         nets = db.kernel_networks("executorch", "host", 1)
-    by_module = {r["kernel"]["module"]: (r["kernel"]["kind"], r["ms"]) for r in rows}
+    by_module = {r["kernel"]["module"]: (r["kernel"]["kind"], r["ms"]) for r in rows if r["kernel"]["kind"] != "layout"}
     assert by_module == {
         "features.0.0": ("conv", 0.3),
         "features.1.conv.0.0": ("dwconv", 0.2),
         "classifier.1": ("linear", 0.1),
     }
+    # the kernels are ExecuTorch's (the report's runtime): XNNPACK's transpose goes to the NCHW <-> NHWC copies it
+    # inserts (the input's, and the last conv's output before the pooling's partition ends)
+    moves = [r for r in rows if r["kernel"]["kind"] == "layout"]
+    assert {r["kernel"]["op"] for r in moves} == {"nchw_nhwc"} and sum(r["ms"] for r in moves) == pytest.approx(0.05)
     assert {r["source"] for r in rows} == {"report"} and len({r["network_id"] for r in rows}) == 1
     assert len(nets) == 1 and nets[0]["report_id"] == rid and nets[0]["total_ms"] == 2.0
     assert nets[0]["name"] == "mobilenetv2_100" and len(nets[0]["kernels"]) > 50

@@ -15,7 +15,7 @@ from torch import nn
 import edgekit
 from edgekit.compile import get_target, prepare_for_export
 from edgekit.latency.features import cost_features
-from edgekit.latency.kernel_model import KernelModel, design, fit_kernel_model
+from edgekit.latency.kernel_model import KernelModel, design, features, fit_kernel_model
 from edgekit.latency.kernels import COMPUTE_KINDS, Kernel, kernels_from_rows, kernels_of, row_match
 
 from .patterns import INPUT_SIZE, PATTERNS
@@ -375,3 +375,55 @@ def test_executorch_rows_time_every_conv_and_linear(zoo, tmp_path):
     # what is left over is the layout moves XNNPACK inserts (and views), not a compute kernel's time
     assert {r["op"].split(" (")[0] for r in joined.unmatched} <= {"Transpose", "Static Reshape", "Convert", "Copy"}
     assert joined.matched_ms + joined.unmatched_ms == pytest.approx(sum(r["ms"] for r in rows), abs=1e-6)
+
+
+# -- as ExecuTorch runs them: XNNPACK's partition, its portable ops and layout copies ----------------------------
+
+
+class _SplitByASlice(nn.Module):
+    """Two convs with a full-range channel slice between them, as GhostNet's `x[:, :oup]`: a view to torch.export,
+    an `alias_copy` that XNNPACK does not take to ExecuTorch, so the delegate is cut in two around it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.conv1(x).relu()[:, :8]
+        return self.head(self.conv2(x).mean((2, 3)))
+
+
+def test_executorch_kernels_carry_its_portable_ops_and_layout_copies(tmp_path):
+    model = _SplitByASlice().eval()
+    plain = kernels_of(model, SIZE)
+    assert not any(k.portable or k.op == "nchw_nhwc" for k in plain)
+    assert kernels_of(model, SIZE, target="tflite") == plain  # a target that does not say: the export's kernels
+    kernels = kernels_of(model, SIZE, target="executorch")
+    portable = [k for k in kernels if k.portable]
+    assert ("layout", "alias", "") in [(k.kind, k.op, k.module) for k in portable]
+    moves = [k for k in kernels if k.op == "nchw_nhwc"]
+    # the input into the first partition, its output back to NCHW, into the second, and out of the conv for `mean`'s
+    # partition boundary or the linear: every one is a copy XNNPACK inserts, each of a 4-D tensor
+    assert len(moves) >= 3 and all(k.kind == "layout" and k.elements > 0 and k.h == SIZE for k in moves)
+    result = edgekit.compile(model, "executorch", out=tmp_path, input_size=SIZE, verify=False)
+    x = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    rows = get_target("executorch").op_profile(result.artifact, x, 1)
+    transposes = sum(int(r.get("count") or 1) for r in rows if r["op"].startswith("Transpose"))
+    assert transposes == len(moves)  # what the runtime ran: as many NCHW <-> NHWC copies as predicted
+    ran = sorted(
+        r["op"].removeprefix("native_call_").split(".")[0].removesuffix("_copy")
+        for r in rows
+        if r["op"].startswith("native_call_")
+    )
+    assert ran == sorted(k.op for k in portable)  # and the same ops outside the delegate (`alias`, and a `mean`)
+    joined = kernels_from_rows(kernels, rows)
+    assert not [r for r in joined.unmatched if r["op"].startswith(("Transpose", "native_call_alias"))]
+    timed = {k.op: m for k, m in joined.samples(include_shared=True)}
+    assert timed["alias"] > 0 and timed["nchw_nhwc"] > 0
+    assert [k for k in joined.kernels if k.op == "alias"][0].portable
+    # a portable kernel has a fixed cost and a rate of its own in the kernel model
+    cols = design("layout", features(portable[0]))
+    assert cols["portable_one"] == 1.0 and cols["portable_elements"] == pytest.approx(portable[0].elements / 1e6)
+    assert "portable_one" not in design("layout", features(moves[0]))

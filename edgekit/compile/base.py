@@ -75,6 +75,19 @@ class ExportInfo:
     side_files: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Lowering:
+    """What a runtime runs of an exported program beyond the program's own ops, as its compiler decides (for the
+    kernel-level latency model, `edgekit.latency.kernels`): `portable` are the nodes of `program` (the runtime's
+    graph of the export: ExecuTorch's edge program) that run outside every delegate, on the runtime's own kernels, and
+    `moves` the nodes whose output the delegate copies into another memory layout (XNNPACK's NCHW <-> NHWC
+    transposes), once each."""
+
+    program: Any  # torch.export.ExportedProgram
+    portable: list = field(default_factory=list)  # torch.fx.Node
+    moves: list = field(default_factory=list)  # torch.fx.Node
+
+
 def side_file(artifact: Path, suffix: str) -> Path:
     """The file beside `artifact` that carries `suffix` after its whole name (`m.pte` -> `m.pte.etrecord`)."""
     return artifact.with_name(artifact.name + suffix)

@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import EdgekitError, UnknownTargetError
 from ..io import package_version
 from ..quantize import QuantizationError
-from .base import FP32, CompileOptions, ExportInfo, Runner, Tolerance
+from .base import FP32, CompileOptions, ExportInfo, Lowering, Runner, Tolerance
 
 ENTRY_POINTS = "edgekit.targets"
 
@@ -113,6 +113,11 @@ class Target:
 
     def op_profile(self, path: Path, x: np.ndarray, threads: int | None) -> list[dict] | None:
         """Per-op rows ({op, module, count, ms, share}, per inference) on this host; None where the runtime has none."""
+        return None
+
+    def lowering(self, program: torch.export.ExportedProgram) -> Lowering | None:
+        """What the runtime runs of `program` (fp32, the default delegate) beyond its ops: the ops left outside the
+        delegate and the layout copies it inserts (`Lowering`); None where the target does not say."""
         return None
 
     def capture_hint(self, manifest: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from ..compile import compile as compile_model
 from ..compile import get_target
 from ..errors import EdgekitError
-from ..models import load_model
+from ..models import list_models, load_model, model_card
 from ..models.registry import check_trusted
 from ..profile import profile
 from ..profile.devices import find_device
@@ -33,6 +34,8 @@ __all__ = [
     "kernel_model_for",
     "kernel_rows",
     "kernels_of",
+    "lowered_for",
+    "network_family",
     "precision_of",
     "KernelModel",
     "kernel_model_summary",
@@ -94,13 +97,20 @@ def record(report: dict, db: LatencyDB, features: dict | None = None, reference:
     return report_id
 
 
-def _rebuilt_kernels(reference: str | None, input_size: int) -> list[Kernel] | None:
-    """The kernels of the model a report names, or None where it cannot be rebuilt here (as `features_of`)."""
+def lowered_for(target: str, quantization: str | None = None, delegate: str | None = None) -> str | None:
+    """The target whose lowering `kernels_of` splits a network by (`Target.lowering`: fp32 on the default delegate),
+    or None (the export's kernels) for a quantized artifact or another delegate."""
+    return target if quantization is None and delegate in (None, "xnnpack") else None
+
+
+def _rebuilt_kernels(reference: str | None, input_size: int, target: str | None = None) -> list[Kernel] | None:
+    """The kernels of the model a report names (as `target` runs them, where given), or None where it cannot be
+    rebuilt here (as `features_of`)."""
     if not reference:
         return None
     try:
         check_trusted(reference, "the report")
-        return kernels_of(load_model(reference, input_size=input_size).model, input_size)
+        return kernels_of(load_model(reference, input_size=input_size).model, input_size, target=target)
     except Exception:  # noqa: BLE001 - a network torch.export cannot trace, or any model that fails to rebuild: the
         return None  # report is recorded all the same, without kernel samples
 
@@ -112,7 +122,10 @@ def record_kernels(report: dict, report_id: int | None, db: LatencyDB, reference
     total = latency_of(report)
     if not total or not any(r.get("module") is not None for r in ops):
         return 0
-    kernels = _rebuilt_kernels(reference, input_size)
+    runtime = report.get("runtime") or {}
+    quant = (report["artifact"].get("quantization") or {}).get("scheme")
+    lowered = lowered_for(runtime.get("name", ""), quant, runtime.get("delegate"))
+    kernels = _rebuilt_kernels(reference, input_size, lowered)
     if not kernels:
         return 0
     try:
@@ -160,11 +173,29 @@ def kernel_model_for(
         per_kind[k.kind] = per_kind.get(k.kind, 0) + 1
     if len(samples) < MIN_KERNEL_SAMPLES or max(per_kind.values(), default=0) < MIN_SAMPLES:
         return None
-    networks = [
-        ([Kernel.from_dict(k) for k in n["kernels"]], float(n["total_ms"]), n["id"])
-        for n in db.kernel_networks(target, device, threads, precision)
-    ]
-    return fit_kernel_model(samples, networks, target=target, device=device, threads=threads, precision=precision)
+    stored = db.kernel_networks(target, device, threads, precision)
+    networks = [([Kernel.from_dict(k) for k in n["kernels"]], float(n["total_ms"]), n["id"]) for n in stored]
+    families = {n["id"]: network_family(n["name"]) or n["id"] for n in stored}
+    return fit_kernel_model(
+        samples,
+        networks,
+        target=target,
+        device=device,
+        threads=threads,
+        precision=precision,
+        family=lambda g: families.get(g, g),
+    )
+
+
+def network_family(reference: str | None) -> str | None:
+    """The family of a measured network, for the kernel model's spread (held out a family at a time, as a new
+    architecture will be predicted): a zoo model's (MobileNetV2 at widths 1.0 and 1.4 are one), and the same for a
+    candidate `select` pruned from it (`mobilevig_ti_p30.pt`); any other reference is a family of its own."""
+    if not reference:
+        return None
+    stem = Path(reference).stem if reference.endswith((".pt", ".pth")) else reference
+    stem = re.sub(r"_p\d+$", "", stem)
+    return model_card(stem).family if stem in list_models() else reference
 
 
 def materialize(candidate: str, work: Path, input_size: int | None = None) -> str:
@@ -295,7 +326,7 @@ def predict(
     head = {"model": model, "target": target, "device": device, "threads": threads, "input_size": size}
     km = kernel_model_for(db, target, device, threads, precision_of(quantization))
     if km is not None:
-        p = km.predict(kernels_of(loaded.model, size))
+        p = km.predict(kernels_of(loaded.model, size, target=lowered_for(target, quantization)))
         return {
             **head,
             "method": "kernels",
