@@ -164,7 +164,7 @@ class Prediction:
     low: float
     high: float
     table: list[dict]  # per kernel that is not free: index, kind, op, module, ms, low, high (its own, before the
-    # network scale; the interval marginal), seen
+    # network scale; the interval marginal), seen, portable (outside the delegate)
     unseen_kinds: list[str]  # kinds the fit had no (or too few) samples of: predicted by the pooled fallback
     kernels_ms: float  # the kernels' sum before the overhead
     overhead_ms: float
@@ -239,6 +239,7 @@ class KernelModel:
                     "low": p * math.exp(-z * _sig(fit, seen, "lo")),
                     "high": p * math.exp(z * _sig(fit, seen, "hi")),
                     "seen": seen,
+                    "portable": k.portable,
                 }
             )
         total_k = sum(sum(v) for v in by_kind.values())
