@@ -7,7 +7,9 @@ Measured on this host, at 224, batch 1, fp32, on ExecuTorch (XNNPACK) and LiteRT
   RegNetY, timm's GhostNet, a hierarchical ViT, Swin, MobileViT, EfficientViT, LeViT, StarNet, MobileNetV4-style
   multi-query attention), each a family of its own;
 - the kernel sweep (`edgekit latency calibrate --kernels`: the default grid, kernels measured alone) per runtime;
-- ExecuTorch's per-op rows of every network (`profile --per-op`), joined to its kernels (`kernels_from_rows`).
+- ExecuTorch's per-op rows of every network (`profile --per-op`), joined to its kernels as ExecuTorch runs them
+  (`kernels_of(..., target="executorch")`: XNNPACK's partition, its portable ops and layout copies; LiteRT is
+  predicted from the export's kernels).
 
 Every network's total is timed alone with `edgekit.profile` (the path of `edgekit profile`); at the end each is timed
 again, interleaved and alone, to show how far a measurement repeats. Then **leave-one-family-out**:
@@ -24,6 +26,7 @@ inside the predicted interval for >= 90 % of them.
 
     python bench/predictor.py > bench/predictor.txt        # measures (about 35 minutes on 2 cores)
     python bench/predictor.py --measurements bench/predictor_measurements.json.gz   # refit only (seconds)
+    python bench/predictor.py --rekernel bench/predictor_measurements.json.gz       # kernels split again (6 min)
 """
 
 from __future__ import annotations
