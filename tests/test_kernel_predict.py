@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import EdgekitError
-from edgekit.latency import LatencyDB, calibrate, kernel_model_for, kernels_of, record
+from edgekit.latency import LatencyDB, calibrate, kernel_model_for, kernels_of, network_family, record
 from edgekit.latency.kernels import COMPUTE_KINDS
 from edgekit.latency.sweep import QUICK, Spec, build, grid, spec_kernels
 from edgekit.models import load_model
@@ -259,6 +259,15 @@ def test_select_measures_candidates_whose_interval_crosses_the_budget(law_db, ne
 
 
 # -- records and old database files ----------------------------------------------------------------------------------
+
+
+def test_network_family_groups_widths_and_pruned_candidates():
+    """The kernel model's spread is held out a family at a time: a zoo model's widths and what `select` prunes from
+    them are one family; anything else is its own."""
+    assert network_family("mobilenetv2_100") == network_family("mobilenetv2_140") == "mobilenetv2"
+    assert network_family("/tmp/sel/candidates/mobilevig_ti_p30.pt") == network_family("mobilevig_s") == "mobilevig"
+    assert network_family("nets.py:TinyNet") == "nets.py:TinyNet" and network_family("/x/pruned.pt") == "/x/pruned.pt"
+    assert network_family(None) is None
 
 
 def test_report_with_per_op_rows_stores_kernel_samples(tmp_path):

@@ -306,6 +306,34 @@ def test_overhead_is_what_the_per_op_rows_do_not_see():
     assert oh["per_kernel"] == 0.0
 
 
+def test_spread_is_held_out_a_family_at_a_time():
+    """Each family runs an op of its own at its own rate; its two networks are siblings (two widths). Held out one
+    network at a time, the sibling's rows still teach the op's rate, every held-out sum comes out right and the
+    interval is as narrow as if a new architecture would be too: a family never seen falls outside it. Held out a
+    family at a time, the overhead's spread shows how far a family the fit has not seen is off, and covers it."""
+    rng = np.random.default_rng(5)
+    rates = [1.0, 2.0, 0.5, 3.0, 0.7, 1.5, 0.4, 2.5]  # x 1e-5 ms per element, one per family
+
+    def network(f: int, rate: float) -> tuple[list[Kernel], list[float]]:
+        ks = [Kernel(kind="activation", op=f"act{f}", module="m", elements=int(e)) for e in 10 ** rng.uniform(4, 5, 20)]
+        return ks, [0.001 + rate * 1e-5 * k.elements for k in ks]
+
+    samples, networks = [], []
+    for f, rate in enumerate(rates):
+        for width in range(2):
+            ks, rows = network(f, rate)
+            samples += [(k, ms, (f, width)) for k, ms in zip(ks, rows)]
+            networks.append((ks, sum(rows) + 0.2, (f, width)))
+    new, rows = network(99, 1.2)  # an op no family had
+    total = sum(rows) + 0.2
+    by_network = fit_kernel_model(samples, networks)
+    by_family = fit_kernel_model(samples, networks, family=lambda g: g[0])
+    assert by_network.overhead["sigma"] < 0.05 < 0.3 < by_family.overhead["sigma"]
+    assert not by_network.predict(new).high >= total  # too narrow: the siblings hid how far a new family is off
+    p = by_family.predict(new)
+    assert p.low <= total <= p.high
+
+
 def test_interval_covers_held_out_networks(synthetic):
     model, held_out, _ = synthetic
     preds = [(model.predict(ks), total) for ks, _, total in held_out]
