@@ -53,7 +53,7 @@ from edgekit.compile import get_target, read_manifest  # noqa: E402
 from edgekit.latency.db import LatencyDB  # noqa: E402
 from edgekit.latency.features import cost_features  # noqa: E402
 from edgekit.latency.kernel_model import fit_kernel_model  # noqa: E402
-from edgekit.latency.kernels import Kernel, kernels_from_rows, kernels_of  # noqa: E402
+from edgekit.latency.kernels import Kernel, as_run_by, export_of, kernels_from_rows, kernels_of_program  # noqa: E402
 from edgekit.latency.predictor import fit, quality  # noqa: E402
 from edgekit.latency.sweep import sweep  # noqa: E402
 from edgekit.models import load_model, trusted_code  # noqa: E402
@@ -126,9 +126,11 @@ def network(name: str, ratio: float, size: int, work: Path) -> tuple[str, torch.
 def kernel_lists(model: torch.nn.Module, size: int) -> dict:
     """The network's kernels as exported (`kernels`: what LiteRT is predicted from) and as ExecuTorch runs them
     (`executorch_kernels`: XNNPACK's partition, its portable ops and layout copies)."""
+    ep = export_of(model, size)
+    kernels = kernels_of_program(ep)
     return {
-        "kernels": [k.to_dict() for k in kernels_of(model, size) if k.kind != "free"],
-        "executorch_kernels": [k.to_dict() for k in kernels_of(model, size, target="executorch") if k.kind != "free"],
+        "kernels": [k.to_dict() for k in kernels if k.kind != "free"],
+        "executorch_kernels": [k.to_dict() for k in as_run_by(kernels, ep, "executorch") if k.kind != "free"],
     }
 
 

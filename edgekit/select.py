@@ -27,11 +27,13 @@ from .io import atomic_path, write_json
 from .latency import (
     KernelModel,
     LatencyDB,
+    as_run_by,
     cost_features,
     ensure_predictor,
+    export_of,
     kernel_model_for,
     kernel_model_summary,
-    kernels_of,
+    kernels_of_program,
     latency_of,
     lowered_for,
     materialize,
@@ -225,13 +227,15 @@ def select(
         loaded = load_model(ref, input_size=input_size)
         size = loaded.card.input_size
         if kernel_model is not None:
-            p = kernel_model.predict(kernels_of(loaded.model, size))
+            ep = export_of(loaded.model, size)
+            kernels = kernels_of_program(ep)
+            p = kernel_model.predict(kernels)
             runtime = lowered_for(target, quantize)
             if runtime is not None and p.low <= budget_ms:
                 # near or under the budget: as the runtime runs them (XNNPACK's partition, 3-60 s a network). The
                 # runtime only adds copies and slower portable kernels, so a network whose interval is wholly over
                 # the budget on the export's kernels is over it on the runtime's too: GreedyViG-B is not lowered.
-                p = kernel_model.predict(kernels_of(loaded.model, size, target=runtime))
+                p = kernel_model.predict(as_run_by(kernels, ep, runtime))
             cand = Candidate(name, ref, acc, source, round(p.ms, 3), low_ms=round(p.low, 3), high_ms=round(p.high, 3))
             cand.unseen_kinds = p.unseen_kinds
         else:

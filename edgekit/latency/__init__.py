@@ -18,7 +18,7 @@ from ..prune import prune
 from .db import PRECISION, LatencyDB, default_path, latency_of, precision_of
 from .features import cost_features
 from .kernel_model import MIN_SAMPLES, KernelModel, fit_kernel_model
-from .kernels import Kernel, kernels_from_rows, kernels_of
+from .kernels import Kernel, as_run_by, export_of, kernels_from_rows, kernels_of, kernels_of_program
 from .predictor import MIN_POINTS, Predictor, fit_from_db, points_from_db
 from .sweep import PER_OP_TARGETS
 
@@ -34,6 +34,9 @@ __all__ = [
     "kernel_model_for",
     "kernel_rows",
     "kernels_of",
+    "kernels_of_program",
+    "export_of",
+    "as_run_by",
     "lowered_for",
     "network_family",
     "precision_of",

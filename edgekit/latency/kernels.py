@@ -50,6 +50,8 @@ __all__ = [
     "KernelTimes",
     "kernels_of",
     "kernels_from_rows",
+    "export_of",
+    "as_run_by",
     "row_kinds",
     "row_match",
     "kernels_of_program",
@@ -486,11 +488,22 @@ def kernels_of(model: nn.Module, input_size: int, in_chans: int = 3, target: str
     `expand_copy`, becomes a `layout` kernel), and each layout copy the delegate inserts is a `layout` kernel of op
     `nchw_nhwc` (XNNPACK's NCHW <-> NHWC transposes where a partition begins or ends, or where an op needs the other
     layout: 0.84 of GhostNet's 2.2 ms here). Where the target cannot say, the export's kernels."""
-    net = prepare_for_export(model)
-    ep = torch.export.export(net, (torch.zeros(1, in_chans, input_size, input_size),))
+    ep = export_of(model, input_size, in_chans)
     kernels = _Splitter(ep).kernels()
-    if target is None:
-        return kernels
+    return kernels if target is None else as_run_by(kernels, ep, target)
+
+
+@torch.no_grad()
+def export_of(model: nn.Module, input_size: int, in_chans: int = 3) -> torch.export.ExportedProgram:
+    """`model`'s export form exported at batch 1 and `input_size` (what `kernels_of` splits): for a caller that wants
+    the export's kernels (`kernels_of_program`) and the runtime's (`as_run_by`) from one export."""
+    net = prepare_for_export(model)
+    return torch.export.export(net, (torch.zeros(1, in_chans, input_size, input_size),))
+
+
+def as_run_by(kernels: list[Kernel], ep: torch.export.ExportedProgram, target: str) -> list[Kernel]:
+    """`kernels` (the kernels of `ep`) as `target`'s runtime runs them (see `kernels_of`); unchanged where the target
+    cannot say (no `lowering`, or a network its compiler refuses)."""
     try:
         low = get_target(target).lowering(ep)
     except Exception:  # noqa: BLE001 - a network the runtime's compiler refuses: its kernels as exported
