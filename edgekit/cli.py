@@ -972,6 +972,12 @@ def latency_predict(
                 f"  [yellow]holds kernel kinds the fit has never seen: {', '.join(r['unseen_kinds'])}[/yellow] "
                 "(predicted by a pooled fit, with a wide interval; `edgekit latency calibrate --kernels` measures them)"
             )
+        if r["unseen_ops"]:
+            out.print(
+                f"  [yellow]holds ops the fit has no rate for: {', '.join(r['unseen_ops'])}[/yellow] "
+                "(predicted at their kind's base rate, with a wide interval; `edgekit profile ART --per-op` of a "
+                "network holding them records their rates)"
+            )
         return None
     p = r["predictor"]
     out.print(

@@ -16,7 +16,7 @@ import pytest
 from edgekit.errors import EdgekitError
 from edgekit.latency import LatencyDB, calibrate, kernel_model_for, kernels_of, network_family, record
 from edgekit.latency.kernels import COMPUTE_KINDS
-from edgekit.latency.sweep import QUICK, Spec, build, grid, spec_kernels
+from edgekit.latency.sweep import DEFAULT, QUICK, SPATIAL_ROOT, Spec, build, grid, spec_kernels, sweep
 from edgekit.models import load_model
 
 from .conftest import assert_user_error, run_cli
@@ -103,6 +103,33 @@ def test_quick_grid_specs_build_their_kernel():
         assert spec.kind in {k.kind for k in ks}, (spec, ks)
     net = build(grid(QUICK)[:2], 32)
     assert net(__import__("torch").zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
+def test_default_grid_times_the_ops_left_to_portable_kernels():
+    """Ops a network of a family the fit never saw may hold: XNNPACK's other binary and unary ops, and what
+    ExecuTorch runs on its portable kernels (comparisons, a mask's dtype conversion, `where`, `masked_fill`, `std`)."""
+    one_per_variant = {s.variant: s for s in grid(DEFAULT) if s.variant}
+    ops = {(k.kind, k.op) for s in one_per_variant.values() for k in spec_kernels(s, SPATIAL_ROOT)}
+    for v in ("lt_to", "where", "masked_fill"):
+        assert len(spec_kernels(one_per_variant[v], SPATIAL_ROOT)) == 2  # a comparison and what reads its mask
+    assert {
+        ("elementwise", "sub"), ("elementwise", "maximum"), ("elementwise", "abs"), ("elementwise", "div"),
+        ("elementwise", "lt"), ("layout", "to"), ("elementwise", "gt"), ("elementwise", "where"),
+        ("elementwise", "ne"), ("elementwise", "masked_fill"), ("reduce", "std"), ("activation", "silu"),
+    } <= ops  # fmt: skip
+
+
+def test_sweep_times_both_kernels_of_a_mask_as_portable(tmp_path):
+    """`(x < y).to(float)` on ExecuTorch: XNNPACK takes neither op; both kernels get a sample, marked portable."""
+    specs = [Spec("elementwise", 2, 2, 32, variant="lt_to")]
+    with LatencyDB(tmp_path / "lat.sqlite") as db:
+        res = sweep("executorch", "host", 1, db, grid_name=QUICK, specs=specs, runs=5)
+        rows = db.kernel_samples("executorch", "host", 1)
+    assert res.samples == 2 and not res.skipped
+    assert sorted((r["kernel"]["kind"], r["kernel"]["op"], r["kernel"]["portable"]) for r in rows) == [
+        ("elementwise", "lt", True), ("layout", "to", True)
+    ]  # fmt: skip
+    assert all(r["ms"] > 0 and r["kernel"]["module"] == "sweep/elementwise_lt_to_2x2_h32" for r in rows)
 
 
 def test_quick_sweep_writes_kernel_samples(swept):

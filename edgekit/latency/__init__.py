@@ -338,6 +338,7 @@ def predict(
             "high_ms": round(p.high, 3),
             "level": p.level,
             "unseen_kinds": p.unseen_kinds,
+            "unseen_ops": p.unseen_ops,
             "kernels_ms": round(p.kernels_ms, 4),
             "overhead_ms": round(p.overhead_ms, 4),
             "kernels": [{k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()} for row in p.table],

@@ -35,7 +35,9 @@ they would fit their own network and the spread come out too narrow).
 
 **Unseen kinds** (no or fewer than `MIN_SAMPLES` samples): predicted by a pooled fit over all compute kinds (fixed
 cost, MACs, bytes) or all memory-bound kinds (fixed cost, elements, bytes) with at least a x/÷ 3 spread, fully
-correlated, and listed in the prediction's `unseen_kinds`. `free` kernels cost nothing.
+correlated, and listed in the prediction's `unseen_kinds`. A kernel of a seen memory-bound kind whose op has no rate of
+its own (`unseen_ops`, `kind:op`) is predicted at its kind's base rate with that same spread. `free` kernels cost
+nothing.
 
 numpy and scipy's `nnls`; `to_dict`/`from_dict` round-trip through JSON for the database and the cache.
 """
@@ -53,7 +55,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from ..errors import EdgekitError
-from .kernels import COMPUTE_KINDS, Kernel
+from .kernels import COMPUTE_KINDS, FAR_MB, Kernel
 
 __all__ = [
     "LEVEL",
@@ -96,6 +98,9 @@ def design(kind: str, f: dict[str, float]) -> dict[str, float]:
     g = f.get
     macs, nbytes, elements = g("macs", 0.0) / 1e6, g("bytes", 0.0) / 1e6, g("elements", 0.0) / 1e6
     cols: dict[str, float] = {"one": 1.0, "bytes": nbytes}
+    for mb in FAR_MB:  # inputs made long before: read from a farther cache (columns all zero in a sweep)
+        if g(f"far_{mb}m", 0.0):
+            cols[f"far_{mb}m"] = g(f"far_{mb}m", 0.0) / 1e6
     if g("portable", 0.0):  # outside the delegate, on the runtime's own kernels: a dispatch and a rate of their own
         cols["portable_one"] = 1.0
         cols["portable_elements"] = elements
@@ -169,6 +174,9 @@ class Prediction:
     kernels_ms: float  # the kernels' sum before the overhead
     overhead_ms: float
     level: float = LEVEL
+    # ops of a seen memory-bound kind that have no rate of their own in the fit (`kind:op`): predicted at the kind's
+    # base rate with the unseen kinds' spread
+    unseen_ops: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -219,16 +227,21 @@ class KernelModel:
     def predict(self, kernels: Sequence[Kernel]) -> Prediction:
         z = _z(self.level)
         table: list[dict] = []
-        by_kind: dict[str, list[float]] = defaultdict(list)
+        by_kind: dict[tuple[str, bool], list[float]] = defaultdict(list)  # (kind, seen) -> kernels' ms
         unseen: list[str] = []
+        unseen_ops: list[str] = []
         for i, k in enumerate(kernels):
             if k.kind == "free":
                 continue
             fit, seen = self.fit_for(k.kind)
             p = self.kernel_ms(k)
-            by_kind[k.kind].append(p)
             if not seen and k.kind not in unseen:
                 unseen.append(k.kind)
+            if seen and _unseen_op(fit, k):
+                seen = False
+                if f"{k.kind}:{k.op}" not in unseen_ops:
+                    unseen_ops.append(f"{k.kind}:{k.op}")
+            by_kind[k.kind, seen].append(p)
             table.append(
                 {
                     "index": i,
@@ -260,14 +273,15 @@ class KernelModel:
             kernels_ms=total_k,
             overhead_ms=ms - total_k,
             level=self.level,
+            unseen_ops=unseen_ops,
         )
 
-    def _deviations(self, by_kind: dict[str, list[float]], z: float) -> tuple[float, float]:
+    def _deviations(self, by_kind: dict[tuple[str, bool], list[float]], z: float) -> tuple[float, float]:
         """The interval's half-widths above and below from the kernels, in ms (kinds independent, each kind's
-        kernels correlated by its rho)."""
+        kernels correlated by its rho; a kind's kernels of unseen ops apart, fully correlated)."""
         hi2 = lo2 = 0.0
-        for kind, ps in by_kind.items():
-            fit, seen = self.fit_for(kind)
+        for (kind, seen), ps in by_kind.items():
+            fit, _ = self.fit_for(kind)
             P = sum(ps)
             if P <= 0:
                 continue
@@ -312,6 +326,16 @@ def _z(level: float) -> float:
     if abs(level - LEVEL) < 1e-12:
         return Z
     return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def _unseen_op(fit: KindFit, kernel: Kernel) -> bool:
+    """A memory-bound kernel whose op has no rate of its own in its kind's fit while other ops have one (a portable
+    dtype conversion where the fit knows only copies): the kind's base rate may be far off (GreedyViG's bool->float
+    conversions: 0.1 us predicted, 30 us measured, before the sweep measured them)."""
+    if kernel.kind in COMPUTE_KINDS:
+        return False
+    ops = [c for c in fit.columns if c.startswith("elements_op:")]
+    return bool(ops) and f"elements_op:{kernel.op}" not in ops
 
 
 def _sig(fit: KindFit, seen: bool, side: str) -> float:

@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 COMPUTE_KINDS = ("conv", "dwconv", "pwconv", "linear", "matmul")
+FAR_MB = (1, 4, 16)  # how far back (MB of traffic) a kernel's input was made: the `far_*` fields
 KINDS = (*COMPUTE_KINDS, "elementwise", "activation", "norm", "reduce", "layout", "free")
 
 _CONV = {"convolution", "conv2d", "conv1d", "conv3d", "_convolution", "conv_transpose2d", "conv_transpose1d"}
@@ -139,6 +140,11 @@ class Kernel:
     bytes_written: int = 0
     broadcast: bool = False  # an elementwise op with an operand smaller than its output
     portable: bool = False  # run outside the delegate, on the runtime's own kernels (`kernels_of(..., target=)`)
+    # activation bytes read that the network made more than 1, 4 or 16 MB of traffic earlier (written since, and
+    # weights read): likely out of the caches by then (`_Splitter.kernels`)
+    far_1m: int = 0
+    far_4m: int = 0
+    far_16m: int = 0
 
     def features(self) -> dict[str, float]:
         """The numbers the kernel model reads (every numeric field, and `bytes` = read + written)."""
@@ -309,14 +315,40 @@ class _Splitter:
         return last, fused
 
     def kernels(self) -> list[Kernel]:
+        """The graph's kernels in order, each with how far back its inputs were made (`far_*`): a clock counts the
+        bytes written and the weights read so far, and each node's output is stamped with the clock when it was
+        written (a view or a getitem with its source's stamp). Kernels measured alone in the sweep read what was made
+        just before them; in a network, GreedyViG's graph conv subtracts tensors made several MB of traffic earlier
+        and ran at a fifth of the sweep's rate."""
         out: list[Kernel] = []
+        clock = 0
+        made: dict[torch.fx.Node, int] = {}
         for node in self.graph.nodes:
-            if node.op != "call_function" or node in self.absorbed:
+            if node.op != "call_function":
+                continue
+            if node in self.absorbed:  # written by the unit that folded it, just now
+                made[node] = clock
                 continue
             op = _op_name(node)
-            if op is None or not _tensors(_val(node)):
+            ks = self.split(node, op) if op is not None and _tensors(_val(node)) else []
+            if not ks or all(k.kind == "free" for k in ks):  # a view, a getitem: the data of its source
+                src = next((a for a in node.all_input_nodes if not self.is_weight(a)), None)
+                made[node] = made.get(src, clock) if src is not None else clock
+                out.extend(ks)
                 continue
-            out.extend(self.split(node, op))
+            far = dict.fromkeys(FAR_MB, 0)
+            for a in node.all_input_nodes:
+                if self.is_weight(a):
+                    continue
+                age = clock - made.get(a, clock)  # the image and other inputs: as if just made
+                for mb in FAR_MB:
+                    if age > mb << 20:
+                        far[mb] += sum(_nbytes(t) for t in _tensors(_val(a)))
+            for mb, b in far.items():  # on the unit's first kernel (a new one: `split` made it)
+                setattr(ks[0], f"far_{mb}m", b)
+            clock += sum(k.bytes_written for k in ks) + self.weight_bytes(node)
+            made[node] = clock
+            out.extend(ks)
         return out
 
     def split(self, node: torch.fx.Node, op: str) -> list[Kernel]:

@@ -16,7 +16,7 @@ How a kernel is timed depends on what the target's host runtime tells:
   difference is not positive: the kernel is under the timer's noise).
 
 Samples go to the database's `kernel_samples` table with source `sweep`. `QUICK` is a handful of kernels at tiny
-sizes (tests); `DEFAULT` 191 kernels (about 2 s each to compile and time on ExecuTorch here: 6 to 9 minutes).
+sizes (tests); `DEFAULT` 244 programs (about 1.5 s each to compile and time on ExecuTorch here: 6 to 9 minutes).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ PER_OP_TARGETS = ("executorch",)  # host per-op rows carry module paths: kernels
 # graph's and their rows land on each other's modules (seen with 8 specs in one program).
 PER_PROGRAM = 1
 WINDOW = 16  # tokens per window of the windowed matmul specs
+HEAD_DIM = 16  # channels per head of the multi-head matmul specs
 SPATIAL_ROOT = 56  # programs take 56x56 images (32x32 for the quick grid); every spatial size divides it
 QUICK_ROOT = 32
 
@@ -66,11 +67,13 @@ QUICK_ROOT = 32
 @dataclass(frozen=True)
 class Spec:
     """One grid point: a kernel kind at a shape. `h` is the input's spatial size (tokens = h*h for linear and
-    matmul; h = 1: a classifier head's vector); `variant` picks an op where a kind has several: elementwise `add`
-    (two full-size operands; `x * x` runs as XNNPACK's Square, whose row ExecuTorch places on the prefix's module)
-    or `bcast` (a per-channel multiply); activation `hardswish` / `gelu` / `sigmoid`; reduce `mean` / `maxpool` /
-    `sum` (over channels); layout `cat` / `permute`; matmul `windows` (the tokens as windows of `WINDOW`, one GEMM
-    each)."""
+    matmul; h = 1: a classifier head's vector); `variant` picks an op where a kind has several: elementwise, one of
+    `BINARY` (`add`, `sub`, ...: two full-size operands; `x * x` runs as XNNPACK's Square, whose row ExecuTorch
+    places on the prefix's module; `lt_to` and `where` are two kernels each), one of `UNARY`, or `bcast` (a
+    per-channel multiply); activation `hardswish` / `gelu` / `sigmoid` / `silu`; reduce `mean` / `maxpool`
+    / `sum` / `std` (over channels); layout `cat` / `permute` / `shuffle` (a channel shuffle) / `chunk` (halves
+    swapped); matmul `windows` (the tokens as windows of `WINDOW`, one GEMM each) or `heads` (4-D: heads of
+    `HEAD_DIM` channels)."""
 
     kind: str
     cin: int
@@ -105,6 +108,30 @@ class _Prefix(nn.Module):
         return y
 
 
+# Ops on the full-size input and a second operand of the same shape, and on the input alone. Besides XNNPACK's binary
+# and unary kernels they cover what ExecuTorch leaves to its portable kernels: comparisons, the dtype conversion of a
+# mask, `where` and `masked_fill` (GreedyViG's graph conv, Swin's attention mask), which run at several times
+# XNNPACK's cost per element (a bool->float conversion of 3136 elements: 30 us here). Without them a network holding
+# them was predicted at the kind's base rate: GreedyViG's 96 conversions at 0.01 ms instead of 1.0.
+BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "add": torch.add,
+    "sub": torch.sub,
+    "mul": torch.mul,
+    "div": torch.div,
+    "maximum": torch.maximum,
+    "lt_to": lambda x, o: (x < o).to(x.dtype),
+    "where": lambda x, o: torch.where(x > o, x, o),
+}
+UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "abs": torch.abs,
+    "masked_fill": lambda x: x.masked_fill(x != 0, -100.0),
+    "hardswish": nn.functional.hardswish,
+    "gelu": nn.functional.gelu,
+    "sigmoid": torch.sigmoid,
+    "silu": nn.functional.silu,
+}
+
+
 class _Op(nn.Module):
     """A kernel that is an op on its input (elementwise, activation, reduce, layout, matmul)."""
 
@@ -113,8 +140,8 @@ class _Op(nn.Module):
         self.variant = spec.variant
         if spec.variant == "bcast":
             self.scale = nn.Parameter(torch.randn(1, spec.cin, 1, 1))
-        if spec.variant == "add":  # a full-size second operand, as a residual add reads
-            self.other = nn.Parameter(torch.randn(1, spec.cin, spec.h, spec.h))
+        if spec.variant in BINARY:  # a full-size second operand, as a residual add reads (positive: a divisor)
+            self.other = nn.Parameter(torch.rand(1, spec.cin, spec.h, spec.h) + 0.5)
         if spec.variant == "maxpool":
             self.pool = nn.MaxPool2d(3, 2, 1)
         self.kind = spec.kind
@@ -124,18 +151,24 @@ class _Op(nn.Module):
         if self.kind == "matmul" and v == "windows":  # windowed attention: many small GEMMs (Swin)
             w = x.reshape(-1, WINDOW, x.shape[-1])
             return w @ w.transpose(1, 2)
+        if self.kind == "matmul" and v == "heads":  # multi-head attention's scores: 4-D, heads of HEAD_DIM channels
+            q = x.reshape(x.shape[0], x.shape[1], -1, HEAD_DIM).transpose(1, 2)
+            return q @ q.transpose(-2, -1)
         if self.kind == "matmul":
             return x @ x.transpose(1, 2)
-        if v == "add":
-            return x + self.other
+        if v == "shuffle":  # ShuffleNet's channel shuffle over two groups
+            return x.unflatten(1, (2, -1)).transpose(1, 2).reshape(x.shape)
+        if v == "chunk":  # two halves of the channels, swapped
+            a, b = x.chunk(2, 1)
+            return torch.cat([b, a], 1)
+        if v == "std":  # over channels (GreedyViG's graph conv; ExecuTorch: a portable kernel)
+            return x.std(1, keepdim=True)
+        if v in BINARY:
+            return BINARY[v](x, self.other)
+        if v in UNARY:
+            return UNARY[v](x)
         if v == "bcast":
             return x * self.scale
-        if v == "hardswish":
-            return nn.functional.hardswish(x)
-        if v == "gelu":
-            return nn.functional.gelu(x)
-        if v == "sigmoid":
-            return torch.sigmoid(x)
         if v == "mean":
             return x.mean((2, 3))
         if v == "sum":  # over channels, as a graph or gating block sums its channels (ExecuTorch: a portable kernel)
@@ -243,12 +276,21 @@ def _default() -> list[Spec]:
         for c in (32, 64):
             out.append(Spec("matmul", c, c, h))
             out.append(Spec("matmul", c // 2, c // 2, h, variant="windows"))  # 49 or 196 GEMMs of 16 tokens
+    for h in (7, 14, 28):  # multi-head attention's scores over 49 to 784 tokens, 4 and 8 heads
+        for c in (64, 128):
+            out.append(Spec("matmul", c, c, h, variant="heads"))
     for h in (56, 28, 14):
         for c in (24, 64, 100):
             out += [Spec("elementwise", c, c, h, variant="add"), Spec("elementwise", c, c, h, variant="bcast")]
+    for h, c in ((56, 24), (56, 100), (28, 24), (28, 100), (14, 100)):  # 19k to 314k elements
+        out += [Spec("elementwise", c, c, h, variant=v) for v in ("sub", "mul", "maximum", "abs", "div")]
+    for h, c in ((56, 1), (56, 64), (14, 64)):  # 3136 elements (a one-channel map at 56x56), 200k and 12.5k
+        out += [Spec("elementwise", c, c, h, variant=v) for v in ("lt_to", "where", "masked_fill")]
+    for h, c in ((56, 64), (28, 16), (14, 64)):
+        out.append(Spec("reduce", c, 1, h, variant="std"))
     for h in (28, 14):
         for c in (32, 64):
-            for v in ("hardswish", "gelu", "sigmoid"):
+            for v in ("hardswish", "gelu", "sigmoid", "silu"):
                 out.append(Spec("activation", c, c, h, variant=v))
     for h in (14, 7):
         for c in (64, 128, 256):
@@ -262,6 +304,8 @@ def _default() -> list[Spec]:
         for c in (24, 64):
             out.append(Spec("layout", c, 2 * c, h, variant="cat"))
             out.append(Spec("layout", c, c, h, variant="permute"))
+    for h, c in ((28, 116), (14, 232), (7, 464)):  # ShuffleNetV2's stages
+        out += [Spec("layout", c, c, h, variant="shuffle"), Spec("layout", c, c, h, variant="chunk")]
     return out
 
 
