@@ -53,9 +53,16 @@ from edgekit.compile import get_target, read_manifest  # noqa: E402
 from edgekit.latency.db import LatencyDB  # noqa: E402
 from edgekit.latency.features import cost_features  # noqa: E402
 from edgekit.latency.kernel_model import fit_kernel_model  # noqa: E402
-from edgekit.latency.kernels import Kernel, as_run_by, export_of, kernels_from_rows, kernels_of_program  # noqa: E402
+from edgekit.latency.kernels import (  # noqa: E402
+    FAR_MB,
+    Kernel,
+    as_run_by,
+    export_of,
+    kernels_from_rows,
+    kernels_of_program,
+)
 from edgekit.latency.predictor import fit, quality  # noqa: E402
-from edgekit.latency.sweep import sweep  # noqa: E402
+from edgekit.latency.sweep import DEFAULT, SPATIAL_ROOT, grid, spec_kernels, sweep  # noqa: E402
 from edgekit.models import load_model, trusted_code  # noqa: E402
 from edgekit.profile import _host_input, cpu_flags, host_name, profile  # noqa: E402
 from edgekit.profile.timing import interleaved  # noqa: E402
@@ -163,6 +170,27 @@ def rekernel(data: dict, work: Path) -> None:
         row.update(fresh)
         join_rows(row)
         print(f"# kernels of {label(row)} again ({time.perf_counter() - t0:.0f} s)", flush=True)
+    t0 = time.perf_counter()
+    resweep(data)
+    print(f"# the sweep's kernels again ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def resweep(data: dict) -> None:
+    """The saved sweep samples' kernels given the fields this edgekit derives from their programs (`far_*`), each
+    program rebuilt from the default grid by its spec's name; the times and the row-given `portable` flags kept."""
+    specs = {f"sweep/{s.name}": s for s in grid(DEFAULT)}
+    built: dict[str, list[Kernel]] = {}
+    for samples in data["sweep"].values():
+        for k, _ in samples:
+            spec = specs.get(k.get("module") or "")
+            if spec is None:
+                continue
+            if spec.name not in built:
+                built[spec.name] = spec_kernels(spec, SPATIAL_ROOT)
+            same = (x for x in built[spec.name] if (x.kind, x.op, x.elements) == (k["kind"], k["op"], k["elements"]))
+            fresh = next(same, None)
+            if fresh is not None:
+                k.update({f"far_{mb}m": getattr(fresh, f"far_{mb}m") for mb in FAR_MB})
 
 
 def measure(args) -> dict:

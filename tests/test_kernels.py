@@ -394,9 +394,13 @@ class _Residual(nn.Module):
 def test_a_shortcut_made_long_before_is_read_from_far(depth, far):
     """The residual add reads the shortcut as many MB of traffic after it was made as the body wrote (and read of
     weights) since: under 1 MB over one conv, over 1 MB over two, over 4 MB over six; the body's output is near."""
-    add = [k for k in kernels_of(_Residual(depth).eval(), 56) if k.kind != "free"][-1]
+    ks = [k for k in kernels_of(_Residual(depth).eval(), 56) if k.kind != "free"]
+    add = ks[-1]
     assert (add.op, add.fused) == ("add", ("relu",))
     assert (add.far_1m, add.far_4m, add.far_16m) == far
+    # a conv's weights were last read a run earlier: 2.4 MB of traffic with one body conv, 6.2 MB with six
+    conv = ks[1]
+    assert (conv.far_1m, conv.far_4m, conv.far_16m) == (147712, 147712 if depth == 6 else 0, 0)
 
 
 def test_an_input_made_long_before_costs_what_the_rows_say():
@@ -417,6 +421,8 @@ def test_an_input_made_long_before_costs_what_the_rows_say():
             samples.append((sub(e, far), 0.001 + 1e-7 * e * (4 if far else 1), f"net{net}"))
     model = fit_kernel_model(samples)
     assert "far_1m" in model.kinds["elementwise"].columns
+    swept_only = fit_kernel_model([(k, ms) for k, ms, *_ in samples])  # no network's rows: no far rate
+    assert not any(c.startswith("far_") for c in swept_only.kinds["elementwise"].columns)
     assert "far_1m" not in design("elementwise", features(sub(1000)))  # a sweep kernel has no far column
     e = 200_000
     ratio = model.kernel_ms(sub(e, 4 * e)) / model.kernel_ms(sub(e))
