@@ -429,6 +429,20 @@ def test_an_input_made_long_before_costs_what_the_rows_say():
     assert ratio == pytest.approx((0.001 + 4e-7 * e) / (0.001 + 1e-7 * e), rel=0.1)
 
 
+def test_a_seen_kind_is_never_less_known_than_an_unseen_one():
+    """Networks whose adds run at rates 100x apart: held out one at a time, the residuals say more than x/÷ 100; the
+    spread is capped at what an unseen kind gets (x/÷ 3 at the 90 % interval's edge), not wider."""
+    rng = np.random.default_rng(11)
+    samples = []
+    for net, rate in enumerate([1e-7, 1e-5, 3e-7, 2e-5, 1e-6]):
+        for e in 10 ** rng.uniform(4, 5.5, 15):
+            k = Kernel(kind="elementwise", op="add", module="m", elements=int(e), bytes_read=int(8 * e))
+            samples.append((k, rate * e, f"net{net}"))
+    fit = fit_kernel_model(samples).kinds["elementwise"]
+    assert fit.sigma_hi == pytest.approx(math.log(3.0) / 1.6448536, rel=1e-6)
+    assert fit.sigma_lo == pytest.approx(math.log(3.0) / 1.6448536, rel=1e-6)
+
+
 def test_model_json_round_trip(synthetic):
     model, held_out, _ = synthetic
     again = KernelModel.from_dict(json.loads(json.dumps(model.to_dict())))
