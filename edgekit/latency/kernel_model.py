@@ -99,8 +99,8 @@ def design(kind: str, f: dict[str, float]) -> dict[str, float]:
     macs, nbytes, elements = g("macs", 0.0) / 1e6, g("bytes", 0.0) / 1e6, g("elements", 0.0) / 1e6
     cols: dict[str, float] = {"one": 1.0, "bytes": nbytes}
     for mb in FAR_MB:  # inputs made long before: read from a farther cache (columns all zero in a sweep)
-        if g(f"far_{mb}m", 0.0):
-            cols[f"far_{mb}m"] = g(f"far_{mb}m", 0.0) / 1e6
+        if far := g(f"far_{mb}m", 0.0):
+            cols[f"far_{mb}m"] = far / 1e6
     if g("portable", 0.0):  # outside the delegate, on the runtime's own kernels: a dispatch and a rate of their own
         cols["portable_one"] = 1.0
         cols["portable_elements"] = elements

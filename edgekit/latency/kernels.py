@@ -345,9 +345,10 @@ class _Splitter:
                 if self.is_weight(a):
                     continue
                 age = clock - made.get(a, clock)  # the image and other inputs: as if just made
+                nbytes = sum(_nbytes(t) for t in _tensors(_val(a)))
                 for mb in FAR_MB:
                     if age > mb << 20:
-                        far[mb] += sum(_nbytes(t) for t in _tensors(_val(a)))
+                        far[mb] += nbytes
             for mb, b in far.items():  # on the unit's first kernel (a new one: `split` made it)
                 setattr(ks[0], f"far_{mb}m", b)
             w = self.weight_bytes(node)
