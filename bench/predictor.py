@@ -7,9 +7,9 @@ Measured on this host, at 224, batch 1, fp32, on ExecuTorch (XNNPACK) and LiteRT
   RegNetY, timm's GhostNet, a hierarchical ViT, Swin, MobileViT, EfficientViT, LeViT, StarNet, MobileNetV4-style
   multi-query attention), each a family of its own;
 - the kernel sweep (`edgekit latency calibrate --kernels`: the default grid, kernels measured alone) per runtime;
-- ExecuTorch's per-op rows of every network (`profile --per-op`), joined to its kernels as ExecuTorch runs them
-  (`kernels_of(..., target="executorch")`: XNNPACK's partition, its portable ops and layout copies; LiteRT is
-  predicted from the export's kernels).
+- each runtime's per-op rows of every network (`profile --per-op`), joined to its kernels as that runtime runs them
+  (ExecuTorch: `kernels_of(..., target="executorch")`, XNNPACK's partition, its portable ops and layout copies;
+  LiteRT: the export's kernels, its rows from LiteRT's own profiler, `edgekit/compile/litert_profile.py`).
 
 Every network's total is timed alone with `edgekit.profile` (the path of `edgekit profile`); at the end each is timed
 again, interleaved and alone, to show how far a measurement repeats. Then **leave-one-family-out**:
@@ -18,8 +18,7 @@ every network of a family is predicted by fits that never saw the family:
 - *old*: the per-feature predictor (`edgekit/latency/predictor.py`: a cost per feature, fitted on the other families'
   totals);
 - *new*: the kernel model (`edgekit/latency/kernel_model.py`), fitted on the sweep, the other families' per-op rows
-  (ExecuTorch; LiteRT gives none on this host) and the other families' totals (its per-network overhead), each
-  prediction with its 90 % interval.
+  and the other families' totals (its per-network overhead), each prediction with its 90 % interval.
 
 Goals (issue 18), per runtime: >= 90 % of held-out networks within +-10 %, Spearman >= 0.95, and the measured latency
 inside the predicted interval for >= 90 % of them.
@@ -92,6 +91,7 @@ PATTERN_NETS = [*sorted(PATTERNS), "resnet18"]
 TARGETS = ("executorch", "tflite")
 SUFFIX = {"executorch": ".pte", "tflite": ".tflite"}
 GOALS = {"within10": 0.90, "spearman": 0.95, "coverage": 0.90}
+MIN_MATCHED = 0.8  # the share of a network's per-op time the join must place for its rows to be samples
 
 
 def family(row: dict) -> str:
@@ -141,20 +141,24 @@ def kernel_lists(model: torch.nn.Module, size: int) -> dict:
     }
 
 
-def join_rows(row: dict) -> None:
-    """ExecuTorch's per-op rows of a network joined to its kernels (`executorch_ops`: the samples the kernel model
-    is fitted on; `executorch_ops_matched`: the share of the rows' time they cover)."""
-    rows = row.get("executorch_rows")
+def join_rows(row: dict, target: str) -> None:
+    """A runtime's per-op rows of a network joined to its kernels as that runtime runs them (`{target}_ops`: the
+    samples the kernel model is fitted on; `{target}_ops_matched`: the share of the rows' time they cover). A network
+    whose rows the join places less than `MIN_MATCHED` of (Swin's on LiteRT: its tensors' scopes resolve to the
+    wrong modules) gives no samples: its overhead would be fitted against a fraction of its kernels."""
+    rows = row.get(f"{target}_rows")
+    row.pop(f"{target}_ops", None)
     if not rows:
         return
-    kernels = [Kernel.from_dict(k) for k in row.get("executorch_kernels") or row["kernels"]]
+    kernels = [Kernel.from_dict(k) for k in row.get(f"{target}_kernels") or row["kernels"]]
     try:
         times = kernels_from_rows(kernels, rows)
     except (KeyError, TypeError, ValueError) as e:  # the join failed: the total still counts
-        print(f"#   {label(row)}: per-op rows not joined ({e})", flush=True)
+        print(f"#   {label(row)}: {target}'s per-op rows not joined ({e})", flush=True)
         return
-    row["executorch_ops"] = [[k.to_dict(), m] for k, m in times.samples(include_shared=True) if m > 0]
-    row["executorch_ops_matched"] = times.matched_ms / max(sum(r["ms"] for r in rows), 1e-9)
+    row[f"{target}_ops_matched"] = times.matched_ms / max(sum(r["ms"] for r in rows), 1e-9)
+    if row[f"{target}_ops_matched"] >= MIN_MATCHED:
+        row[f"{target}_ops"] = [[k.to_dict(), m] for k, m in times.samples(include_shared=True) if m > 0]
 
 
 def rekernel(data: dict, work: Path) -> None:
@@ -168,7 +172,8 @@ def rekernel(data: dict, work: Path) -> None:
         if [Kernel.from_dict(k) for k in fresh["kernels"]] != [Kernel.from_dict(k) for k in row["kernels"]]:
             print(f"#   {label(row)}: the export's kernels differ from the saved ones", flush=True)
         row.update(fresh)
-        join_rows(row)
+        for target in TARGETS:
+            join_rows(row, target)
         print(f"# kernels of {label(row)} again ({time.perf_counter() - t0:.0f} s)", flush=True)
     t0 = time.perf_counter()
     resweep(data)
@@ -226,19 +231,20 @@ def measure(args) -> dict:
                     name=f"{name}_p{int(ratio * 100)}",
                     verify=False,
                 ).artifact
-            per_op = target == "executorch"
-            rep = profile(art, runs=args.runs, warmup=args.warmup, threads=args.threads, per_op=per_op)
+            with trusted_code():  # the per-op rows' modules: a pattern network rebuilt from its file
+                rep = profile(art, runs=args.runs, warmup=args.warmup, threads=args.threads, per_op=True)
             row[target] = rep["median_ms"]
             row[f"{target}_iqr"] = rep["iqr_ms"]
-            if per_op and rep.get("ops"):
+            if rep.get("ops"):
                 row[f"{target}_rows"] = rep["ops"]  # the raw rows: a later join can be tried on them without a rerun
-                join_rows(row)
+                join_rows(row, target)
         data["variants"].append(row)
         _save(args, data)
         print(
             f"# measured {label(row)}: "
             + ", ".join(f"{t} {row[t]:.2f} ms" for t in targets)
-            + f", {len(row.get('executorch_ops', []))} ExecuTorch per-op kernels ({time.perf_counter() - t0:.0f} s)",
+            + "".join(f", {len(row.get(f'{t}_ops', []))} {t} per-op kernels" for t in targets)
+            + f" ({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
     for target in targets if not args.update else ():
@@ -397,8 +403,12 @@ def report(data: dict) -> None:
                     f"difference {np.median(d):+.1%}, range {d.min():+.0%} to {d.max():+.0%}"
                 )
     swept = {t: len(data["sweep"].get(t, [])) for t in TARGETS}
-    ops = sum(len(r.get("executorch_ops", [])) for r in rows)
-    print(f"\n# training data: sweep kernels {swept}; ExecuTorch per-op kernels of all networks {ops}")
+    ops = {t: sum(len(r.get(f"{t}_ops", [])) for r in rows) for t in TARGETS}
+    joined = {t: sum(1 for r in rows if r.get(f"{t}_ops")) for t in TARGETS}
+    print(
+        f"\n# training data: sweep kernels {swept}; per-op kernels of all networks {ops}, from {joined} networks "
+        f"(a network's rows count where the join places >= {MIN_MATCHED:.0%} of their time)"
+    )
 
 
 def main() -> None:
@@ -443,7 +453,8 @@ def main() -> None:
     elif args.measurements:
         data = _load(args.measurements)
         for row in data["variants"]:  # joined again: a change to the join is judged on the saved rows
-            join_rows(row)
+            for target in TARGETS:
+                join_rows(row, target)
         print(f"# refit on {args.measurements}, measured on {data['host']}; flags {' '.join(data['cpu_flags'])}")
     else:
         print(cpu_line())

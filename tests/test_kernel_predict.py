@@ -193,18 +193,35 @@ def test_predict_without_kernel_model_says_how_to_get_one(tmp_path, nets):
     assert "no interval" in proc.stdout and "latency calibrate --kernels --target onnx" in proc.stdout
 
 
-def test_tflite_sweep_times_kernels_by_difference(tmp_path):
-    """LiteRT on the host has no per-op rows: a kernel is the difference of its program and its prefix alone (one
-    prefix program per distinct input shape), stored only where that difference is positive."""
+def test_onnx_sweep_times_kernels_by_difference(tmp_path):
+    """ONNX Runtime's rows are not joined to kernels: a kernel is the difference of its program and its prefix alone
+    (one prefix program per distinct input shape), stored only where that difference is positive."""
     from edgekit.latency.sweep import sweep
 
     specs = [Spec("conv", 24, 24, 32, 3, 1), Spec("pwconv", 24, 48, 32)]  # one input shape: one prefix program
     with LatencyDB(tmp_path / "lat.sqlite") as db:
-        r = sweep("tflite", "host", 1, db, grid_name=QUICK, specs=specs, runs=10, warmup=2)
-        rows = db.kernel_samples("tflite", "host", 1)
+        r = sweep("onnx", "host", 1, db, grid_name=QUICK, specs=specs, runs=10, warmup=2)
+        rows = db.kernel_samples("onnx", "host", 1)
     assert r.programs == 3 and r.samples + len(r.skipped) == 2 and len(rows) == r.samples
     assert all(row["ms"] > 0 and row["kernel"]["module"].startswith("sweep/") for row in rows)
     assert {row["kernel"]["kind"] for row in rows} <= {"conv", "pwconv"}
+
+
+def test_tflite_sweep_times_each_kernel_from_its_rows(tmp_path):
+    """LiteRT's per-op rows on the host time each kernel of a spec by itself, one program per spec: `(x < y).to(float)`
+    gives its comparison (outside XNNPACK: the builtin LESS) and its conversion a sample each, where the difference
+    of two totals gave both to the comparison."""
+    specs = [Spec("conv", 24, 24, 32, 3, 1), Spec("elementwise", 64, 64, 32, variant="lt_to")]
+    with LatencyDB(tmp_path / "lat.sqlite") as db:
+        res = sweep("tflite", "host", 1, db, grid_name=QUICK, specs=specs, runs=5)
+        rows = db.kernel_samples("tflite", "host", 1)
+    assert res.programs == 2 and res.samples == 3 and not res.skipped
+    kinds = sorted((r["kernel"]["module"], r["kernel"]["kind"], r["kernel"]["op"]) for r in rows)
+    assert kinds == [
+        ("sweep/conv_k3s1_24x24_h32", "conv", "conv2d"),
+        ("sweep/elementwise_lt_to_64x64_h32", "elementwise", "lt"),
+        ("sweep/elementwise_lt_to_64x64_h32", "layout", "to"),
+    ], kinds
 
 
 def test_calibrate_quick_needs_kernels(tmp_path):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgekit.compile import get_target, prepare_for_export, read_manifest
-from edgekit.compile.attribution import attributed_share, module_tree
+from edgekit.compile.attribution import attributed_share, event_kind, module_tree
 
 from .conftest import randomized_compiles
 
@@ -63,7 +63,7 @@ def test_every_kernel_lands_on_a_module_of_its_kind(name, compiled):
     kernels = [i for i, e in enumerate(events) if e.is_delegated_op]
     assert kernels and set(kernels) <= set(placed)
     for i in kernels:
-        kind, variant = X._event_kind(events[i].name)
+        kind, variant = event_kind(events[i].name)
         if kind not in ("conv", "gemm"):
             continue
         layer = modules[placed[i]]
@@ -84,7 +84,7 @@ def test_every_convolution_and_linear_of_the_program_gets_one_kernel(name, compi
     events, graph = events_and_graph(result.artifact)
     nodes = {n.name: n for n in graph.nodes if n.op == "call_function"}
     weighted = [n for n in nodes.values() if X._node_op(n) in ("convolution", "linear", "addmm")]
-    kernels = [e for e in events if e.is_delegated_op and X._event_kind(e.name)[0] in ("conv", "gemm")]
+    kernels = [e for e in events if e.is_delegated_op and event_kind(e.name)[0] in ("conv", "gemm")]
     assert len(kernels) == len(weighted), (len(kernels), len(weighted))  # XNNPACK ran each, once
     placed = X._event_modules(events, graph)
     paths = [placed[i] for i, e in enumerate(events) if e in kernels]

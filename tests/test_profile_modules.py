@@ -273,12 +273,70 @@ def test_litert_run_order_rows_carry_the_modules_of_their_output_tensors(shared_
                                    + "\n".join(lines) + "\n\n")  # fmt: skip
     names = [n["name"] for n in parsed["nodes"]]
     assert len(names) == len(ops) and all(names)
-    modules = get_target("tflite").op_modules(result.artifact, result.manifest, names)
+    modules = get_target("tflite").op_modules(
+        result.artifact, result.manifest, names, [n["op"] for n in parsed["nodes"]]
+    )
     rows = op_rows((n["op"], modules[n["name"]], n["ms"]) for n in parsed["nodes"])
     fields = module_fields(rows)
     assert fields and fields["attributed"] >= 0.95, rows
     # the one operator without: the classifier, whose result the converter names after the signature's output
     assert [n for n in names if modules[n] is None] == ["serving_default_output_0_output"]
-    assert modules[names[-2]] == "pool" and modules[names[-3]] == "features.18.2"
+    # a fused conv + BN + ReLU6 by its convolution's module
+    assert modules[names[-2]] == "pool" and modules[names[-3]] == "features.18.0"
     depthwise = {r["module"] for r in rows if r["op"] == "DEPTHWISE_CONV_2D"}
-    assert {"features.1.conv.0.2", "features.17.conv.1.2"} <= depthwise
+    assert {"features.1.conv.0.0", "features.17.conv.1.0"} <= depthwise
+
+
+def test_litert_times_each_xnnpack_kernel_on_the_host_by_module(shared_compile):
+    """LiteRT's own profiler (its C API: the Python `Interpreter` has none) times XNNPACK's kernels one by one on
+    this host. Each row is placed on the module of the TFLite node it runs (a 1x1 conv as XNNPACK's GEMM, a PAD
+    fused into the depthwise conv after it), a fused conv + BN + ReLU6 by its convolution's module, and the rows join
+    to the export's kernels: every convolution and the classifier timed."""
+    from edgekit.latency.kernels import kernels_from_rows, kernels_of
+    from edgekit.models import load_model
+
+    result = shared_compile("mobilenetv2_100", "tflite", input_size=SMALL, num_classes=10)
+    rep = profile(result.artifact, runs=5, warmup=2, threads=1, per_op=True)
+    rows = rep["ops"]
+    ops = {r["op"] for r in rows}
+    assert {"Convolution (NHWC, F32) DWConv", "Fully Connected (NC, F32) GEMM"} <= ops, ops
+    fields = module_fields(rows)
+    assert fields["attributed"] == pytest.approx(1.0), rows
+    placed = {(r["op"], r["module"]) for r in rows}
+    assert ("Convolution (NHWC, F32) DWConv", "features.1.conv.0.0") in placed  # a stride-1 dwconv, its PAD fused
+    assert ("Fully Connected (NC, F32) GEMM", "features.18.0") in placed  # the last 1x1 conv, run as a GEMM
+    assert ("Fully Connected (NC, F32) GEMM", "classifier.1") in placed  # named by its weights, not the signature
+    assert 0.5 * rep["median_ms"] < sum(r["ms"] for r in rows) < 1.5 * rep["median_ms"]
+    model = load_model("mobilenetv2_100", num_classes=10, input_size=SMALL).model
+    times = kernels_from_rows(kernels_of(model, SMALL), rows)
+    heavy = [m for k, m in zip(times.kernels, times.ms) if k.kind in ("conv", "pwconv", "dwconv", "linear")]
+    assert len(heavy) == 53 and all(m is not None for m in heavy)  # some at 0: the profiler counts whole us
+    assert times.matched_ms > 0.9 * sum(r["ms"] for r in rows)  # what is left: the input's NCHW -> NHWC transpose
+
+
+def test_litert_events_are_placed_on_the_nodes_they_run():
+    """XNNPACK's events between two operators run outside the delegate (which carry their TFLite node) are lined up
+    with the nodes between them: a PAD fused away, a 1x1 CONV_2D run as a Fully Connected, an inserted transpose
+    (no node of its own) left unplaced."""
+    from edgekit.compile.litert_profile import place
+
+    nodes = ["TRANSPOSE", "PAD", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "ADD", "LESS", "CAST", "MEAN",
+             "FULLY_CONNECTED"]  # fmt: skip
+    xnn, tfl = 8, 2
+    events = [(xnn, "Transpose (ND, X32) Transpose", 0), (xnn, "Convolution (NHWC, F32) IGEMM", 1),
+              (xnn, "Convolution (NHWC, F32) DWConv", 2), (xnn, "Transpose (ND, X32) Transpose", 3),
+              (xnn, "Fully Connected (NC, F32) GEMM", 4), (xnn, "Add (ND)", 5), (tfl, "LESS", 6), (tfl, "CAST", 7),
+              (xnn, "Mean (ND) Reduce2", 0), (xnn, "Fully Connected (NC, F32) GEMM", 1)]  # fmt: skip
+    placed = place([{"type": t, "op": op, "index": i, "ms": 0.1} for t, op, i in events], nodes)
+    assert placed == [0, 2, 3, None, 4, 5, 6, 7, 8, 9]
+
+
+def test_litert_of_another_version_gives_no_per_op_rows(shared_compile, monkeypatch):
+    """The profiler's events are read as ai-edge-litert 2.3.0 lays them out; with another version `profile` says the
+    host gives no per-op timing instead of reading them at the wrong offsets."""
+    from edgekit.compile import litert_profile
+
+    monkeypatch.setattr(litert_profile, "LAYOUT_VERSIONS", ("0.0.0",))
+    result = shared_compile("mobilenetv2_100", "tflite", input_size=SMALL, num_classes=10)
+    rep = profile(result.artifact, runs=2, warmup=1, threads=1, per_op=True)
+    assert "ops" not in rep and any("no per-op timing" in n for n in rep["notes"])

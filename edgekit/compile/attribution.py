@@ -7,10 +7,118 @@ runtime timed; `op_rows` sums them per (op, module), and `module_tree` sums the 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 ROUND = 4
+
+# -- XNNPACK's kernels lined up with the graph nodes they run ------------------------------------------------------
+#
+# XNNPACK's profiler names its operators alone ("Convolution (NHWC, F32) DWConv"), in the order its runtime runs them.
+# It runs the graph's nodes in order, less what it fuses away (batch norms into convolutions, clamps into the op
+# before them, pads into the convolution after, reshapes it elides) and plus the layout moves it inserts (NCHW <-> NHWC
+# transposes): an alignment of the two sequences (edit distance, an event matching only a node of its kind) gives
+# each kernel its node. ExecuTorch's delegate calls and LiteRT's XNNPACK delegate both run XNNPACK.
+
+# XNNPACK operator (the name before its parenthesis) -> the kind it computes
+XNN_KINDS = {
+    "Convolution": "conv",
+    "Deconvolution": "deconv",
+    "Fully Connected": "gemm",
+    "Batch Matrix Multiply": "bmm",
+    "Add": "add",
+    "Subtract": "sub",
+    "Multiply": "mul",
+    "Divide": "div",
+    "Maximum": "max",
+    "Minimum": "min",
+    "Clamp": "clamp",
+    "HardSwish": "hardswish",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "GELU": "gelu",
+    "ELU": "elu",
+    "Leaky ReLU": "leaky_relu",
+    "Softmax": "softmax",
+    "Square Root": "sqrt",
+    "Reciprocal Square Root": "rsqrt",
+    "Square": "square",
+    "Exp": "exp",
+    "Negate": "neg",
+    "Absolute Value": "abs",
+    "Mean": "mean",
+    "Sum": "sum",
+    "Global Average Pooling": "mean",
+    "Average Pooling": "avg_pool",
+    "Max Pooling": "max_pool",
+    "Argmax Pooling": "max_pool",
+    "Transpose": "layout",
+    "Static Reshape": "reshape",
+    "Copy": "reshape",
+    "Concatenate": "cat",
+    "Slice": "slice",
+    "Even Split": "split",
+    "Constant Pad": "pad",
+    "Resize Bilinear": "resize",
+    "Convert": "convert",
+}
+# what XNNPACK may run no kernel for: folded, fused into the op before, or free in its memory layout
+ELIDABLE = frozenset({"clamp", "reshape", "layout", "convert"})
+
+
+def event_kind(name: str) -> tuple[str, str]:
+    """An XNNPACK event's kind, and its variant (`DWConv`, `IGEMM`, `GEMM`)."""
+    base = re.sub(r" #\d+$", "", name)
+    head, _, rest = base.partition(" (")
+    return XNN_KINDS.get(head, head.lower()), rest.rpartition(")")[2].strip()
+
+
+def _matches(event: tuple[str, str], kinds: set[str]) -> bool:
+    kind, variant = event
+    if "dwconv" in kinds:  # XNNPACK may run a large depthwise kernel (GreedyViG's 7x7) as an IGEMM
+        return kind == "conv"
+    return kind in kinds and not (kind == "conv" and variant == "DWConv")
+
+
+def align_events(
+    events: Sequence[tuple[str, str]], nodes: Sequence[set[str]], elidable: frozenset[str] = ELIDABLE
+) -> list[int | None]:
+    """For each event (`event_kind`), the index of the node it runs (None where none), the nodes given by the kinds
+    of XNNPACK operator each may become: the alignment of least cost, where matching an event with a node of its
+    kind is free, skipping a node costs 1 (nothing where XNNPACK may elide it: `elidable`, or a kind XNNPACK has no
+    operator for) and leaving an event unmatched costs 1 (half for a layout move, which XNNPACK inserts)."""
+    n, m = len(events), len(nodes)
+    known = set(XNN_KINDS.values())
+    skip_node = [0.0 if kinds & elidable or not kinds & known else 1.0 for kinds in nodes]
+    skip_event = [0.5 if e[0] in ("layout", "reshape", "convert") else 1.0 for e in events]
+    inf = float("inf")
+    cost = [[inf] * (m + 1) for _ in range(n + 1)]
+    move = [[0] * (m + 1) for _ in range(n + 1)]
+    cost[0][0] = 0.0
+    for i in range(n + 1):
+        for j in range(m + 1):
+            c = cost[i][j]
+            if c == inf:
+                continue
+            if i < n and j < m and c < cost[i + 1][j + 1] and _matches(events[i], nodes[j]):
+                cost[i + 1][j + 1], move[i + 1][j + 1] = c, 1
+            if j < m and c + skip_node[j] < cost[i][j + 1]:
+                cost[i][j + 1], move[i][j + 1] = c + skip_node[j], 2
+            if i < n and c + skip_event[i] < cost[i + 1][j]:
+                cost[i + 1][j], move[i + 1][j] = c + skip_event[i], 3
+    out: list[int | None] = [None] * n
+    i, j = n, m
+    while i or j:
+        step = move[i][j]
+        if step == 1:
+            out[i - 1] = j - 1
+            i, j = i - 1, j - 1
+        elif step == 2:
+            j -= 1
+        else:
+            i -= 1
+    return out
 
 
 def op_rows(times: Iterable[tuple[str, str | None, float]]) -> list[dict]:

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import ArtifactError, EdgekitError, UnsupportedOperatorError
 from ..io import sha256_of
 from ..quantize import QuantizationError, int8_quantizer, pt2e
-from .attribution import op_rows
+from .attribution import align_events, event_kind, op_rows
 from .base import (
     EXPORT_WRAPPER_PREFIX,
     FP16,
@@ -426,54 +426,10 @@ def executorch_op_profile(
 #
 # A portable operator's event carries the debug handles of the nodes it computes, and so their module. XNNPACK's
 # events carry its operator names alone ("Convolution (NHWC, F32) DWConv #3"), in the order its runtime runs them,
-# grouped under the delegate call (same instruction) whose debug handles list the edge program's nodes inside it.
-# XNNPACK runs those nodes in graph order, less what it fuses away (batch norms into convolutions, clamps into the
-# op before them, reshapes it elides) and plus the layout moves it inserts (NCHW <-> NHWC transposes): an alignment
-# of the two sequences (edit distance, an event matching only a node of its kind) gives each kernel its node. A
-# kernel left unmatched (an inserted transpose) goes to the module of the nearest matched kernel after it (before
-# it, at a delegate's end).
+# grouped under the delegate call (same instruction) whose debug handles list the edge program's nodes inside it:
+# `align_events` lines the two sequences up and gives each kernel its node. A kernel left unmatched (an inserted
+# transpose) goes to the module of the nearest matched kernel after it (before it, at a delegate's end).
 
-# XNNPACK operator (the name before its parenthesis) -> the kind it computes
-_XNN_KINDS = {
-    "Convolution": "conv",
-    "Deconvolution": "deconv",
-    "Fully Connected": "gemm",
-    "Batch Matrix Multiply": "bmm",
-    "Add": "add",
-    "Subtract": "sub",
-    "Multiply": "mul",
-    "Divide": "div",
-    "Maximum": "max",
-    "Minimum": "min",
-    "Clamp": "clamp",
-    "HardSwish": "hardswish",
-    "Sigmoid": "sigmoid",
-    "Tanh": "tanh",
-    "GELU": "gelu",
-    "ELU": "elu",
-    "Leaky ReLU": "leaky_relu",
-    "Softmax": "softmax",
-    "Square Root": "sqrt",
-    "Reciprocal Square Root": "rsqrt",
-    "Square": "square",
-    "Exp": "exp",
-    "Negate": "neg",
-    "Absolute Value": "abs",
-    "Mean": "mean",
-    "Sum": "sum",
-    "Global Average Pooling": "mean",
-    "Average Pooling": "avg_pool",
-    "Max Pooling": "max_pool",
-    "Argmax Pooling": "max_pool",
-    "Transpose": "layout",
-    "Static Reshape": "reshape",
-    "Copy": "reshape",
-    "Concatenate": "cat",
-    "Slice": "slice",
-    "Constant Pad": "pad",
-    "Resize Bilinear": "resize",
-    "Convert": "convert",
-}
 # edge op (ATen name) -> the kinds of XNNPACK operator it may become
 _NODE_KINDS = {
     "convolution": {"conv", "gemm", "deconv"},
@@ -521,15 +477,6 @@ _NODE_KINDS = {
     "_to_copy": {"convert"},
     "clone": {"reshape"},
 }
-# what XNNPACK may run no kernel for: folded, fused into the op before, or free in its memory layout
-_ELIDABLE = {"clamp", "reshape", "layout", "convert"}
-
-
-def _event_kind(name: str) -> tuple[str, str]:
-    """An XNNPACK event's kind, and its variant (`DWConv`, `IGEMM`, `GEMM`)."""
-    base = re.sub(r" #\d+$", "", name)
-    head, _, rest = base.partition(" (")
-    return _XNN_KINDS.get(head, head.lower()), rest.rpartition(")")[2].strip()
 
 
 def _node_op(node: torch.fx.Node) -> str:
@@ -548,57 +495,12 @@ def _node_kinds(node: torch.fx.Node) -> set[str]:
     return kinds
 
 
-def _matches(event: tuple[str, str], node: torch.fx.Node) -> bool:
-    kind, variant = event
-    kinds = _node_kinds(node)
-    if "dwconv" in kinds:  # XNNPACK may run a large depthwise kernel (GreedyViG's 7x7) as an IGEMM
-        return kind == "conv"
-    return kind in kinds and not (kind == "conv" and variant == "DWConv")
-
-
 def _node_module(node: torch.fx.Node) -> str:
     """The user's path of the innermost module `node` was traced in, whichever call of it ("" for the model's own
     forward)."""
     stack = node.meta.get("nn_module_stack") or {}
     path = str(next(reversed(stack.values()))[0]) if stack else ""
     return "" if path in ("", _WRAPPED) else module_path(path)
-
-
-def _align(events: list[tuple[str, str]], nodes: list[torch.fx.Node]) -> list[int | None]:
-    """For each event, the index of the node it runs (None where none): the alignment of least cost, where
-    matching an event with a node of its kind is free, skipping a node costs 1 (nothing where XNNPACK may elide
-    it) and leaving an event unmatched costs 1 (half for a layout move, which XNNPACK inserts)."""
-    n, m = len(events), len(nodes)
-    skip_node = [0.0 if _node_kinds(nd) & _ELIDABLE or not _node_kinds(nd) & set(_XNN_KINDS.values()) else 1.0
-                 for nd in nodes]  # fmt: skip
-    skip_event = [0.5 if e[0] in ("layout", "reshape", "convert") else 1.0 for e in events]
-    inf = float("inf")
-    cost = [[inf] * (m + 1) for _ in range(n + 1)]
-    move = [[0] * (m + 1) for _ in range(n + 1)]
-    cost[0][0] = 0.0
-    for i in range(n + 1):
-        for j in range(m + 1):
-            c = cost[i][j]
-            if c == inf:
-                continue
-            if i < n and j < m and c < cost[i + 1][j + 1] and _matches(events[i], nodes[j]):
-                cost[i + 1][j + 1], move[i + 1][j + 1] = c, 1
-            if j < m and c + skip_node[j] < cost[i][j + 1]:
-                cost[i][j + 1], move[i][j + 1] = c + skip_node[j], 2
-            if i < n and c + skip_event[i] < cost[i + 1][j]:
-                cost[i + 1][j], move[i + 1][j] = c + skip_event[i], 3
-    out: list[int | None] = [None] * n
-    i, j = n, m
-    while i or j:
-        step = move[i][j]
-        if step == 1:
-            out[i - 1] = j - 1
-            i, j = i - 1, j - 1
-        elif step == 2:
-            j -= 1
-        else:
-            i -= 1
-    return out
 
 
 def instruction_of(event) -> int:
@@ -641,7 +543,7 @@ def _placements(events: list, graph: torch.fx.Graph) -> tuple[dict[int, str], se
         inside = set(_nodes_of(call.debug_handles, by_handle))
         nodes = sorted(inside, key=position.__getitem__)
         members.sort(key=lambda k: events[k].start_time[0] if events[k].start_time else 0)
-        matched = _align([_event_kind(events[k].name) for k in members], nodes)
+        matched = align_events([event_kind(events[k].name) for k in members], [_node_kinds(n) for n in nodes])
         modules = [_node_module(nodes[j]) if j is not None else None for j in matched]
         direct.update(k for k, j in zip(members, matched) if j is not None)
         after = next((m for m in reversed(modules) if m is not None), None)  # at the end: the last placed one's

@@ -124,9 +124,12 @@ class Target:
         """What to do where `capture` gave no module's value of an artifact (a runtime that hides the network)."""
         return "the runtime gave no intermediate value that a module computed last"
 
-    def op_modules(self, path: Path, manifest: dict, names: list[str]) -> dict[str, str | None]:
+    def op_modules(
+        self, path: Path, manifest: dict, names: list[str], ops: list[str] | None = None
+    ) -> dict[str, str | None]:
         """The user's module of each op a device tool named (its output tensor's name, as `benchmark_model` prints
-        it); None where the name says none. For per-op rows measured on a phone."""
+        it; `ops`, where given, each one's operator type); None where the name says none. For per-op rows measured
+        on a phone."""
         return dict.fromkeys(names)
 
     def capture(

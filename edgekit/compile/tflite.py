@@ -15,10 +15,11 @@ from torch import nn
 from ..errors import UnsupportedOperatorError
 from ..models import check_trusted, load_model
 from ..quantize import node_in, pt2e
+from .attribution import op_rows
 from .base import EXPORT_WRAPPER_PREFIX, FP16, INT8, CompileOptions, ExportInfo, Runner, lowering_error, quiet
 from .capture import hooked_forward, module_path
 from .export import ExportWrapper, prepare_for_export
-from .manifest import loading
+from .manifest import loading, read_manifest
 from .registry import Scheme, Target, register
 
 
@@ -161,6 +162,21 @@ def _scopes(name: str) -> list[str]:
     """The module scopes in a tensor's name, fused-in result first (`A/B_c;;A/B_d;` -> [A/B_c, A/B_d]); a trailing
     `;1` is the converter's count of same-named tensors; a name without `/` (`serving_default_...`) has none."""
     return [p for p in name.split(";") if "/" in p]
+
+
+# a TFLite operator -> the class name of the module it was made from, among the scopes fused into it
+_ANCHOR_CLASS = {"CONV_2D": "Conv", "DEPTHWISE_CONV_2D": "Conv", "TRANSPOSE_CONV": "Conv", "FULLY_CONNECTED": "Linear"}
+
+
+def _anchor_scope(scopes: list[str], op: str) -> str:
+    """The scope of the module `op` was made from: for a convolution or fully connected operator the first scope
+    whose module's class names it (`.../torch.nn.modules.conv.Conv2d_proj`), else the first (the fused-in result's)."""
+    want = _ANCHOR_CLASS.get(op)
+    if want:
+        for scope in scopes:
+            if want in scope.rsplit("/", 1)[-1].rsplit(".", 1)[-1].split("_", 1)[0]:
+                return scope
+    return scopes[0]
 
 
 def _dequantized(it, detail: dict) -> np.ndarray | None:
@@ -430,18 +446,59 @@ class TFLite(Target):
     def delegate_of(self, manifest: dict) -> str | None:
         return "xnnpack"
 
-    def op_modules(self, path: Path, manifest: dict, names: list[str]) -> dict[str, str | None]:
-        """The module of each operator `benchmark_model` timed, from the name of its output tensor (see `capture`:
-        litert-torch names each result by its module stack; the fused-in result's scope comes first). Operators run
-        inside a delegate (XNNPACK, `benchmark_model`'s default on the CPU) are named by the delegate's kernel alone
-        and have none: profile with `--use_xnnpack=false` to see the builtin kernels by tensor."""
+    def op_profile(self, path: Path, x: np.ndarray, threads: int | None) -> list[dict] | None:
+        """Per-op rows from LiteRT's own profiler (`litert_profile`): XNNPACK's operators one by one, each with the
+        user's module its TFLite node's output tensor names; None with an ai-edge-litert whose profiler events
+        edgekit does not read."""
+        from . import litert_profile
+
+        if not litert_profile.supported():
+            return None
+        events = litert_profile.op_events(path, x, threads)
+        with quiet():
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+            plain = Interpreter(  # the model's own nodes, in order (no delegate replaces them)
+                model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            )
+        nodes = sorted(plain._get_ops_details(), key=lambda op: op["index"])
+        names = {d["index"]: d["name"] for d in plain.get_tensor_details()}
+        # a node by its output's name; one named by the signature (the classifier) by its weights', as `capture` does
+        made = {int(t) for n in nodes for t in n["outputs"]} | {d["index"] for d in plain.get_input_details()}
+        weights = [[int(t) for t in n["inputs"] if t >= 0 and int(t) not in made] for n in nodes]
+        named = [[names[int(t)] for t in n["outputs"][:1]] + [names[t] for t in w] for n, w in zip(nodes, weights)]
+        outputs = [next((x for x in tensors if _scopes(x)), "") for tensors in named]
+        placed = litert_profile.place(events, [n["op_name"] for n in nodes])
+        named_ops = [(o, n["op_name"]) for o, n in zip(outputs, nodes) if o]
+        by_name = self.op_modules(
+            path, read_manifest(path, check_sha256=False), [o for o, _ in named_ops], [op for _, op in named_ops]
+        )
+        modules = [by_name.get(outputs[j]) if j is not None else None for j in placed]
+        after = next((m for m in reversed(modules) if m is not None), None)  # at the end: the last placed one's
+        for k in reversed(range(len(modules))):  # an inserted kernel: the next placed one's module
+            if modules[k] is None:
+                modules[k] = after
+            after = modules[k]
+        return op_rows((e["op"], m, e["ms"]) for e, m in zip(events, modules))
+
+    def op_modules(
+        self, path: Path, manifest: dict, names: list[str], ops: list[str] | None = None
+    ) -> dict[str, str | None]:
+        """The module of each operator `benchmark_model` (or `op_profile`) timed, from the name of its output tensor
+        (see `capture`: litert-torch names each result by its module stack, the fused-in result's scope first).
+        With each name's operator (`ops`, TFLite builtin names), a convolution or fully connected operator is placed
+        on its convolution's or linear's module among the scopes fused into it, not its ReLU6's: the layer a user
+        looks for, and the module the kernel model's kernels carry. Operators run inside a delegate (XNNPACK,
+        `benchmark_model`'s default on the CPU) are named by the delegate's kernel alone and have none: profile with
+        `--use_xnnpack=false` to see the builtin kernels by tensor."""
         shape = tuple(int(d) for d in manifest["inputs"][0]["shape"])
         calls = _calls_for(manifest, None, np.zeros(shape, dtype=np.float32))
         root = EXPORT_WRAPPER_PREFIX.rstrip(".")
         out: dict[str, str | None] = {}
-        for name in names:
+        for name, op in zip(names, ops or [""] * len(names)):
             scopes = _scopes(name)
-            path_ = (calls.resolve(scopes[0]) if calls else _joined(scopes[0])) if scopes else None
+            scope = _anchor_scope(scopes, op) if scopes else None
+            path_ = (calls.resolve(scope) if calls else _joined(scope)) if scope else None
             out[name] = None if path_ is None else ("" if path_ in ("", root) else module_path(path_))
         return out
 

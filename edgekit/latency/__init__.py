@@ -151,8 +151,8 @@ def record_kernels(report: dict, report_id: int | None, db: LatencyDB, reference
 
 def kernel_rows(target: str, device: str) -> bool:
     """Whether a profile of `target` on `device` gives per-op rows that join to kernels (`kernels_from_rows`): the
-    host's ExecuTorch (ETDump, named through the ETRecord). ONNX Runtime's rows carry modules too, but their op names
-    (fused ORT kernels) are not joined to kernels yet; LiteRT on this host gives no per-op rows."""
+    host's ExecuTorch (ETDump, named through the ETRecord) and LiteRT (its own profiler, `litert_profile`). ONNX
+    Runtime's rows carry modules too, but their op names (fused ORT kernels) are not joined to kernels yet."""
     return target in PER_OP_TARGETS and find_device(target, device).profile.via == "host"
 
 

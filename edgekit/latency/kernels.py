@@ -675,6 +675,17 @@ _ALIASES = {
 
 
 PORTABLE_ROW = "native_call_"  # how ExecuTorch's profiler names an operator run on its portable kernels
+# a TFLite builtin LiteRT runs outside XNNPACK (its per-op rows name it so) -> the ATen ops it may be computing; any
+# other builtin by its name in lower case (`MEAN` a `mean`)
+_TFL_ROWS = {
+    "LESS": "lt", "LESS_EQUAL": "le", "GREATER": "gt", "GREATER_EQUAL": "ge", "EQUAL": "eq", "NOT_EQUAL": "ne",
+    "CAST": "to _to_copy type_as", "SELECT": "where", "SELECT_V2": "where", "STRIDED_SLICE": "slice select narrow",
+    "GATHER": "index_select index gather", "GATHER_ND": "index", "REDUCE_MAX": "amax max", "PAD": "constant_pad_nd pad",
+    "PADV2": "constant_pad_nd pad", "CONCATENATION": "cat concat stack", "TRANSPOSE": "permute transpose",
+    "BATCH_MATMUL": "bmm matmul", "FULLY_CONNECTED": "linear", "CONV_2D": "conv2d", "DEPTHWISE_CONV_2D": "conv2d",
+    "LOGISTIC": "sigmoid", "HARD_SWISH": "hardswish", "SQUARED_DIFFERENCE": "sub", "SQRT": "sqrt std",
+    "SPLIT": "split split_with_sizes chunk", "SPLIT_V": "split split_with_sizes chunk", "CUMSUM": "cumsum",
+}  # fmt: skip
 
 
 def _portable_name(op: str) -> str:
@@ -724,6 +735,10 @@ def row_match(op: str) -> tuple[tuple[str, ...], frozenset[str], bool]:
         names = _XNN_OPS[head].split()
         kinds = tuple(dict.fromkeys(k for n in names for k in _classify(n)))
         return kinds, frozenset(names), False
+    if op.isupper() and " " not in op:  # a TFLite builtin (LiteRT's rows)
+        names = _TFL_ROWS.get(op, op.lower()).split()
+        kinds = tuple(dict.fromkeys(k for n in names for k in _classify(n)))
+        return tuple("layout" if k == "free" else k for k in kinds), frozenset(names), False
     name = _portable_name(op)
     kinds = _classify(name)
     # a portable operator copies: a view of the export that ExecuTorch runs as `alias_copy` or `expand_copy` is a
@@ -848,6 +863,8 @@ def kernels_from_rows(kernels: list[Kernel], rows: list[dict]) -> KernelTimes:
             whole = whole or [
                 i for i in members if kernels[i].kind == "norm" and {"reduce", "elementwise", "activation"} & set(kinds)
             ]
+            # LiteRT pads a max pool's input with -inf outside XNNPACK (ShuffleNetV2's stem pool: 0.13 ms of PADV2)
+            whole = whole or [i for i in members if kernels[i].kind == "reduce" and "pad" in _ops]
             # the copies a runtime makes around a batched matmul (ExecuTorch lowers a 4-D `matmul` to expand_copy,
             # a Static Reshape to 3-D, bmm and back: at 3136 tokens the copies took 15 of the 37 ms of an attention
             # network here) belong to the matmuls of their module: what a matmul costs on that runtime

@@ -8,12 +8,14 @@ and the kernel (`k{i}`); its output is reduced to one number per kernel.
 
 How a kernel is timed depends on what the target's host runtime tells:
 
-- **per-op rows with module paths** (ExecuTorch, through its ETRecord): each program (one spec: see `PER_PROGRAM`) is
-  profiled with `per_op`; the kernel's time is its rows' (`kernels_from_rows`), so the prefix and the final
-  reduction cost nothing in the sample;
-- **totals only** (LiteRT, ONNX Runtime): one program per spec and one per distinct prefix (the prefix alone, its
-  output reduced the same way); the kernel's time is the difference of the two medians (dropped where the
-  difference is not positive: the kernel is under the timer's noise).
+- **per-op rows with module paths** (ExecuTorch, through its ETRecord; LiteRT, through its own profiler and the
+  tensors' names): each program (one spec: see `PER_PROGRAM`) is profiled with `per_op`; the kernel's time is its
+  rows' (`kernels_from_rows`), so the prefix and the final reduction cost nothing in the sample;
+- **totals only** (ONNX Runtime; LiteRT of an ai-edge-litert whose profiler edgekit does not read): one program per
+  spec and one per distinct prefix (the prefix alone, its output reduced the same way); the kernel's time is the
+  difference of the two medians (dropped where the difference is not positive: the kernel is under the timer's
+  noise). A spec of several kernels (a comparison and its dtype conversion) gives the whole difference to its main
+  kernel.
 
 Samples go to the database's `kernel_samples` table with source `sweep`. `QUICK` is a handful of kernels at tiny
 sizes (tests); `DEFAULT` 244 programs (about 1.5 s each to compile and time on ExecuTorch here: 6 to 9 minutes).
@@ -53,7 +55,7 @@ __all__ = [
     "import_bundle_reports",
 ]
 
-PER_OP_TARGETS = ("executorch",)  # host per-op rows carry module paths: kernels timed inside a shared program
+PER_OP_TARGETS = ("executorch", "tflite")  # host per-op rows carry module paths: kernels timed inside a program
 # One spec per program: ExecuTorch places XNNPACK's per-op rows on modules by aligning them, in the order they ran,
 # to the graph's nodes, which holds for a chain; independent branches side by side run in another order than the
 # graph's and their rows land on each other's modules (seen with 8 specs in one program).

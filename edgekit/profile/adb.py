@@ -267,8 +267,11 @@ def measure_adb(
         notes.append("benchmark_model gives a summary, not every sample")
         if parsed.get("nodes"):  # per node, each with its module where its output tensor's name gives one
             nodes = parsed["nodes"]
-            names = [n["name"] for n in nodes if n["name"]]
-            modules = get_target(dev.target).op_modules(artifact, manifest, names) if names else {}
+            named = [n for n in nodes if n["name"]]
+            ops = [n["op"] for n in named]
+            modules = (
+                get_target(dev.target).op_modules(artifact, manifest, [n["name"] for n in named], ops) if named else {}
+            )
             measured["ops"] = op_rows((n["op"], modules.get(n["name"]) if n["name"] else None, n["ms"]) for n in nodes)
         elif parsed.get("ops"):
             measured["ops"] = parsed["ops"]
