@@ -81,6 +81,18 @@ def _matches(event: tuple[str, str], kinds: set[str]) -> bool:
     return kind in kinds and not (kind == "conv" and variant == "DWConv")
 
 
+def nearest_placed(modules: Sequence[str | None]) -> list[str | None]:
+    """Each kernel's module, one left unplaced by `align_events` (a layout move XNNPACK inserted) given the next
+    placed kernel's (the last placed one's at the end)."""
+    out = list(modules)
+    after = next((m for m in reversed(out) if m is not None), None)
+    for k in reversed(range(len(out))):
+        if out[k] is None:
+            out[k] = after
+        after = out[k]
+    return out
+
+
 def align_events(
     events: Sequence[tuple[str, str]], nodes: Sequence[set[str]], elidable: frozenset[str] = ELIDABLE
 ) -> list[int | None]:

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import ArtifactError, EdgekitError, UnsupportedOperatorError
 from ..io import sha256_of
 from ..quantize import QuantizationError, int8_quantizer, pt2e
-from .attribution import align_events, event_kind, op_rows
+from .attribution import align_events, event_kind, nearest_placed, op_rows
 from .base import (
     EXPORT_WRAPPER_PREFIX,
     FP16,
@@ -546,11 +546,9 @@ def _placements(events: list, graph: torch.fx.Graph) -> tuple[dict[int, str], se
         matched = align_events([event_kind(events[k].name) for k in members], [_node_kinds(n) for n in nodes])
         modules = [_node_module(nodes[j]) if j is not None else None for j in matched]
         direct.update(k for k, j in zip(members, matched) if j is not None)
-        after = next((m for m in reversed(modules) if m is not None), None)  # at the end: the last placed one's
-        for k, module in reversed(list(zip(members, modules))):  # an inserted kernel: the next placed one's module
-            after = module if module is not None else after
-            if after is not None:
-                out[k] = after
+        for k, module in zip(members, nearest_placed(modules)):
+            if module is not None:
+                out[k] = module
     return out, direct
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import UnsupportedOperatorError
 from ..models import check_trusted, load_model
 from ..quantize import node_in, pt2e
-from .attribution import op_rows
+from .attribution import nearest_placed, op_rows
 from .base import EXPORT_WRAPPER_PREFIX, FP16, INT8, CompileOptions, ExportInfo, Runner, lowering_error, quiet
 from .capture import hooked_forward, module_path
 from .export import ExportWrapper, prepare_for_export
@@ -473,12 +473,7 @@ class TFLite(Target):
         by_name = self.op_modules(
             path, read_manifest(path, check_sha256=False), [o for o, _ in named_ops], [op for _, op in named_ops]
         )
-        modules = [by_name.get(outputs[j]) if j is not None else None for j in placed]
-        after = next((m for m in reversed(modules) if m is not None), None)  # at the end: the last placed one's
-        for k in reversed(range(len(modules))):  # an inserted kernel: the next placed one's module
-            if modules[k] is None:
-                modules[k] = after
-            after = modules[k]
+        modules = nearest_placed([by_name.get(outputs[j]) if j is not None else None for j in placed])
         return op_rows((e["op"], m, e["ms"]) for e, m in zip(events, modules))
 
     def op_modules(

@@ -409,8 +409,8 @@ def _fit_rows(
     X = np.array([[r.get(c, 0.0) for c in names] for r in rows], dtype=float).reshape(len(rows), len(names))
     keep = [i for i in range(len(names)) if np.abs(X[:, i]).max() > 0]
     # how far back data was touched is learned from networks' rows: a sweep program's weights, "far" by the program's
-    # own traffic, mostly stay in cache, and from a sweep alone (LiteRT on the host) the far columns became a second
-    # rate per weight byte that every network's weights then paid (LiteRT 46 % -> 41 % within 10 %)
+    # own traffic, mostly stay in cache, and from a sweep alone (LiteRT before its per-op rows) the far columns became
+    # a second rate per weight byte that every network's weights then paid (LiteRT 46 % -> 41 % within 10 %)
     in_nets = np.array([g is not None for g in groups], dtype=bool)
     keep = [i for i in keep if not names[i].startswith("far_") or np.abs(X[in_nets, i]).max(initial=0.0) > 0]
     if len(ms) < len(keep) + 3:
@@ -523,10 +523,10 @@ def _fit_overhead(
     overhead is then what the rows do not see (the delegate call, the copies the runtime inserts), and a kernel kind
     the fit gets wrong in other families is not carried into every network through the overhead (fitted on the
     kernel model's sums, a per-kernel cost of 4 us learned from GreedyViG's 1235 kernels put MobileViG-Ti pruned by
-    70 % at +60 %). Where most networks have no per-op rows (LiteRT on the host), the sums are the model's and a cost
-    per kernel is fitted too. The spread is measured on held-out sums: each network's kernels predicted by fits that
-    never saw its own per-op rows, as a network the user brings will be; in-sample, the kernels would fit their own
-    network's rows and the spread come out too narrow."""
+    70 % at +60 %). Where most networks have no per-op rows (ONNX, or a calibration of sweeps alone), the sums are
+    the model's and a cost per kernel is fitted too. The spread is measured on held-out sums: each network's kernels
+    predicted by fits that never saw its own per-op rows, as a network the user brings will be; in-sample, the
+    kernels would fit their own network's rows and the spread come out too narrow."""
     nets = [(list(n[0]), float(n[1]), n[2] if len(n) > 2 else None) for n in networks if float(n[1]) > 0]
     if not nets:
         return {"scale": 1.0, "per_network": 0.0, "per_kernel": 0.0, "sigma": 0.0, "networks": 0}
