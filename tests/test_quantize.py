@@ -8,6 +8,7 @@ import pytest
 
 import edgekit
 from edgekit.compile import targets
+from edgekit.profile import profile
 from edgekit.quantize import layer_units
 from tests.conftest import assert_user_error, run_cli
 
@@ -77,6 +78,10 @@ def test_static_tflite_int8_takes_int8_input_with_its_scale(trained, shared_comp
     r = shared_compile(str(trained[0]), "tflite", quantize="int8", calib="digits", calib_size=32)
     inp = r.manifest["inputs"][0]
     assert inp["dtype"] == "int8" and inp["quantization"]["scale"] > 0
+    # LiteRT's profiler on the host runs it on the same int8 input: XNNPACK's quantized kernels, by module
+    rows = profile(r.artifact, runs=2, warmup=1, threads=1, per_op=True)["ops"]
+    assert any("QS8" in row["op"] or "QC8" in row["op"] for row in rows), rows
+    assert all(row["module"] is not None for row in rows if row["op"].startswith("Convolution"))
 
 
 @pytest.mark.parametrize("target", ["executorch", "tflite", "onnx"])

@@ -163,11 +163,20 @@ def _library() -> C.CDLL:
 
 
 class _Profiled:
-    """A compiled model with its profiler on, its input set to `x` (NCHW float32, as edgekit's artifacts take it)."""
+    """A compiled model with its profiler on, its input set to `x` (as the model takes it: NCHW, float32 or the
+    int8 of a statically quantized model)."""
 
     def __init__(self, path: Path, x: np.ndarray, threads: int | None):
-        self.lib = lib = _library()
+        self.lib = _library()
         self._undo: list[Callable[[], None]] = []
+        try:
+            self._open(path, x, threads)
+        except BaseException:
+            self.close()  # what was made before the failing call
+            raise
+
+    def _open(self, path: Path, x: np.ndarray, threads: int | None) -> None:
+        lib = self.lib
         libc = C.CDLL(None)
         libc.strdup.argtypes, libc.strdup.restype = [C.c_char_p], C.c_void_p
         free = _DELETER(C.cast(libc.free, C.c_void_p).value)
@@ -197,7 +206,7 @@ class _Profiled:
         self._ok(lib.LiteRtGetNumSignatureOutputs(sig, C.byref(nout)), "count the outputs")
         ins = [self._buffer(env, sig, k, True) for k in range(nin.value)]
         outs = [self._buffer(env, sig, k, False) for k in range(nout.value)]
-        self._fill(ins[0], np.ascontiguousarray(x, dtype=np.float32))
+        self._fill(ins[0], np.ascontiguousarray(x))
         self.ins = (C.c_void_p * len(ins))(*ins)
         self.outs = (C.c_void_p * len(outs))(*outs)
         self.profiler = C.c_void_p()

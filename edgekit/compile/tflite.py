@@ -73,18 +73,23 @@ class TFLiteRunner(Runner):
             self.out_q = _int_io(self.it.get_output_details()[0])
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.in_q:
-            scale, zero, dtype = self.in_q
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-        self.it.set_tensor(self.inp, x)
+        self.it.set_tensor(self.inp, _as_input(x, self.in_q))
         self.it.invoke()
         y = self.it.get_tensor(self.out).copy()
         if self.out_q:
             scale, zero, _ = self.out_q
             y = (y.astype(np.float32) - zero) * scale
         return y
+
+
+def _as_input(x: np.ndarray, in_q) -> np.ndarray:
+    """`x` as the model takes it: float32, or quantized with the input's own scale (`_int_io`)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if in_q:
+        scale, zero, dtype = in_q
+        info = np.iinfo(dtype)
+        x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x
 
 
 def _int_io(detail: dict):
@@ -454,13 +459,16 @@ class TFLite(Target):
 
         if not litert_profile.supported():
             return None
-        events = litert_profile.op_events(path, x, threads)
         with quiet():
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
             plain = Interpreter(  # the model's own nodes, in order (no delegate replaces them)
                 model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             )
+        try:
+            events = litert_profile.op_events(path, _as_input(x, _int_io(plain.get_input_details()[0])), threads)
+        except RuntimeError:  # a call of LiteRT's C API that failed (it says which): no rows, the report stands
+            return None
         nodes = sorted(plain._get_ops_details(), key=lambda op: op["index"])
         names = {d["index"]: d["name"] for d in plain.get_tensor_details()}
         # a node by its output's name; one named by the signature (the classifier) by its weights', as `capture` does
