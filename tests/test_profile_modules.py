@@ -333,10 +333,14 @@ def test_litert_events_are_placed_on_the_nodes_they_run():
 
 def test_litert_of_another_version_gives_no_per_op_rows(shared_compile, monkeypatch):
     """The profiler's events are read as ai-edge-litert 2.3.0 lays them out; with another version `profile` says the
-    host gives no per-op timing instead of reading them at the wrong offsets."""
+    host gives no per-op timing instead of reading them at the wrong offsets, and the kernel sweep times LiteRT's
+    kernels by differences again."""
     from edgekit.compile import litert_profile
+    from edgekit.latency.sweep import rows_name_modules
 
+    assert rows_name_modules("tflite")
     monkeypatch.setattr(litert_profile, "LAYOUT_VERSIONS", ("0.0.0",))
+    assert not rows_name_modules("tflite") and rows_name_modules("executorch")
     result = shared_compile("mobilenetv2_100", "tflite", input_size=SMALL, num_classes=10)
     rep = profile(result.artifact, runs=2, warmup=1, threads=1, per_op=True)
     assert "ops" not in rep and any("no per-op timing" in n for n in rep["notes"])

@@ -20,7 +20,7 @@ from .features import cost_features
 from .kernel_model import MIN_SAMPLES, KernelModel, fit_kernel_model
 from .kernels import Kernel, as_run_by, export_of, kernels_from_rows, kernels_of, kernels_of_program
 from .predictor import MIN_POINTS, Predictor, fit_from_db, points_from_db
-from .sweep import PER_OP_TARGETS
+from .sweep import rows_name_modules
 
 __all__ = [
     "LatencyDB",
@@ -153,7 +153,7 @@ def kernel_rows(target: str, device: str) -> bool:
     """Whether a profile of `target` on `device` gives per-op rows that join to kernels (`kernels_from_rows`): the
     host's ExecuTorch (ETDump, named through the ETRecord) and LiteRT (its own profiler, `litert_profile`). ONNX
     Runtime's rows carry modules too, but their op names (fused ORT kernels) are not joined to kernels yet."""
-    return target in PER_OP_TARGETS and find_device(target, device).profile.via == "host"
+    return rows_name_modules(target) and find_device(target, device).profile.via == "host"
 
 
 MIN_KERNEL_SAMPLES = 6  # measured kernels (not free, of some time) a key needs before a kernel model is fitted

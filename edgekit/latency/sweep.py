@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT",
     "GRIDS",
     "PER_OP_TARGETS",
+    "rows_name_modules",
     "SweepResult",
     "build",
     "grid",
@@ -354,6 +355,16 @@ class SweepResult:
         return asdict(self)
 
 
+def rows_name_modules(target: str) -> bool:
+    """Whether `target`'s per-op rows on this host carry module paths (`PER_OP_TARGETS`; LiteRT's where edgekit reads
+    the installed ai-edge-litert's profiler events)."""
+    if target == "tflite":
+        from ..compile import litert_profile
+
+        return litert_profile.supported()
+    return target in PER_OP_TARGETS
+
+
 def _chunks(items: list, n: int) -> Iterable[list]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -386,7 +397,7 @@ def sweep(
             art = compile_model(net, target, out=work, input_size=root, name=name, verify=False).artifact
             return profile(art, runs=runs, warmup=warmup, threads=threads, device=device, per_op=per_op)
 
-        if target in PER_OP_TARGETS:
+        if rows_name_modules(target):
             for j, chunk in enumerate(_chunks(todo, PER_PROGRAM)):
                 say(f"kernel sweep on {target}/{device}: program {j + 1}/{-(-len(todo) // PER_PROGRAM)}")
                 net = build(chunk, root)
