@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import UnsupportedOperatorError
 from ..models import check_trusted, load_model
 from ..quantize import node_in, pt2e
+from . import litert_profile
 from .attribution import nearest_placed, op_rows
 from .base import EXPORT_WRAPPER_PREFIX, FP16, INT8, CompileOptions, ExportInfo, Runner, lowering_error, quiet
 from .capture import hooked_forward, module_path
@@ -455,8 +456,6 @@ class TFLite(Target):
         """Per-op rows from LiteRT's own profiler (`litert_profile`): XNNPACK's operators one by one, each with the
         user's module its TFLite node's output tensor names; None with an ai-edge-litert whose profiler events
         edgekit does not read."""
-        from . import litert_profile
-
         if not litert_profile.supported():
             return None
         with quiet():

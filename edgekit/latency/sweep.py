@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..compile import compile as compile_model
+from ..compile import litert_profile
 from ..errors import EdgekitError
 from ..io import write_json
 from ..profile import load_report, profile
@@ -359,8 +360,6 @@ def rows_name_modules(target: str) -> bool:
     """Whether `target`'s per-op rows on this host carry module paths (`PER_OP_TARGETS`; LiteRT's where edgekit reads
     the installed ai-edge-litert's profiler events)."""
     if target == "tflite":
-        from ..compile import litert_profile
-
         return litert_profile.supported()
     return target in PER_OP_TARGETS
 
