@@ -179,7 +179,7 @@ class _Profiled:
         lib = self.lib
         libc = C.CDLL(None)
         libc.strdup.argtypes, libc.strdup.restype = [C.c_char_p], C.c_void_p
-        free = _DELETER(C.cast(libc.free, C.c_void_p).value)
+        free = _DELETER(C.cast(libc.free, C.c_void_p).value or 0)
         self._keep = free  # the deleter LiteRT calls on the options' payloads
         env, model, opts, cm = C.c_void_p(), C.c_void_p(), C.c_void_p(), C.c_void_p()
         self._ok(lib.LiteRtCreateEnvironment(0, None, C.byref(env)), "create the environment")
@@ -238,7 +238,7 @@ class _Profiled:
         if size.value < x.nbytes:
             raise RuntimeError(f"the input buffer holds {size.value} bytes, the input is {x.nbytes}")
         self._ok(self.lib.LiteRtLockTensorBuffer(buf, C.byref(addr), _WRITE), "lock the input")
-        C.memmove(addr.value, x.ctypes.data, x.nbytes)
+        C.memmove(addr, x.ctypes.data, x.nbytes)
         self.lib.LiteRtUnlockTensorBuffer(buf)
 
     def run(self, profiled: bool) -> list[tuple[int, str, int, int]]:
