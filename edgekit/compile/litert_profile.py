@@ -39,7 +39,9 @@ LAYOUT_VERSIONS = ("2.3.0",)  # ai-edge-litert versions whose C structs are read
 
 _CPU = 1  # kLiteRtHwAcceleratorCpu
 _WRITE = 1  # kLiteRtTensorBufferLockModeWrite
-_OPERATOR, _DELEGATE_OP, _DELEGATE_PROFILED_OP = 2, 4, 8  # tflite::Profiler::EventType
+# tflite::Profiler::EventType: an operator run outside a delegate, and a delegate's own operator (XNNPACK's kernels);
+# the delegate node as a whole (4) would count its kernels twice
+_OPERATOR, _DELEGATE_PROFILED_OP = 2, 8
 _DELETER = C.CFUNCTYPE(None, C.c_void_p)
 
 # TFLite builtin operator -> the kinds of XNNPACK operator it may become (`attribution.XNN_KINDS`' values)
@@ -260,7 +262,7 @@ class _Profiled:
         return [
             (int(e.event_type), (e.tag or b"").decode(errors="replace"), int(e.metadata1), int(e.elapsed_us))
             for e in events
-            if e.event_type in (_OPERATOR, _DELEGATE_OP, _DELEGATE_PROFILED_OP)
+            if e.event_type in (_OPERATOR, _DELEGATE_PROFILED_OP)
         ]
 
     def close(self) -> None:
@@ -271,8 +273,8 @@ class _Profiled:
 
 def op_events(path: Path, x: np.ndarray, threads: int | None, runs: int = 20, warmup: int = 3) -> list[dict]:
     """Each operator event of one inference in run order, `{type, op, index, ms}` (`index`: the TFLite node of an
-    operator run outside the delegate, XNNPACK's operator index inside it), its time the median of `runs`. Events
-    that change between runs (none seen) are left out."""
+    operator run outside the delegate, XNNPACK's operator index inside it), its time the median of `runs` (a run
+    whose events differ from the first run's, none seen, is left out)."""
     with quiet():
         prof = _Profiled(path, x, threads)
     try:
