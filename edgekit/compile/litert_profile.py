@@ -25,6 +25,7 @@ takes the module of the next placed one.
 from __future__ import annotations
 
 import ctypes as C
+import functools
 import statistics
 from collections.abc import Callable
 from importlib import metadata
@@ -123,6 +124,7 @@ def supported() -> bool:
         return False
 
 
+@functools.cache  # one per process: the sweep profiles hundreds of programs
 def _library() -> C.CDLL:
     import ai_edge_litert
 
