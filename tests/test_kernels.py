@@ -297,6 +297,29 @@ def test_a_network_of_many_kernels_does_not_set_a_law_alone():
     assert fit.kernel_ms(k) / ms(k) < 1.15  # 1.33 with every row weighing 1
 
 
+def _softmax(tokens: int, row: int, heads: int = 4) -> Kernel:
+    e = heads * tokens * row
+    return Kernel(kind="activation", op="softmax", module="m", cin=heads, cout=heads, h=tokens, w=row, out_h=tokens,
+                  out_w=row, elements=e, bytes_read=4 * e, bytes_written=4 * e)  # fmt: skip
+
+
+def test_a_softmax_pays_per_row_as_well_as_per_element():
+    """A softmax reduces each row twice (its max, its sum) before it writes it: over Swin's windows of 16 tokens it
+    ran at 0.6-0.9 ns per element here, over LeViT's rows of 784 at 0.15-0.18. With a rate per element alone, fitted
+    on short rows, LeViT's softmaxes were predicted at 2.7x their time (the network at +42 %)."""
+
+    def ms(k: Kernel) -> float:
+        return 0.002 + 0.15e-6 * k.elements + 10e-6 * k.elements / k.w  # 10 ns a row
+
+    train = [_softmax(t, r) for t in (49, 196, 784) for r in (16, 49, 196)]
+    fit = fit_kernel_model([(k, ms(k)) for k in train])
+    for k in (_softmax(784, 784), _softmax(3136, 3136, 2), _softmax(196, 16, 8)):
+        assert fit.kernel_ms(k) == pytest.approx(ms(k), rel=0.1), (k.h, k.w)
+    # a softmax over a 3-D tensor (heads folded into the batch): its rows are its last dim, `cin`
+    flat = Kernel.from_dict({**_softmax(196, 784).to_dict(), "h": 0, "w": 0, "cin": 784})
+    assert fit.kernel_ms(flat) == pytest.approx(fit.kernel_ms(_softmax(196, 784)), rel=1e-9)
+
+
 def test_a_sweep_sample_far_off_its_law_is_dropped():
     """A kernel timed as the difference of two medians can come out at a fiftieth of its neighbours (LiteRT's sweep
     here: a 3x3 depthwise conv at 1700 GMAC/s). Fitted on relative error it would pull the kind's law down to it."""
@@ -364,6 +387,37 @@ def test_interval_covers_held_out_networks(synthetic):
     assert p.low < p.ms < p.high and p.level == 0.9 and not p.unseen_kinds
     assert len(p.table) == len(held_out[0][0]) and all(r["low"] <= r["ms"] <= r["high"] for r in p.table)
     assert p.kernels_ms + p.overhead_ms == pytest.approx(p.ms)
+
+
+def test_interval_widens_to_cover_families_the_kernels_do_not_explain():
+    """A fifth of the families run 1.6x slower as whole networks than their kernels' rows add up to (what the
+    kernels share in a network: caches, the runtime's scheduling), the others as the rows say. The spread assumed
+    normal puts most of the excess in a narrow sigma and leaves those families outside; the interval is widened
+    until 90 % of the networks, each predicted by a fit without its family, fall inside their own
+    (`overhead["widen"]`; leave-one-family-out in `bench/predictor.py`: 78-81 % inside before, 92-95 % after)."""
+    rng = np.random.default_rng(11)
+
+    def family(f: int, n: int) -> list[tuple[list[Kernel], list[float], float]]:
+        nets = []
+        for _ in range(n):
+            ks = [_dw(int(c), 28, 3) for c in rng.integers(16, 128, int(rng.integers(10, 30)))]
+            rows = [0.002 + k.macs / 30e6 for k in ks]
+            nets.append((ks, rows, (1.6 if f % 5 == 0 else 1.0) * sum(rows) + 0.05))
+        return nets
+
+    train = [(f, net) for f in range(24) for net in family(f, 2)]
+    samples = [(k, m, (f, i)) for i, (f, (ks, rows, _)) in enumerate(train) for k, m in zip(ks, rows)]
+    networks = [(ks, total, (f, i)) for i, (f, (ks, _, total)) in enumerate(train)]
+    model = fit_kernel_model(samples, networks, family=lambda g: g[0])
+    held_out = [net for f in range(100, 140) for net in family(f, 1)]
+
+    def coverage(m) -> float:
+        return float(np.mean([m.predict(ks).low <= total <= m.predict(ks).high for ks, _, total in held_out]))
+
+    assert model.overhead["widen"] > 1.0
+    assert coverage(model) >= 0.9
+    model.overhead["widen"] = 1.0
+    assert coverage(model) < 0.85
 
 
 def test_unseen_kind_is_flagged_with_a_wide_interval(synthetic):
