@@ -253,6 +253,7 @@ def measure(args) -> dict:
         )
     for target in targets if not args.update else ():
         t0 = time.perf_counter()
+        (work / f"sweep_{target}.sqlite").unlink(missing_ok=True)  # a --work used before keeps its sweep's samples
         db = LatencyDB(work / f"sweep_{target}.sqlite")
         res = sweep(target, "host", args.threads, db, grid_name=args.grid)
         data["sweep"][target] = [[r["kernel"], r["ms"]] for r in db.kernel_samples(target, "host", args.threads)]
