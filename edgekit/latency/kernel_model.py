@@ -34,10 +34,11 @@ is sigma * sqrt(rho + (1 - rho) * sum p^2 / (sum p)^2), kinds are taken as indep
 deviations in ms add in quadrature), and what whole networks show beyond that is added in quadrature too: the excess
 variance of the totals' residuals, each network's kernels predicted by fits without its own per-op rows (in-sample
 they would fit their own network and the spread come out too narrow). Last, the interval's relative edges are
-raised to a power (`overhead["widen"]`, split conformal; never below 1): the one that puts `level` of the calibration networks'
-held-out errors inside their own intervals. The spreads above assume normal errors, independent across kinds; a
-family's kernels sit off the laws together, and the held-out errors are heavy-tailed (a few families off by 15-25 %,
-the rest within a few): `bench/predictor.py` had 78-81 % of networks inside the 90 % interval.
+raised to a power (`overhead["widen"]`, split conformal; never below 1): the one that puts `level` of the
+calibration networks' held-out errors inside their own intervals. The spreads above assume normal errors,
+independent across kinds; a family's kernels sit off the laws together, and the held-out errors are heavy-tailed (a
+few families off by 15-25 %, the rest within a few): `bench/predictor.py` had 78-81 % of networks inside the 90 %
+interval.
 
 **Unseen kinds** (no or fewer than `MIN_SAMPLES` samples): predicted by a pooled fit over all compute kinds (fixed
 cost, MACs, bytes) or all memory-bound kinds (fixed cost, elements, bytes) with at least a x/÷ 3 spread, fully
@@ -530,8 +531,9 @@ def _fit_overhead(
     model: KernelModel, networks: Sequence[Network], per_kind: dict[str, Rows], family: Callable[[Any], Any] = _same
 ) -> dict:
     """scale, per_network, per_kernel from whole-network totals, the spread they show beyond the kernels'
-    (`sigma`) and the power the intervals are widened by to hold them (`widen`, `_widening`). A network with per-op samples (named by their group) enters with the sum of its measured rows: the
-    overhead is then what the rows do not see (the delegate call, the copies the runtime inserts), and a kernel kind
+    (`sigma`) and the power the intervals are widened by to hold them (`widen`, `_widening`). A network with per-op
+    samples (named by their group) enters with the sum of its measured rows: the overhead is then what the rows do
+    not see (the delegate call, the copies the runtime inserts), and a kernel kind
     the fit gets wrong in other families is not carried into every network through the overhead (fitted on the
     kernel model's sums, a per-kernel cost of 4 us learned from GreedyViG's 1235 kernels put MobileViG-Ti pruned by
     70 % at +60 %). Where most networks have no per-op rows (ONNX, or a calibration of sweeps alone), the sums are
