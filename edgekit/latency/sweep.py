@@ -12,10 +12,10 @@ How a kernel is timed depends on what the target's host runtime tells:
   tensors' names): each program (one spec: see `PER_PROGRAM`) is profiled with `per_op`; the kernel's time is its
   rows' (`kernels_from_rows`), so the prefix and the final reduction cost nothing in the sample. The program's
   kernels are split as the runtime runs them (`kernels_of(..., target=)`): on ExecuTorch, the operand copies of a
-  batched matmul (portable `expand_copy`) and the NCHW <-> NHWC copies XNNPACK's partition inserts are samples of
-  their own, as they are kernels of their own in a network (lumped into the matmul's sample, they had made a GEMM
-  of Swin's windowed attention cost 1.2 us where Swin's took 0.26). The lowering costs a second partitioning per
-  program: ExecuTorch's default sweep took 541 s against 343;
+  batched matmul (portable `expand_copy`) are samples of their own, as they are kernels of their own in a network
+  (lumped into the matmul's sample, they had made a GEMM of Swin's windowed attention cost 1.2 us where Swin's took
+  0.26), and the NCHW <-> NHWC copies XNNPACK's partition inserts are not the matmul's nor anyone's (`_sampled`).
+  The lowering costs a second partitioning per program: ExecuTorch's default sweep took 541 s against 343;
 - **totals only** (ONNX Runtime; LiteRT of an ai-edge-litert whose profiler edgekit does not read): one program per
   spec and one per distinct prefix (the prefix alone, its output reduced the same way); the kernel's time is the
   difference of the two medians (dropped where the difference is not positive: the kernel is under the timer's
@@ -342,6 +342,16 @@ def _in_module(k: Kernel, i: int) -> bool:
     return k.module is not None and (k.module == f"k{i}" or k.module.startswith(f"k{i}."))
 
 
+def _sampled(k: Kernel, i: int, ms: float | None) -> bool:
+    """Whether spec i's kernel `k`, timed `ms` from its rows, is stored as a sample: a kernel of the spec's own
+    module, not free, timed, and not a layout copy the runtime inserted at the delegate's edge (`nchw_nhwc`). Those
+    copies move data a one-kernel program just made, and every program has them: 178 in ExecuTorch's default sweep,
+    each weighing what a network's rows of a kind weigh together, and they set the copy's rate below what networks
+    pay (leave-one-family-out in `bench/predictor.py`: 68 % of networks within 10 % without them, 59 % with;
+    ShuffleNetV2 -20 % against -34 %). A network's own rows teach that rate."""
+    return _in_module(k, i) and k.kind != "free" and k.op != "nchw_nhwc" and ms is not None and ms > 0
+
+
 # -- measuring -----------------------------------------------------------------------------------------------------
 
 
@@ -414,11 +424,7 @@ def sweep(
                 times = kernels_from_rows(kernels_of(net, root, target=target), rows)
                 samples = []
                 for i, spec in enumerate(chunk):
-                    mine = [
-                        (k, m)
-                        for k, m in zip(times.kernels, times.ms)
-                        if _in_module(k, i) and k.kind != "free" and m is not None and m > 0
-                    ]
+                    mine = [(k, m) for k, m in zip(times.kernels, times.ms) if _sampled(k, i, m)]
                     if not mine:
                         skipped.append(spec.name)
                     samples += [(_renamed(k, spec), m) for k, m in mine]
@@ -536,7 +542,7 @@ def import_bundle_report(report: dict, bundle: dict, db: LatencyDB) -> int:
     samples = []
     for i, spec in enumerate(program["specs"]):
         for k, m in zip(times.kernels, times.ms):
-            if _in_module(k, i) and m is not None and m > 0:
+            if _sampled(k, i, m):
                 k.module = f"sweep/{spec['name']}"
                 samples.append((k.to_dict(), m))
     key = (report["runtime"]["name"], report["device"]["name"], int(report["threads"]), precision_of(None))
