@@ -289,14 +289,14 @@ def test_kernel_model_for_fits_the_law(law_db, nets):
 
 
 def test_select_measures_candidates_whose_interval_crosses_the_budget(law_db, nets, tmp_path):
-    names = [f"{nets}:{n}" for n in ("W8", "W24", "W64")]
+    names = [f"{nets}:{n}" for n in ("W8", "W40", "W64")]
     with LatencyDB(law_db) as db:
         model = kernel_model_for(db, *KEY)
     assert model is not None
     preds = {n: model.predict(kernels_of(load_model(n).model, 32)) for n in names}
     small, mid, big = (preds[n] for n in names)
-    assert small.high < mid.low and mid.high < big.low  # the law keeps the three apart
-    budget = round((mid.low + mid.ms) / 2, 4)  # inside the middle one's interval, over the small one's
+    budget = round((mid.low + mid.ms) / 2, 4)  # inside the middle one's interval
+    assert small.high < budget < big.low  # only the middle one's interval crosses it
     proc = run_cli(
         "select", "--target", "onnx", "--threads", "1", "--input-size", "32", "--budget-ms", str(budget),
         "--candidates", ",".join(names), "--db", str(law_db), "--out", str(tmp_path / "sel"), "--json",
