@@ -342,14 +342,14 @@ def _in_module(k: Kernel, i: int) -> bool:
     return k.module is not None and (k.module == f"k{i}" or k.module.startswith(f"k{i}."))
 
 
-def _sampled(k: Kernel, i: int, ms: float | None) -> bool:
+def _sampled(k: Kernel, i: int, ms: float) -> bool:
     """Whether spec i's kernel `k`, timed `ms` from its rows, is stored as a sample: a kernel of the spec's own
     module, not free, timed, and not a layout copy the runtime inserted at the delegate's edge (`nchw_nhwc`). Those
     copies move data a one-kernel program just made, and every program has them: 178 in ExecuTorch's default sweep,
     each weighing what a network's rows of a kind weigh together, and they set the copy's rate below what networks
     pay (leave-one-family-out in `bench/predictor.py`: 68 % of networks within 10 % without them, 59 % with;
     ShuffleNetV2 -20 % against -34 %). A network's own rows teach that rate."""
-    return _in_module(k, i) and k.kind != "free" and k.op != "nchw_nhwc" and ms is not None and ms > 0
+    return _in_module(k, i) and k.kind != "free" and k.op != "nchw_nhwc" and ms > 0
 
 
 # -- measuring -----------------------------------------------------------------------------------------------------
@@ -424,7 +424,7 @@ def sweep(
                 times = kernels_from_rows(kernels_of(net, root, target=target), rows)
                 samples = []
                 for i, spec in enumerate(chunk):
-                    mine = [(k, m) for k, m in zip(times.kernels, times.ms) if _sampled(k, i, m)]
+                    mine = [(k, m) for k, m in zip(times.kernels, times.ms) if m is not None and _sampled(k, i, m)]
                     if not mine:
                         skipped.append(spec.name)
                     samples += [(_renamed(k, spec), m) for k, m in mine]
@@ -542,7 +542,7 @@ def import_bundle_report(report: dict, bundle: dict, db: LatencyDB) -> int:
     samples = []
     for i, spec in enumerate(program["specs"]):
         for k, m in zip(times.kernels, times.ms):
-            if _sampled(k, i, m):
+            if m is not None and _sampled(k, i, m):
                 k.module = f"sweep/{spec['name']}"
                 samples.append((k.to_dict(), m))
     key = (report["runtime"]["name"], report["device"]["name"], int(report["threads"]), precision_of(None))
