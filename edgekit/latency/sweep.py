@@ -345,7 +345,7 @@ def _in_module(k: Kernel, i: int) -> bool:
 def _sampled(k: Kernel, i: int, ms: float) -> bool:
     """Whether spec i's kernel `k`, timed `ms` from its rows, is stored as a sample: a kernel of the spec's own
     module, not free, timed, and not a layout copy the runtime inserted at the delegate's edge (`nchw_nhwc`). Those
-    copies move data a one-kernel program just made, and every program has them: 178 in ExecuTorch's default sweep,
+    copies move data a one-kernel program just made, and every program has them: 179 in ExecuTorch's default sweep,
     each weighing what a network's rows of a kind weigh together, and they set the copy's rate below what networks
     pay (leave-one-family-out in `bench/predictor.py`: 68 % of networks within 10 % without them, 59 % with;
     ShuffleNetV2 -20 % against -34 %). A network's own rows teach that rate."""
