@@ -52,6 +52,7 @@ numpy and scipy's `nnls`; `to_dict`/`from_dict` round-trip through JSON for the 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,7 @@ LEVEL = 0.90
 Z = 1.6448536269514722  # the standard normal's 95 % quantile: a two-sided 90 % interval
 MIN_SAMPLES = 3
 TILES = (8, 16)
+PADDED = re.compile(r"(.*macs)_pad\d+")  # a MACs column with the GEMM's N padded to a tile, and the column unpadded
 BIG_TAPS = 25  # a depthwise conv of more taps runs as another kernel (XNNPACK: IGEMM)
 FALLBACK_SPREAD = math.log(3.0)  # an unseen kind: at least x/÷ 3 at the interval's edge
 MIN_SIGMA = 0.01
@@ -121,6 +123,8 @@ def design(kind: str, f: dict[str, float]) -> dict[str, float]:
         cols["portable_elements"] = elements
     if kind in COMPUTE_KINDS:
         n = g("gemm_n") or g("cout") or 0.0
+        if kind == "conv" and g("groups", 1.0) > 1:  # one GEMM per group, each of N = cout / groups padded to the tile
+            n /= g("groups", 1.0)  # (RegNetY's convs of 8 channels a group: at half the MAC rate of ungrouped ones)
         pre = "big_" if kind == "dwconv" and g("k", 1.0) ** 2 > BIG_TAPS else ""
         if kind in ("conv", "dwconv") and g("stride", 1.0) > 1:
             pre += "strided_"
@@ -414,6 +418,10 @@ def _inliers(X: np.ndarray, y: np.ndarray, c: np.ndarray) -> np.ndarray:
     return dev <= max(OUTLIER_Z * 1.4826 * float(np.median(dev)), OUTLIER_MIN_LOG)
 
 
+def _same_column(X: np.ndarray, names: list[str], i: int, other: str) -> bool:
+    return other in names and bool(np.allclose(X[:, i], X[:, names.index(other)], rtol=1e-9, atol=0.0))
+
+
 def _fit_rows(
     rows: list[dict[str, float]], ms: np.ndarray, groups: list, primary: str, pooled: bool = False, spread: bool = True
 ) -> KindFit:
@@ -425,6 +433,10 @@ def _fit_rows(
     # a second rate per weight byte that every network's weights then paid (LiteRT 46 % -> 41 % within 10 %)
     in_nets = np.array([g is not None for g in groups], dtype=bool)
     keep = [i for i in keep if not names[i].startswith("far_") or np.abs(X[in_nets, i]).max(initial=0.0) > 0]
+    # a tile's padding is learned only where some sample's channels are not a multiple of the tile: otherwise its
+    # column equals the unpadded one and the fit's choice between them is arbitrary (StarNet's 7x7 depthwise convs of
+    # 12 channels were charged 16 by a pad-8 rate learned from samples of 24 to 384 channels)
+    keep = [i for i in keep if not (m := PADDED.fullmatch(names[i])) or not _same_column(X, names, i, m[1])]
     if len(ms) < len(keep) + 3:
         keep = [i for i in keep if names[i] in ("one", primary)]
     X = X[:, keep]
