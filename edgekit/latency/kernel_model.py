@@ -123,8 +123,8 @@ def design(kind: str, f: dict[str, float]) -> dict[str, float]:
         cols["portable_elements"] = elements
     if kind in COMPUTE_KINDS:
         n = g("gemm_n") or g("cout") or 0.0
-        if kind == "conv" and g("groups", 1.0) > 1:  # one GEMM per group, each of N = cout / groups padded to the tile
-            n /= g("groups", 1.0)  # (RegNetY's convs of 8 channels a group: at half the MAC rate of ungrouped ones)
+        if kind == "conv" and (groups := g("groups", 1.0)) > 1:  # one GEMM per group, of N = cout / groups padded
+            n /= groups  # to the tile (RegNetY's convs of 8 channels a group: half the MAC rate of ungrouped ones)
         pre = "big_" if kind == "dwconv" and g("k", 1.0) ** 2 > BIG_TAPS else ""
         if kind in ("conv", "dwconv") and g("stride", 1.0) > 1:
             pre += "strided_"

@@ -23,7 +23,7 @@ How a kernel is timed depends on what the target's host runtime tells:
   kernel.
 
 Samples go to the database's `kernel_samples` table with source `sweep`. `QUICK` is a handful of kernels at tiny
-sizes (tests); `DEFAULT` 252 programs (about 2.2 s each to compile, lower and time on ExecuTorch here: 9 minutes).
+sizes (tests); `DEFAULT` 252 programs (2.2-2.8 s each to compile, lower and time on ExecuTorch here: 9 to 12 minutes).
 """
 
 from __future__ import annotations
