@@ -128,8 +128,22 @@ def test_default_grid_times_each_activation_where_the_timer_resolves_it():
         if s.kind == "activation":
             (k,) = spec_kernels(s, SPATIAL_ROOT)
             largest[k.op] = max(largest.get(k.op, 0), k.elements)
-    assert set(largest) == {"hardswish", "gelu", "sigmoid", "silu"}
+    assert set(largest) == {"hardswish", "gelu", "sigmoid", "silu", "softmax"}
     assert min(largest.values()) >= 100_000, largest
+
+
+def test_default_grid_times_softmax_over_rows_of_16_to_3136_tokens():
+    """A softmax pays per element and per row (`rows_op:softmax`): Swin's rows of 16 tokens ran at 0.6-0.9 ns an
+    element here, LeViT's of 784 at 0.15-0.18. The grid times it over the row lengths attention networks have, so
+    that those rates are not learned from networks alone."""
+    rows: dict[int, int] = {}
+    for s in grid(DEFAULT):
+        if s.variant == "softmax":
+            (k,) = spec_kernels(s, SPATIAL_ROOT)
+            assert (k.kind, k.op) == ("activation", "softmax")
+            rows[k.cin] = max(rows.get(k.cin, 0), k.elements // k.cin)  # row length -> the most rows
+    assert set(rows) == {16, 49, 196, 784, 3136}
+    assert rows[3136] >= 1024 and rows[16] >= 4096  # a first-stage attention's 3136 rows, Swin's windows
 
 
 def test_sweep_times_both_kernels_of_a_mask_as_portable(tmp_path):

@@ -23,7 +23,7 @@ How a kernel is timed depends on what the target's host runtime tells:
   kernel.
 
 Samples go to the database's `kernel_samples` table with source `sweep`. `QUICK` is a handful of kernels at tiny
-sizes (tests); `DEFAULT` 252 programs (2.2-2.8 s each to compile, lower and time on ExecuTorch here: 9 to 12 minutes).
+sizes (tests); `DEFAULT` 260 programs (2.2-3.1 s each to compile, lower and time here: 10 to 13 minutes a runtime).
 """
 
 from __future__ import annotations
@@ -79,10 +79,10 @@ class Spec:
     matmul; h = 1: a classifier head's vector); `variant` picks an op where a kind has several: elementwise, one of
     `BINARY` (`add`, `sub`, ...: two full-size operands; `x * x` runs as XNNPACK's Square, whose row ExecuTorch
     places on the prefix's module; `lt_to` and `where` are two kernels each), one of `UNARY`, or `bcast` (a
-    per-channel multiply); activation `hardswish` / `gelu` / `sigmoid` / `silu`; reduce `mean` / `maxpool`
-    / `sum` / `std` (over channels); layout `cat` / `permute` / `shuffle` (a channel shuffle) / `chunk` (halves
-    swapped); matmul `windows` (the tokens as windows of `WINDOW`, one GEMM each) or `heads` (4-D: heads of
-    `HEAD_DIM` channels)."""
+    per-channel multiply); activation `hardswish` / `gelu` / `sigmoid` / `silu` / `softmax` (`cin` rows of h*h
+    tokens); reduce `mean` / `maxpool` / `sum` / `std` (over channels); layout `cat` / `permute` / `shuffle` (a
+    channel shuffle) / `chunk` (halves swapped); matmul `windows` (the tokens as windows of `WINDOW`, one GEMM
+    each) or `heads` (4-D: heads of `HEAD_DIM` channels)."""
 
     kind: str
     cin: int
@@ -170,6 +170,8 @@ class _Op(nn.Module):
         if v == "chunk":  # two halves of the channels, swapped
             a, b = x.chunk(2, 1)
             return torch.cat([b, a], 1)
+        if v == "softmax":  # attention scores: `cin` rows of h*h tokens each
+            return x.flatten(2).softmax(-1)
         if v == "std":  # over channels (GreedyViG's graph conv; ExecuTorch: a portable kernel)
             return x.std(1, keepdim=True)
         if v in BINARY:
@@ -303,6 +305,10 @@ def _default() -> list[Spec]:
         for c in (32, 64):
             for v in ("hardswish", "gelu", "sigmoid", "silu"):
                 out.append(Spec("activation", c, c, h, variant=v))
+    # softmax over rows of 16 (Swin's windows) to 3136 tokens (a hierarchical ViT's first stage), 16k to 3.2M
+    # elements: its rate per element and per row had been learned from networks alone
+    for h, c in ((4, 1024), (4, 4096), (7, 1024), (14, 784), (28, 256), (28, 784), (56, 256), (56, 1024)):
+        out.append(Spec("activation", c, c, h, variant="softmax"))
     for h in (14, 7):
         for c in (64, 128, 256):
             out.append(Spec("reduce", c, c, h, variant="mean"))
