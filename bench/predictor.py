@@ -232,7 +232,7 @@ def measure(args) -> dict:
     specs = grid(args.grid)
     n = len(variants)
     slices = [specs[i * len(specs) // n : (i + 1) * len(specs) // n] for i in range(n)]
-    dbs, swept, sweep_s = {}, {t: [0, 0, 0] for t in sweeping}, {t: 0.0 for t in sweeping}
+    dbs, done, sweep_s = {}, {t: [] for t in sweeping}, {t: 0.0 for t in sweeping}
     for target in sweeping:
         (work / f"sweep_{target}.sqlite").unlink(missing_ok=True)  # a --work used before keeps its sweep's samples
         dbs[target] = LatencyDB(work / f"sweep_{target}.sqlite")
@@ -259,28 +259,26 @@ def measure(args) -> dict:
                 row[f"{target}_rows"] = rep["ops"]  # the raw rows: a later join can be tried on them without a rerun
                 join_rows(row, target)
         data["variants"].append(row)
-        t1 = time.perf_counter()
         for target in sweeping if chunk else ():
-            res = sweep(target, "host", args.threads, dbs[target], grid_name=args.grid, specs=chunk)
-            db = dbs[target]
-            data["sweep"][target] = [[r["kernel"], r["ms"]] for r in db.kernel_samples(target, "host", args.threads)]
-            swept[target] = [a + b for a, b in zip(swept[target], (res.samples, res.specs, res.programs))]
-            sweep_s[target] += time.perf_counter() - t1
             t1 = time.perf_counter()
+            done[target].append(sweep(target, "host", args.threads, dbs[target], grid_name=args.grid, specs=chunk))
+            sweep_s[target] += time.perf_counter() - t1
+            samples = dbs[target].kernel_samples(target, "host", args.threads)
+            data["sweep"][target] = [[r["kernel"], r["ms"]] for r in samples]
         _save(args, data)
         print(
             f"# measured {label(row)}: "
             + ", ".join(f"{t} {row[t]:.2f} ms" for t in targets)
             + "".join(f", {len(row.get(f'{t}_ops', []))} {t} per-op kernels" for t in targets)
-            + f" ({t1 - t0:.0f} s, {len(chunk)} sweep programs each)",
+            + f" ({time.perf_counter() - t0:.0f} s, {len(chunk)} sweep programs each)",
             flush=True,
         )
     for target in sweeping:
         dbs[target].close()
-        samples, n, programs = swept[target]
+        res = done[target]
         print(
-            f"# kernel sweep on {target}: {samples} kernels of {n} in {programs} programs, in slices between the "
-            f"networks ({sweep_s[target]:.0f} s)",
+            f"# kernel sweep on {target}: {sum(r.samples for r in res)} kernels of {sum(r.specs for r in res)} in "
+            f"{sum(r.programs for r in res)} programs, in slices between the networks ({sweep_s[target]:.0f} s)",
             flush=True,
         )
     return data
