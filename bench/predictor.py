@@ -13,9 +13,12 @@ Measured on this host, at 224, batch 1, fp32, on ExecuTorch (XNNPACK) and LiteRT
   (ExecuTorch: `kernels_of(..., target="executorch")`, XNNPACK's partition, its portable ops and layout copies;
   LiteRT: the export's kernels, its rows from LiteRT's own profiler, `edgekit/compile/litert_profile.py`).
 
-Every network's total is timed alone with `edgekit.profile` (the path of `edgekit profile`); at the end each is timed
-again, interleaved and alone, to show how far a measurement repeats, and the same held-out predictions are judged
-against those timings too (how much of a miss the measurements account for). Then **leave-one-family-out**:
+Every network is built and compiled first, then timed alone with `edgekit.profile` (the path of `edgekit profile`,
+with its per-op rows) in `--spread` rounds over all networks (default 3), the sweep's slices between them: a network's
+total and per-op rows are the medians of its rounds, spread over the whole run, so that no one minute of the machine
+is the truth. At the end each is timed again, interleaved and alone, to show how far a measurement repeats, and the
+same held-out predictions are judged against each round and those timings too (how much of a miss the measurements
+account for). Then **leave-one-family-out**:
 every network of a family is predicted by fits that never saw the family:
 
 - *old*: the per-feature predictor (`edgekit/latency/predictor.py`: a cost per feature, fitted on the other families'
@@ -26,7 +29,7 @@ every network of a family is predicted by fits that never saw the family:
 Goals (issue 18), per runtime: >= 90 % of held-out networks within +-10 %, Spearman >= 0.95, and the measured latency
 inside the predicted interval for >= 90 % of them.
 
-    python bench/predictor.py > bench/predictor.txt        # measures (about 50 minutes on 2 cores)
+    python bench/predictor.py > bench/predictor.txt        # measures (about 60 minutes on 2 cores)
     python bench/predictor.py --measurements bench/predictor_measurements.json.gz   # refit only (seconds)
     python bench/predictor.py --rekernel bench/predictor_measurements.json.gz       # kernels split again (6 min)
 """
@@ -36,7 +39,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import platform
 import sys
 import tempfile
@@ -64,7 +66,7 @@ from edgekit.latency.kernels import (  # noqa: E402
     kernels_from_rows,
     kernels_of_program,
 )
-from edgekit.latency.predictor import fit, quality  # noqa: E402
+from edgekit.latency.predictor import MIN_POINTS, fit, quality  # noqa: E402
 from edgekit.latency.sweep import DEFAULT, SPATIAL_ROOT, grid, spec_kernels, sweep  # noqa: E402
 from edgekit.models import load_model, trusted_code  # noqa: E402
 from edgekit.profile import _host_input, cpu_flags, host_name, profile  # noqa: E402
@@ -206,7 +208,25 @@ def resweep(data: dict) -> None:
                 k.update({f"far_{mb}m": getattr(fresh, f"far_{mb}m") for mb in FAR_MB})
 
 
+def merge_rows(rounds: list[list[dict]]) -> list[dict]:
+    """One network's per-op rows from several `profile --per-op` rounds as one list: each (op, module) row's median
+    time over the rounds that have it, its share of their sum."""
+    by: dict[tuple, list[dict]] = {}
+    for rows in rounds:
+        for r in rows:
+            by.setdefault((r["op"], r.get("module")), []).append(r)
+    merged = [{**rs[0], "ms": float(np.median([float(r["ms"]) for r in rs]))} for rs in by.values()]
+    total = sum(r["ms"] for r in merged) or 1.0
+    merged = sorted(merged, key=lambda r: -r["ms"])
+    return [{**r, "share": round(r["ms"] / total, 4)} for r in merged]
+
+
 def measure(args) -> dict:
+    """Every network built and compiled first, then timed in `args.spread` rounds over all of them, with the kernel
+    sweep in slices between the networks: each network's total and per-op rows are the medians of timings spread
+    over the whole run, and the sweep samples the same hours. (One timing per network, taken when it was built, made
+    the truth depend on the minute: on this host the same network reads up to 25 % apart within an hour, and which
+    of two profiles was called the truth moved the held-out figures by 8-11 points.)"""
     work = Path(args.work or tempfile.mkdtemp(prefix="edgekit-predictor-bench-"))
     data: dict = {
         "host": host_name(),
@@ -214,6 +234,7 @@ def measure(args) -> dict:
         "platform": platform.platform(),
         "size": args.size,
         "threads": args.threads,
+        "spread": args.spread,
         "sweep": {},
         "variants": [],
         "work": str(work),
@@ -224,26 +245,16 @@ def measure(args) -> dict:
     if args.only:
         only = args.only.split(",")
         variants = [(m, r) for m, r in variants if m in only or f"{m}@{r:g}" in only]
-    # The sweep runs in slices, one after each network, so that the kernels measured alone and the networks' rows
-    # see the same machine: run after all networks, a sweep read this host's 1x1 convs 1.3-1.4 times slower than
-    # the same shapes in networks an hour before (MobileOne's 256 -> 256 at 14x14: 68 us in its network, 87-97 alone
-    # in the sweep; 87 and 86-89 when measured minutes apart).
-    sweeping = [] if args.update else targets
-    specs = grid(args.grid)
-    n = len(variants)
-    slices = [specs[i * len(specs) // n : (i + 1) * len(specs) // n] for i in range(n)]
-    dbs, done, sweep_s = {}, {t: [] for t in sweeping}, {t: 0.0 for t in sweeping}
-    for target in sweeping:
-        (work / f"sweep_{target}.sqlite").unlink(missing_ok=True)  # a --work used before keeps its sweep's samples
-        dbs[target] = LatencyDB(work / f"sweep_{target}.sqlite")
-    for (name, ratio), chunk in zip(variants, slices):
+    arts: list[dict] = []
+    for name, ratio in variants:
         t0 = time.perf_counter()
         ref, model = network(name, ratio, args.size, work)
         row: dict = {"model": name, "ratio": ratio, "features": cost_features(model, args.size)}
         row.update(kernel_lists(model, args.size))
+        arts.append({})
         for target in targets:
             with trusted_code():
-                art = edgekit.compile(
+                arts[-1][target] = edgekit.compile(
                     ref,
                     target,
                     out=work / target,
@@ -251,14 +262,36 @@ def measure(args) -> dict:
                     name=f"{name}_p{int(ratio * 100)}",
                     verify=False,
                 ).artifact
-            with trusted_code():  # the per-op rows' modules: a pattern network rebuilt from its file
-                rep = profile(art, runs=args.runs, warmup=args.warmup, threads=args.threads, per_op=True)
-            row[target] = rep["median_ms"]
-            row[f"{target}_iqr"] = rep["iqr_ms"]
-            if rep.get("ops"):
-                row[f"{target}_rows"] = rep["ops"]  # the raw rows: a later join can be tried on them without a rerun
-                join_rows(row, target)
         data["variants"].append(row)
+        print(f"# built {label(row)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    # The sweep runs in slices, one after each network in each round, so that the kernels measured alone and the
+    # networks' rows see the same machine: run after all networks, a sweep read this host's 1x1 convs 1.3-1.4 times
+    # slower than the same shapes in networks an hour before (MobileOne's 256 -> 256 at 14x14: 68 us in its network,
+    # 87-97 alone in the sweep; 87 and 86-89 when measured minutes apart).
+    sweeping = [] if args.update else targets
+    specs = grid(args.grid)
+    n = len(variants) * args.spread
+    slices = [specs[i * len(specs) // n : (i + 1) * len(specs) // n] for i in range(n)]
+    dbs, done, sweep_s = {}, {t: [] for t in sweeping}, {t: 0.0 for t in sweeping}
+    for target in sweeping:
+        (work / f"sweep_{target}.sqlite").unlink(missing_ok=True)  # a --work used before keeps its sweep's samples
+        dbs[target] = LatencyDB(work / f"sweep_{target}.sqlite")
+    timed: list[dict] = [{t: [] for t in targets} for _ in variants]
+    t_start = time.perf_counter()
+    for k, chunk in enumerate(slices):
+        rnd, i = divmod(k, len(variants))
+        row, t0 = data["variants"][i], time.perf_counter()
+        for target in targets:
+            with trusted_code():  # the per-op rows' modules: a pattern network rebuilt from its file
+                rep = profile(arts[i][target], runs=args.runs, warmup=args.warmup, threads=args.threads, per_op=True)
+            timed[i][target].append(rep)
+            reps = timed[i][target]
+            row[target] = float(np.median([r["median_ms"] for r in reps]))
+            row[f"{target}_rounds"] = [r["median_ms"] for r in reps]
+            row[f"{target}_iqr"] = float(np.median([r["iqr_ms"] for r in reps]))
+            if all(r.get("ops") for r in reps):
+                row[f"{target}_rows"] = merge_rows([r["ops"] for r in reps])  # the raw rows: a later join can be
+                join_rows(row, target)  # tried on them without a rerun
         for target in sweeping if chunk else ():
             t1 = time.perf_counter()
             done[target].append(sweep(target, "host", args.threads, dbs[target], grid_name=args.grid, specs=chunk))
@@ -266,13 +299,17 @@ def measure(args) -> dict:
             samples = dbs[target].kernel_samples(target, "host", args.threads)
             data["sweep"][target] = [[r["kernel"], r["ms"]] for r in samples]
         _save(args, data)
-        print(
-            f"# measured {label(row)}: "
-            + ", ".join(f"{t} {row[t]:.2f} ms" for t in targets)
-            + "".join(f", {len(row.get(f'{t}_ops', []))} {t} per-op kernels" for t in targets)
-            + f" ({time.perf_counter() - t0:.0f} s, {len(chunk)} sweep programs each)",
-            flush=True,
-        )
+        if rnd == args.spread - 1:
+            rounds = {t: "/".join(f"{v:.2f}" for v in row[f"{t}_rounds"]) for t in targets}
+            print(
+                f"# measured {label(row)}: "
+                + ", ".join(f"{t} {row[t]:.2f} ms ({rounds[t]})" for t in targets)
+                + "".join(f", {len(row.get(f'{t}_ops', []))} {t} per-op kernels" for t in targets)
+                + f" ({time.perf_counter() - t0:.0f} s, {len(chunk)} sweep programs each)",
+                flush=True,
+            )
+        if i == len(variants) - 1:
+            print(f"# round {rnd + 1} of {args.spread} done ({time.perf_counter() - t_start:.0f} s)", flush=True)
     for target in sweeping:
         dbs[target].close()
         res = done[target]
@@ -312,11 +349,15 @@ def retime(data: dict, work: Path, rounds: int, threads: int, runs: int) -> None
 
 
 def old_lofo(rows: list[dict], target: str, threads: int) -> np.ndarray:
+    """The per-feature predictor's held-out predictions; NaN for a family whose others are too few for its fit (a
+    small `--only` selection)."""
     fams = [family(r) for r in rows]
     points = [(r["features"], r[target]) for r in rows]
-    out = np.empty(len(rows))
+    out = np.full(len(rows), np.nan)
     for fam in sorted(set(fams)):
         rest = [p for p, f in zip(points, fams) if f != fam]
+        if len(rest) < MIN_POINTS:
+            continue
         pred = fit(rest, target, "host", threads, with_loo=False)
         for i, f in enumerate(fams):
             if f == fam:
@@ -357,17 +398,17 @@ def figures(y: np.ndarray, pred: np.ndarray, low=None, high=None) -> dict:
 
 
 def judged_again(rows: list[dict], results: dict) -> None:
-    """The same held-out predictions (fitted on the first `profile` of each network) judged against the other
-    timings of the same networks: the second `profile` at the end, the interleaved timing (every network in turn,
-    so that a slow phase of the machine falls on all of them alike; it reads slower than one network alone), and the
-    geometric mean of the two `profile`s. How far the figures move with the truth is how much of the miss the
-    measurements themselves account for."""
-    truths = {
-        "first profile": lambda r, t: r[t],
-        "second profile": lambda r, t: r.get(f"{t}_again"),
-        "interleaved": lambda r, t: r.get(f"{t}_interleaved"),
-        "both profiles": lambda r, t: math.sqrt(r[t] * r[f"{t}_again"]) if r.get(f"{t}_again") else None,
-    }
+    """The same held-out predictions (fitted on each network's median over the spread rounds, or its one `profile` in
+    a file measured before the rounds) judged against the other timings of the same networks: each round alone, the
+    `profile` after the run, and the interleaved timing (every network in turn, so that a slow phase of the machine
+    falls on all of them alike; it reads slower than one network alone). How far the figures move with the truth is
+    how much of the miss the measurements themselves account for."""
+    spread = min((len(r.get(f"{t}_rounds", [])) for r in rows for t in TARGETS), default=0)
+    truths = {"fitted (median)" if spread > 1 else "first profile": lambda r, t: r[t]}
+    for k in range(spread if spread > 1 else 0):
+        truths[f"round {k + 1}"] = lambda r, t, k=k: r[f"{t}_rounds"][k]
+    truths["after the run"] = lambda r, t: r.get(f"{t}_again")
+    truths["interleaved"] = lambda r, t: r.get(f"{t}_interleaved")
     print("\n## the same predictions (new, kernels) judged against each timing of the held-out networks")
     print(f"{'runtime':11s} {'truth':15s} {'within10':>8s} {'Spearman':>8s} {'MdAPE':>6s} {'inside':>6s}")
     for t in TARGETS:
@@ -417,10 +458,8 @@ def report(data: dict) -> None:
     )
     for t in TARGETS:
         y, old, new = results[t]
-        for name, q in (
-            ("old (per feature)", figures(y, old)),
-            ("new (kernels)", figures(y, new[:, 0], new[:, 1], new[:, 2])),
-        ):
+        olds = [("old (per feature)", figures(y, old))] if not np.isnan(old).any() else []
+        for name, q in (*olds, ("new (kernels)", figures(y, new[:, 0], new[:, 1], new[:, 2]))):
             met = [q["within10"] >= GOALS["within10"], q["spearman"] >= GOALS["spearman"]]
             if "coverage" in q:
                 met.append(q["coverage"] >= GOALS["coverage"])
@@ -431,8 +470,8 @@ def report(data: dict) -> None:
             )
     zoo = [i for i, r in enumerate(rows) if r["model"] in BASE]
     pat = [i for i, r in enumerate(rows) if r["model"] not in BASE]
-    print("\n## by group (new, kernels)")
-    for t in TARGETS:
+    print("\n## by group (new, kernels)" if zoo and pat else "")
+    for t in TARGETS if zoo and pat else ():
         y, _, new = results[t]
         for name, idx in (("zoo", zoo), ("patterns", pat)):
             q = figures(y[idx], new[idx, 0], new[idx, 1], new[idx, 2])
@@ -441,9 +480,17 @@ def report(data: dict) -> None:
                 f"Spearman {q['spearman']:.3f}, MdAPE {q['mdape']:.1%}, inside {q['coverage']:.0%}"
             )
     judged_again(rows, results)
-    print("\n## how repeatable the measurements are: each network's `profile` median against a second `profile`")
-    print("## after all networks and sweeps (the same method), and against an interleaved timing (another method)")
+    print("\n## how repeatable the measurements are: each network's rounds against their median, and the median")
+    print("## against a `profile` after all networks and sweeps (the same method) and an interleaved timing (another)")
     for t in TARGETS:
+        if all(len(r.get(f"{t}_rounds", [])) > 1 for r in rows):
+            d = np.array([[(v - r[t]) / r[t] for v in r[f"{t}_rounds"]] for r in rows])
+            far = np.abs(d).max(axis=1)
+            print(
+                f"{t:11s} {'rounds':12s} every round within +-10 % of the median: {np.mean(far <= 0.10):4.0%} of "
+                f"networks ({d.shape[1]} rounds); a round's difference from the median {np.median(np.abs(d)):.1%} "
+                f"(median), up to {far.max():.0%}"
+            )
         for name in ("again", "interleaved"):
             if all(f"{t}_{name}" in r for r in rows):
                 d = np.array([(r[f"{t}_{name}"] - r[t]) / r[t] for r in rows])
@@ -472,6 +519,7 @@ def main() -> None:
     ap.add_argument("--measurements", help="refit on a saved measurements file instead of measuring")
     ap.add_argument("--work", help="where the artifacts are written (kept: --retime times them again)")
     ap.add_argument("--rounds", type=int, default=8, help="rounds of the interleaved timing")
+    ap.add_argument("--spread", type=int, default=3, help="timings of each network spread over the run (median)")
     ap.add_argument("--retime", help="time this saved file's networks again, interleaved, from the artifacts in --work")
     ap.add_argument("--update", help="measure the --only networks again and replace them in this saved file")
     ap.add_argument("--save", default="bench/predictor_measurements.json.gz")
