@@ -7,8 +7,8 @@ Measured on this host, at 224, batch 1, fp32, on ExecuTorch (XNNPACK) and LiteRT
   RegNetY, timm's GhostNet, a hierarchical ViT, Swin, MobileViT, EfficientViT, LeViT, StarNet, MobileNetV4-style
   multi-query attention), each a family of its own;
 - the kernel sweep (`edgekit latency calibrate --kernels`: the default grid, kernels measured alone) per runtime,
-  run in slices between the networks (6-7 programs a runtime after each), so that the sweep and the networks' rows
-  sample the same hour of the machine;
+  run in slices between the networks (2-3 programs a runtime after each network in each round), so that the sweep
+  and the networks' rows sample the same hour of the machine;
 - each runtime's per-op rows of every network (`profile --per-op`), joined to its kernels as that runtime runs them
   (ExecuTorch: `kernels_of(..., target="executorch")`, XNNPACK's partition, its portable ops and layout copies;
   LiteRT: the export's kernels, its rows from LiteRT's own profiler, `edgekit/compile/litert_profile.py`).
@@ -29,7 +29,7 @@ every network of a family is predicted by fits that never saw the family:
 Goals (issue 18), per runtime: >= 90 % of held-out networks within +-10 %, Spearman >= 0.95, and the measured latency
 inside the predicted interval for >= 90 % of them.
 
-    python bench/predictor.py > bench/predictor.txt        # measures (about 60 minutes on 2 cores)
+    python bench/predictor.py > bench/predictor.txt        # measures (45-55 minutes on 2 cores)
     python bench/predictor.py --measurements bench/predictor_measurements.json.gz   # refit only (seconds)
     python bench/predictor.py --rekernel bench/predictor_measurements.json.gz       # kernels split again (6 min)
 """
@@ -405,7 +405,7 @@ def judged_again(rows: list[dict], results: dict) -> None:
     how much of the miss the measurements themselves account for."""
     spread = min((len(r.get(f"{t}_rounds", [])) for r in rows for t in TARGETS), default=0)
     truths = {"fitted (median)" if spread > 1 else "first profile": lambda r, t: r[t]}
-    for k in range(spread if spread > 1 else 0):
+    for k in range(spread) if spread > 1 else ():
         truths[f"round {k + 1}"] = lambda r, t, k=k: r[f"{t}_rounds"][k]
     truths["after the run"] = lambda r, t: r.get(f"{t}_again")
     truths["interleaved"] = lambda r, t: r.get(f"{t}_interleaved")
@@ -470,15 +470,16 @@ def report(data: dict) -> None:
             )
     zoo = [i for i, r in enumerate(rows) if r["model"] in BASE]
     pat = [i for i, r in enumerate(rows) if r["model"] not in BASE]
-    print("\n## by group (new, kernels)" if zoo and pat else "")
-    for t in TARGETS if zoo and pat else ():
-        y, _, new = results[t]
-        for name, idx in (("zoo", zoo), ("patterns", pat)):
-            q = figures(y[idx], new[idx, 0], new[idx, 1], new[idx, 2])
-            print(
-                f"{t:11s} {name:9s} {len(idx):3d} networks: within +-10 % {q['within10']:4.0%}, "
-                f"Spearman {q['spearman']:.3f}, MdAPE {q['mdape']:.1%}, inside {q['coverage']:.0%}"
-            )
+    if zoo and pat:  # a small --only selection may hold one group alone
+        print("\n## by group (new, kernels)")
+        for t in TARGETS:
+            y, _, new = results[t]
+            for name, idx in (("zoo", zoo), ("patterns", pat)):
+                q = figures(y[idx], new[idx, 0], new[idx, 1], new[idx, 2])
+                print(
+                    f"{t:11s} {name:9s} {len(idx):3d} networks: within +-10 % {q['within10']:4.0%}, "
+                    f"Spearman {q['spearman']:.3f}, MdAPE {q['mdape']:.1%}, inside {q['coverage']:.0%}"
+                )
     judged_again(rows, results)
     print("\n## how repeatable the measurements are: each network's rounds against their median, and the median")
     print("## against a `profile` after all networks and sweeps (the same method) and an interleaved timing (another)")
