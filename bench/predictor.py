@@ -43,6 +43,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -365,20 +366,30 @@ def old_lofo(rows: list[dict], target: str, threads: int) -> np.ndarray:
     return out
 
 
-def new_lofo(rows: list[dict], sweep_rows: list, target: str, threads: int, use_ops: bool = True) -> np.ndarray:
-    """(ms, low, high) per network from kernel models fitted without its family."""
-    fams = [family(r) for r in rows]
+def new_lofo(
+    rows: list[dict],
+    sweep_rows: list,
+    target: str,
+    threads: int,
+    use_ops: bool = True,
+    held=family,
+    only: list[int] | None = None,
+) -> np.ndarray:
+    """(ms, low, high) per network from kernel models fitted without its family (`held`: without what `held` names
+    alike, e.g. `label`: the network alone, its family's other variants in the fit; the spread still by family);
+    `only`: these networks' predictions alone (NaN for the others)."""
+    fams = [held(r) for r in rows]
     kernels = [[Kernel.from_dict(k) for k in r.get(f"{target}_kernels") or r["kernels"]] for r in rows]
     swept = [(Kernel.from_dict(k), ms) for k, ms in sweep_rows]
-    out = np.empty((len(rows), 3))
-    for fam in sorted(set(fams)):
+    out = np.full((len(rows), 3), np.nan)
+    for fam in sorted({fams[i] for i in (range(len(rows)) if only is None else only)}):
         others = [i for i, f in enumerate(fams) if f != fam]
         samples = list(swept)
         if use_ops:
             for i in others:
                 samples += [(Kernel.from_dict(k), ms, label(rows[i])) for k, ms in rows[i].get(f"{target}_ops", [])]
         networks = [(kernels[i], rows[i][target], label(rows[i])) for i in others]
-        families = {label(rows[i]): fams[i] for i in others}  # the spread held out a family at a time
+        families = {label(rows[i]): family(rows[i]) for i in others}  # the spread held out a family at a time
         km = fit_kernel_model(samples, networks, target=target, device="host", threads=threads, family=families.get)
         for i, f in enumerate(fams):
             if f == fam:
@@ -395,6 +406,31 @@ def figures(y: np.ndarray, pred: np.ndarray, low=None, high=None) -> dict:
         q["coverage"] = float(np.mean((low <= y) & (y <= high)))
         q["width"] = float(np.median((high - low) / pred))
     return q
+
+
+def siblings(rows: list[dict], data: dict, results: dict) -> None:
+    """The networks of families with several variants held out one at a time, their family's other variants in the
+    fit (as `prune --budget-ms` predicts a pruned variant of a network whose rows the database holds), beside the
+    same networks held out with their whole family: how much of the miss is a new family's, and how much is there
+    even for a network whose family the fit has seen."""
+    fams = Counter(family(r) for r in rows)
+    idx = [i for i, r in enumerate(rows) if fams[family(r)] > 1]
+    if not idx:
+        return
+    print(f"\n## {len(idx)} networks of families with several variants: held out alone (the family's others in the fit)")
+    print(f"{'runtime':11s} {'held out':18s} {'within10':>8s} {'Spearman':>8s} {'MdAPE':>6s} {'inside':>6s} {'width':>6s}")
+    sub = [rows[i] for i in idx]
+    for t in TARGETS:
+        y, _, by_family = results[t]
+        alone = new_lofo(rows, data["sweep"].get(t, []), t, data["threads"], held=label, only=idx)[idx]
+        for name, p in (("with its family", by_family[idx]), ("alone", alone)):
+            q = figures(y[idx], p[:, 0], p[:, 1], p[:, 2])
+            print(
+                f"{t:11s} {name:18s} {q['within10']:8.0%} {q['spearman']:8.3f} {q['mdape']:6.1%} "
+                f"{q['coverage']:6.0%} {q['width']:6.0%}"
+            )
+        misses = [f"{label(r)} {(p - v) / v:+.0%}" for r, v, p in zip(sub, y[idx], alone[:, 0]) if abs(p - v) > 0.1 * v]
+        print(f"{'':11s} alone, off by more than 10 %: {', '.join(misses) or 'none'}")
 
 
 def judged_again(rows: list[dict], results: dict) -> None:
@@ -480,6 +516,7 @@ def report(data: dict) -> None:
                     f"{t:11s} {name:9s} {len(idx):3d} networks: within +-10 % {q['within10']:4.0%}, "
                     f"Spearman {q['spearman']:.3f}, MdAPE {q['mdape']:.1%}, inside {q['coverage']:.0%}"
                 )
+    siblings(rows, data, results)
     judged_again(rows, results)
     print("\n## how repeatable the measurements are: each network's rounds against their median, and the median")
     print("## against a `profile` after all networks and sweeps (the same method) and an interleaved timing (another)")

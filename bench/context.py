@@ -1,0 +1,152 @@
+"""The same 1x1 conv timed in different programs (ExecuTorch, XNNPACK, per-op rows): is a kernel's time its shape's?
+
+The kernel model (`edgekit.latency.kernel_model`) predicts each kernel from its shape and sums. On this host its
+largest misses are families whose 1x1 convs sit off the law together: GreedyViG's predicted 15-20 % fast on
+ExecuTorch, MobileOne's up to 25 % slow on LiteRT. This bench times one GEMM shape per-op in programs that differ
+around it:
+
+- MobileOne-S0's 128 -> 128 at 28x28: alone (as the kernel sweep times it), after a depthwise conv (as in
+  MobileOne), in a chain of four such pairs;
+- GreedyViG-S's 192 -> 768 and 768 -> 192 at 14x14 (its third stage's FFN): in a chain of six of its
+  inverted-residual blocks; the same chain after portable (non-delegated, one-thread) ops whose tensors die, and
+  after portable ops that leave 30 tensors alive to the end (an 18 MB planned arena); and in greedyvig_s itself,
+  with and without its graph (DAGC) blocks.
+
+Each line prints the program's arena (ExecuTorch's planned memory for what runs outside the delegate), the median
+per-op time of the named convs over the program's instances, and that time against the first line of its group,
+measured in this one run. About 2 minutes on 2 cores: `python bench/context.py > bench/context.txt`. The host drifts
+(one earlier probe read the 30-tensors chain at 1.2x, the same program at 1.0x later): compare within one run, and
+run it twice before reading a ratio under 1.1 as real.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from architectures import cpu_line  # noqa: E402
+
+from edgekit.compile import compile as compile_model  # noqa: E402
+from edgekit.models import load_model  # noqa: E402
+from edgekit.models.greedyvig import DAGCBlock, InvertedResidual  # noqa: E402
+from edgekit.profile import profile  # noqa: E402
+
+THREADS, RUNS = 2, 30
+
+
+def cbr(cin: int, cout: int, k: int = 1) -> nn.Module:
+    groups = cin if k > 1 else 1
+    return nn.Sequential(nn.Conv2d(cin, cout, k, 1, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+def inverted_residual() -> nn.Module:
+    block = InvertedResidual(192).eval()
+    block.fuse_for_deploy()
+    return block
+
+
+class Portable(nn.Module):
+    """`n` bool masks converted to float on a 56x56x48 map (ExecuTorch runs both outside XNNPACK, on one thread);
+    `alive`: every mask kept to the end (the arena holds them all), else each consumed at once."""
+
+    def __init__(self, n: int, alive: bool) -> None:
+        super().__init__()
+        self.n, self.alive = n, alive
+        self.proj = nn.Conv2d(3, 48, 1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        y = self.proj(x)
+        if self.alive:
+            return [(y < -100.0 + i).to(y.dtype) for i in range(self.n)]
+        for _ in range(self.n):
+            y = y + (y < -100.0).to(y.dtype)
+        return [y]
+
+
+class Program(nn.Module):
+    """The image (1, 3, 56, 56) pooled to `h` x `h`, projected to `cin` channels, through `body`; `portable` runs
+    first on the full-size image and its outputs are summed into the result last."""
+
+    def __init__(self, cin: int, h: int, body: nn.Module, portable: nn.Module | None = None) -> None:
+        super().__init__()
+        self.pool, self.proj, self.body, self.portable = nn.AvgPool2d(56 // h), nn.Conv2d(3, cin, 1), body, portable
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        extra = self.portable(x) if self.portable is not None else []
+        z = self.body(self.proj(self.pool(x))).mean()
+        for y in extra:
+            z = z + y.mean()
+        return z[None, None]
+
+
+def arena_mb(artifact: Path) -> float:
+    from executorch.exir._serialize import _deserialize_pte_binary
+
+    pte = _deserialize_pte_binary(artifact.read_bytes())
+    program = getattr(pte, "program", pte)
+    return sum(program.execution_plan[0].non_const_buffer_sizes) / 1e6
+
+
+def timed(model: nn.Module, size: int, convs) -> tuple[float, float, int]:
+    """(arena MB, median per-op us of the rows whose module `convs` accepts, how many)."""
+    with tempfile.TemporaryDirectory() as d:
+        art = compile_model(model.eval(), "executorch", out=Path(d), input_size=size, name="x", verify=False).artifact
+        rep = profile(art, runs=RUNS, warmup=5, threads=THREADS, device="host", per_op=True)
+        us = [r["ms"] / r.get("count", 1) * 1000 for r in rep["ops"] if r["op"].startswith("Fully") and convs(r)]
+        return arena_mb(Path(art)), statistics.median(us), len(us)
+
+
+def line(name: str, res: tuple[float, float, int], ref: float) -> None:
+    arena, us, n = res
+    print(f"{name:58s} {arena:8.1f} {us:8.0f} {n:4d} {us / ref:7.2f}", flush=True)
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    print(cpu_line())
+    print(f"# ExecuTorch (XNNPACK), {THREADS} threads, median of {RUNS} runs; per-op rows of the 1x1 convs (Fully")
+    print("# Connected: XNNPACK runs a 1x1 conv as a GEMM), each program's median over its instances")
+    print(f"{'program':58s} {'arena MB':>8s} {'us':>8s} {'rows':>4s} {'vs first':>7s}")
+    print("## MobileOne-S0's 128 -> 128 at 28x28")
+    body = lambda r: "body" in str(r.get("module"))  # noqa: E731
+    first = timed(Program(128, 28, nn.Sequential(cbr(128, 128))), 56, body)
+    line("alone", first, first[1])
+    ref = first[1]
+    line(
+        "after a 3x3 depthwise conv",
+        timed(Program(128, 28, nn.Sequential(cbr(128, 128, 3), cbr(128, 128))), 56, body),
+        ref,
+    )
+    chain = nn.Sequential(*[m for _ in range(4) for m in (cbr(128, 128, 3), cbr(128, 128))])
+    line("four (depthwise, 1x1) pairs", timed(Program(128, 28, chain), 56, body), ref)
+
+    print("## GreedyViG-S's FFN 1x1 convs, 192 -> 768 and 768 -> 192 at 14x14")
+    ffn = lambda r: ".pw" in (m := str(r.get("module"))) and ("backbone.2." in m or "body" in m)  # noqa: E731
+    six = lambda: nn.Sequential(*[inverted_residual() for _ in range(6)])  # noqa: E731
+    first = timed(Program(192, 14, six()), 56, ffn)
+    line("six inverted-residual blocks", first, first[1])
+    ref = first[1]
+    for name, portable in (
+        ("the same after 20 portable ops whose tensors die", Portable(20, False)),
+        ("the same with 30 portable-made tensors alive to the end", Portable(30, True)),
+    ):
+        line(name, timed(Program(192, 14, six(), portable), 56, ffn), ref)
+    net = load_model("greedyvig_s", input_size=224).model.eval()
+    line("greedyvig_s (stage 3's blocks)", timed(net, 224, ffn), ref)
+    for mod in net.modules():
+        for name, child in mod.named_children():
+            if isinstance(child, DAGCBlock):
+                setattr(mod, name, nn.Identity())
+    line("greedyvig_s without its graph (DAGC) blocks", timed(net, 224, ffn), ref)
+
+
+if __name__ == "__main__":
+    main()
