@@ -417,8 +417,12 @@ def siblings(rows: list[dict], data: dict, results: dict) -> None:
     idx = [i for i, r in enumerate(rows) if fams[family(r)] > 1]
     if not idx:
         return
-    print(f"\n## {len(idx)} networks of families with several variants: held out alone (the family's others in the fit)")
-    print(f"{'runtime':11s} {'held out':18s} {'within10':>8s} {'Spearman':>8s} {'MdAPE':>6s} {'inside':>6s} {'width':>6s}")
+    print(
+        f"\n## {len(idx)} networks of families with several variants: held out alone (the family's others in the fit)"
+    )
+    print(
+        f"{'runtime':11s} {'held out':18s} {'within10':>8s} {'Spearman':>8s} {'MdAPE':>6s} {'inside':>6s} {'width':>6s}"
+    )
     sub = [rows[i] for i in idx]
     for t in TARGETS:
         y, _, by_family = results[t]
