@@ -12,18 +12,23 @@ around it:
   after portable ops that leave 30 tensors alive to the end (an 18 MB planned arena); and in greedyvig_s itself,
   with and without its graph (DAGC) blocks.
 
-Each line prints the program's arena (ExecuTorch's planned memory for what runs outside the delegate), the median
-per-op time of the named convs over the program's instances, and that time against the first line of its group,
-measured in this one run. About 2 minutes on 2 cores: `python bench/context.py > bench/context.txt`. The host drifts
-(one earlier probe read the 30-tensors chain at 1.2x, the same program at 1.0x later): compare within one run, and
-run it twice before reading a ratio under 1.1 as real.
+Every program is compiled first, then profiled in three rounds over all of them. Each line prints the program's
+arena (ExecuTorch's planned memory for what runs outside the delegate), the median per-op time of the named convs
+over the program's instances (the median of the rounds, and each round's), and that time against the first line of
+its group, round by round. About 2 minutes on 2 cores: `python bench/context.py > bench/context.txt`.
+
+Profiled once each (before the rounds), the same programs read 1.01x and 1.19x (30 tensors alive), 1.18x and 1.07x
+(greedyvig_s) in two runs minutes apart, and one round here read MobileOne's conv after a depthwise conv at 124 us
+against 66-67 in the other two: a single profile of a program is not its time.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -95,57 +100,73 @@ def arena_mb(artifact: Path) -> float:
     return sum(program.execution_plan[0].non_const_buffer_sizes) / 1e6
 
 
-def timed(model: nn.Module, size: int, convs) -> tuple[float, float, int]:
-    """(arena MB, median per-op us of the rows whose module `convs` accepts, how many)."""
-    with tempfile.TemporaryDirectory() as d:
-        art = compile_model(model.eval(), "executorch", out=Path(d), input_size=size, name="x", verify=False).artifact
-        rep = profile(art, runs=RUNS, warmup=5, threads=THREADS, device="host", per_op=True)
-        us = [r["ms"] / r.get("count", 1) * 1000 for r in rep["ops"] if r["op"].startswith("Fully") and convs(r)]
-        return arena_mb(Path(art)), statistics.median(us), len(us)
+ROUNDS = 3
 
 
-def line(name: str, res: tuple[float, float, int], ref: float) -> None:
-    arena, us, n = res
-    print(f"{name:58s} {arena:8.1f} {us:8.0f} {n:4d} {us / ref:7.2f}", flush=True)
+def programs() -> list[tuple[str, str, nn.Module, int, Callable[[dict], bool]]]:
+    """(group, name, model, input size, which per-op rows are the convs timed)."""
+    body = lambda r: "body" in str(r.get("module"))  # noqa: E731
+    ffn = lambda r: ".pw" in (m := str(r.get("module"))) and ("backbone.2." in m or "body" in m)  # noqa: E731
+    six = lambda: nn.Sequential(*[inverted_residual() for _ in range(6)])  # noqa: E731
+    mo, gv = "MobileOne-S0's 128 -> 128 at 28x28", "GreedyViG-S's FFN 1x1 convs, 192 -> 768 and 768 -> 192 at 14x14"
+    pairs = nn.Sequential(*[m for _ in range(4) for m in (cbr(128, 128, 3), cbr(128, 128))])
+    net = load_model("greedyvig_s", input_size=224).model.eval()
+    bare = copy.deepcopy(net)
+    for mod in bare.modules():
+        for name, child in mod.named_children():
+            if isinstance(child, DAGCBlock):
+                setattr(mod, name, nn.Identity())
+    return [
+        (mo, "alone", Program(128, 28, nn.Sequential(cbr(128, 128))), 56, body),
+        (mo, "after a 3x3 depthwise conv", Program(128, 28, nn.Sequential(cbr(128, 128, 3), cbr(128, 128))), 56, body),
+        (mo, "four (depthwise, 1x1) pairs", Program(128, 28, pairs), 56, body),
+        (gv, "six inverted-residual blocks", Program(192, 14, six()), 56, ffn),
+        (gv, "the same after 20 portable ops whose tensors die", Program(192, 14, six(), Portable(20, False)), 56, ffn),
+        (
+            gv,
+            "the same with 30 portable-made tensors alive to the end",
+            Program(192, 14, six(), Portable(30, True)),
+            56,
+            ffn,
+        ),
+        (gv, "greedyvig_s (stage 3's blocks)", net, 224, ffn),
+        (gv, "greedyvig_s without its graph (DAGC) blocks", bare, 224, ffn),
+    ]
+
+
+def conv_us(art: Path, convs: Callable[[dict], bool]) -> float:
+    """The median per-op time (us) of the rows `convs` accepts, in one `profile` of the artifact."""
+    rep = profile(art, runs=RUNS, warmup=5, threads=THREADS, device="host", per_op=True)
+    return statistics.median(
+        r["ms"] / r.get("count", 1) * 1000 for r in rep["ops"] if r["op"].startswith("Fully") and convs(r)
+    )
 
 
 def main() -> None:
     torch.manual_seed(0)
     print(cpu_line())
-    print(f"# ExecuTorch (XNNPACK), {THREADS} threads, median of {RUNS} runs; per-op rows of the 1x1 convs (Fully")
-    print("# Connected: XNNPACK runs a 1x1 conv as a GEMM), each program's median over its instances")
-    print(f"{'program':58s} {'arena MB':>8s} {'us':>8s} {'rows':>4s} {'vs first':>7s}")
-    print("## MobileOne-S0's 128 -> 128 at 28x28")
-    body = lambda r: "body" in str(r.get("module"))  # noqa: E731
-    first = timed(Program(128, 28, nn.Sequential(cbr(128, 128))), 56, body)
-    line("alone", first, first[1])
-    ref = first[1]
-    line(
-        "after a 3x3 depthwise conv",
-        timed(Program(128, 28, nn.Sequential(cbr(128, 128, 3), cbr(128, 128))), 56, body),
-        ref,
+    print(f"# ExecuTorch (XNNPACK), {THREADS} threads; per-op rows of the 1x1 convs (Fully Connected: XNNPACK runs a")
+    print(f"# 1x1 conv as a GEMM), each program's median over its instances in one `profile` ({RUNS} runs); every")
+    print(
+        f"# program compiled first, then profiled in {ROUNDS} rounds over all of them: the median of the rounds, each"
     )
-    chain = nn.Sequential(*[m for _ in range(4) for m in (cbr(128, 128, 3), cbr(128, 128))])
-    line("four (depthwise, 1x1) pairs", timed(Program(128, 28, chain), 56, body), ref)
-
-    print("## GreedyViG-S's FFN 1x1 convs, 192 -> 768 and 768 -> 192 at 14x14")
-    ffn = lambda r: ".pw" in (m := str(r.get("module"))) and ("backbone.2." in m or "body" in m)  # noqa: E731
-    six = lambda: nn.Sequential(*[inverted_residual() for _ in range(6)])  # noqa: E731
-    first = timed(Program(192, 14, six()), 56, ffn)
-    line("six inverted-residual blocks", first, first[1])
-    ref = first[1]
-    for name, portable in (
-        ("the same after 20 portable ops whose tensors die", Portable(20, False)),
-        ("the same with 30 portable-made tensors alive to the end", Portable(30, True)),
-    ):
-        line(name, timed(Program(192, 14, six(), portable), 56, ffn), ref)
-    net = load_model("greedyvig_s", input_size=224).model.eval()
-    line("greedyvig_s (stage 3's blocks)", timed(net, 224, ffn), ref)
-    for mod in net.modules():
-        for name, child in mod.named_children():
-            if isinstance(child, DAGCBlock):
-                setattr(mod, name, nn.Identity())
-    line("greedyvig_s without its graph (DAGC) blocks", timed(net, 224, ffn), ref)
+    print("# round's value, and the median against the group's first program (the ratio taken round by round)")
+    with tempfile.TemporaryDirectory() as d:
+        progs = []
+        for i, (group, name, model, size, convs) in enumerate(programs()):
+            art = compile_model(model.eval(), "executorch", out=Path(d), input_size=size, name=f"p{i}", verify=False)
+            progs.append((group, name, Path(art.artifact), convs))
+        times = [[conv_us(art, convs) for _, _, art, convs in progs] for _ in range(ROUNDS)]
+        print(f"{'program':58s} {'arena MB':>8s} {'us':>6s} {'rounds':>16s} {'vs first':>8s}")
+        first: dict[str, int] = {}
+        for j, (group, name, art, _) in enumerate(progs):
+            if group not in first:
+                first[group] = j
+                print(f"## {group}")
+            per_round = [t[j] for t in times]
+            ratio = statistics.median(t[j] / t[first[group]] for t in times)
+            rounds = "/".join(f"{v:.0f}" for v in per_round)
+            print(f"{name:58s} {arena_mb(art):8.1f} {statistics.median(per_round):6.0f} {rounds:>16s} {ratio:8.2f}")
 
 
 if __name__ == "__main__":
