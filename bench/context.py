@@ -44,7 +44,7 @@ from edgekit.models import load_model  # noqa: E402
 from edgekit.models.greedyvig import DAGCBlock, InvertedResidual  # noqa: E402
 from edgekit.profile import profile  # noqa: E402
 
-THREADS, RUNS = 2, 30
+THREADS, RUNS, ROUNDS = 2, 30, 3
 
 
 def cbr(cin: int, cout: int, k: int = 1) -> nn.Module:
@@ -93,14 +93,13 @@ class Program(nn.Module):
 
 
 def arena_mb(artifact: Path) -> float:
+    """The program's planned memory (MB) for what runs outside the delegate: its memory plan's buffer sizes, read from
+    the `.pte` (executorch has no public reader of them: its private deserializer)."""
     from executorch.exir._serialize import _deserialize_pte_binary
 
     pte = _deserialize_pte_binary(artifact.read_bytes())
     program = getattr(pte, "program", pte)
     return sum(program.execution_plan[0].non_const_buffer_sizes) / 1e6
-
-
-ROUNDS = 3
 
 
 def programs() -> list[tuple[str, str, nn.Module, int, Callable[[dict], bool]]]:
