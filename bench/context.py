@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from architectures import cpu_line  # noqa: E402
 
 from edgekit.compile import compile as compile_model  # noqa: E402
+from edgekit.latency.sweep import Spec, kernel_module  # noqa: E402
 from edgekit.models import load_model  # noqa: E402
 from edgekit.models.greedyvig import DAGCBlock, InvertedResidual  # noqa: E402
 from edgekit.profile import profile  # noqa: E402
@@ -47,9 +48,14 @@ from edgekit.profile import profile  # noqa: E402
 THREADS, RUNS, ROUNDS = 2, 30, 3
 
 
-def cbr(cin: int, cout: int, k: int = 1) -> nn.Module:
-    groups = cin if k > 1 else 1
-    return nn.Sequential(nn.Conv2d(cin, cout, k, 1, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+def pw(c: int) -> nn.Module:
+    """The sweep's 1x1 conv + BN + ReLU (what `latency calibrate --kernels` times alone) at c -> c channels."""
+    return kernel_module(Spec("pwconv", c, c, 28))
+
+
+def dw(c: int) -> nn.Module:
+    """The sweep's 3x3 depthwise conv + BN + ReLU."""
+    return kernel_module(Spec("dwconv", c, c, 28, k=3))
 
 
 def inverted_residual() -> nn.Module:
@@ -108,7 +114,7 @@ def programs() -> list[tuple[str, str, nn.Module, int, Callable[[dict], bool]]]:
     ffn = lambda r: ".pw" in (m := str(r.get("module"))) and ("backbone.2." in m or "body" in m)  # noqa: E731
     six = lambda: nn.Sequential(*[inverted_residual() for _ in range(6)])  # noqa: E731
     mo, gv = "MobileOne-S0's 128 -> 128 at 28x28", "GreedyViG-S's FFN 1x1 convs, 192 -> 768 and 768 -> 192 at 14x14"
-    pairs = nn.Sequential(*[m for _ in range(4) for m in (cbr(128, 128, 3), cbr(128, 128))])
+    pairs = nn.Sequential(*[m for _ in range(4) for m in (dw(128), pw(128))])
     net = load_model("greedyvig_s", input_size=224).model.eval()
     bare = copy.deepcopy(net)
     for mod in bare.modules():
@@ -116,8 +122,8 @@ def programs() -> list[tuple[str, str, nn.Module, int, Callable[[dict], bool]]]:
             if isinstance(child, DAGCBlock):
                 setattr(mod, name, nn.Identity())
     return [
-        (mo, "alone", Program(128, 28, nn.Sequential(cbr(128, 128))), 56, body),
-        (mo, "after a 3x3 depthwise conv", Program(128, 28, nn.Sequential(cbr(128, 128, 3), cbr(128, 128))), 56, body),
+        (mo, "alone", Program(128, 28, nn.Sequential(pw(128))), 56, body),
+        (mo, "after a 3x3 depthwise conv", Program(128, 28, nn.Sequential(dw(128), pw(128))), 56, body),
         (mo, "four (depthwise, 1x1) pairs", Program(128, 28, pairs), 56, body),
         (gv, "six inverted-residual blocks", Program(192, 14, six()), 56, ffn),
         (gv, "the same after 20 portable ops whose tensors die", Program(192, 14, six(), Portable(20, False)), 56, ffn),
